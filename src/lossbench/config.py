@@ -1,0 +1,186 @@
+"""The experiment config: pydantic models, YAML loading and ``--set`` overrides.
+
+A config file holds one experiment, or several as YAML documents separated by
+``---`` (the quickstart runs a classification and a segmentation experiment).
+Every mistake in it is reported as one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lossbench.errors import UserError
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(StrictModel):
+    """Where samples come from and how they are shaped."""
+
+    source: str = Field("synthetic", description="registered data source, see `lossbench list sources`")
+    root: Path | None = Field(None, description="folder or file the source reads from")
+    image_size: int = Field(32, gt=0, description="square side images are resized (or generated) to")
+    num_classes: int | None = Field(None, gt=0, description="classes to generate (synthetic); inferred for files")
+    train_per_class: int = Field(200, gt=0, description="synthetic: training images of the largest class")
+    val_per_class: int = Field(50, gt=0, description="synthetic: validation images per class (balanced)")
+    imbalance_ratio: float = Field(1.0, ge=1.0, description="largest / smallest training class size")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+
+class ModelConfig(StrictModel):
+    """Which network, and what it starts from."""
+
+    name: str = Field("resnet18", description="registered model, see `lossbench list models`")
+    encoder: str = Field("resnet18", description="encoder of a segmenter")
+    in_channels: int = Field(3, gt=0, description="input image channels")
+    pretrained: str | None = Field(None, description="null, or where weights come from")
+
+
+class OptimizerConfig(StrictModel):
+    """The optimizer and its hyper-parameters."""
+
+    name: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+LossSpec = Union[str, dict[str, Any], list[Any]]
+
+
+class Experiment(StrictModel):
+    """One experiment: data, model, loss and the training recipe."""
+
+    name: str | None = Field(None, description="run folder name; defaults to the config file's name")
+    task: Literal["classification", "segmentation"] = "classification"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossSpec = Field("ce", description="loss spec, e.g. 'focal(gamma=2) + 0.5 * dice'")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    epochs: int = Field(1, gt=0)
+    batch_size: int = Field(32, gt=0)
+    seed: int = Field(0, ge=0)
+    output_dir: Path = Field(Path("runs"), description="parent folder of run folders")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    versions: dict[str, str] | None = Field(None, description="package versions a run recorded; ignored as input")
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / (self.name or "run")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into its key path and YAML-typed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``--set a.b=c`` in the raw config mapping (validation happens after)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {text!r}: {'.'.join(path[: i + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the config section that ``loc`` points into (for 'valid keys' hints)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def describe_validation_error(err: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
+    """One line naming each bad key and what is wrong with it."""
+    model = model or Experiment
+    problems = []
+    for item in err.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc if not str(p).startswith(("str", "dict[", "list[")))
+        if item["type"] == "extra_forbidden":
+            valid = _fields_at(model, loc)
+            msg = "unknown key" + (f"; valid keys here: {', '.join(valid)}" if valid else "")
+        else:
+            msg = item["msg"]
+            if item["type"] != "missing" and "input" in item and not isinstance(item["input"], (dict, list)):
+                msg += f" (got {item['input']!r})"
+        problems.append(f"{key}: {msg}")
+    seen = list(dict.fromkeys(problems))
+    return f"{source}: " + "; ".join(seen)
+
+
+def _read_documents(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read config ({exc.__class__.__name__}: {exc})") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}{where}: YAML syntax error: {problem}; fix the file and run again") from None
+    if not docs:
+        raise UserError(f"{path}: the config is empty; see recipes/quickstart.yaml for an example")
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise UserError(f"{path}: each YAML document must be a mapping of keys, got {type(doc).__name__}")
+    return docs
+
+
+def validate_experiment(raw: dict[str, Any], source: str) -> Experiment:
+    """Validate a raw mapping as an Experiment, errors as one UserError line."""
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(describe_validation_error(err, source)) from None
+
+
+def load_experiments(path: str | Path, overrides: list[str] | None = None) -> list[Experiment]:
+    """Every experiment in a config file, with ``--set`` overrides applied to each."""
+    path = Path(path)
+    docs = _read_documents(path)
+    experiments = []
+    for i, doc in enumerate(docs):
+        raw = apply_overrides(doc, list(overrides or []))
+        if not raw.get("name"):
+            raw["name"] = path.stem if len(docs) == 1 else f"{path.stem}-{i}"
+        experiments.append(validate_experiment(raw, str(path)))
+    return experiments
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """The single experiment in a config file."""
+    experiments = load_experiments(path, overrides)
+    if len(experiments) != 1:
+        raise UserError(f"{path}: holds {len(experiments)} experiments; this command takes a file with one")
+    return experiments[0]

@@ -1,0 +1,100 @@
+"""The run folder: atomic writes of config, metrics, summary and checkpoints.
+
+Every file is written to a temporary sibling and renamed into place, so a
+process killed at any moment leaves the previous complete file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from lossbench.errors import UserError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def write_yaml(path: Path, obj: Any) -> None:
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """All rows as CSV; columns are the union of the rows' keys in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` through an atomic rename (loadable with ``weights_only=True``)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that decide a run's numbers."""
+    import segmentation_models_pytorch
+    import torchmetrics
+    import torchvision
+
+    import lossbench
+
+    return {
+        "lossbench": lossbench.__version__,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
+        "torchmetrics": torchmetrics.__version__,
+    }
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Create the run folder, refusing to clobber a finished run and failing early if unwritable."""
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise UserError(
+            f"{run_dir}: run folder already exists; pass --overwrite to replace it or set name: to another name"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{run_dir}: cannot write the run folder ({exc.strerror}); choose a writable output_dir") from None

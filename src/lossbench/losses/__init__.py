@@ -1,0 +1,49 @@
+"""The loss library: ``build_loss(spec, num_classes, ...) -> nn.Module``.
+
+Every loss is called as ``loss(logits, target)`` for both tasks. Adding a loss
+is one module with one ``@register_loss`` class, imported below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from lossbench.errors import UserError
+from lossbench.losses import ce, dice, focal  # noqa: F401  (registers losses)
+from lossbench.losses.combine import WeightedSum
+from lossbench.losses.registry import LOSSES, LossContext, loss_parameters, loss_summary, register_loss
+from lossbench.losses.spec import Term, parse_spec
+
+__all__ = ["LOSSES", "LossContext", "build_loss", "loss_parameters", "loss_summary", "parse_spec", "register_loss"]
+
+
+def _build_term(term: Term, ctx: LossContext) -> nn.Module:
+    cls = LOSSES.get(term.name)
+    allowed = loss_parameters(cls)
+    unknown = sorted(set(term.params) - set(allowed))
+    if unknown:
+        valid = ", ".join(allowed) or "none"
+        raise UserError(f"loss {term.name}: unknown parameter {unknown[0]!r}; valid parameters: {valid}")
+    try:
+        return cls(ctx, **term.params)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"loss {term.name}: {exc}") from None
+
+
+def build_loss(
+    spec: str | dict[str, Any] | list[Any],
+    num_classes: int,
+    task: str = "classification",
+    class_counts: Sequence[int] | None = None,
+    ignore_index: int = 255,
+) -> nn.Module:
+    """The loss module a spec describes; a weighted sum when the spec has several terms."""
+    ctx = LossContext(num_classes, task, None if class_counts is None else tuple(class_counts), ignore_index)
+    terms = parse_spec(spec)
+    modules = [_build_term(t, ctx) for t in terms]
+    if len(terms) == 1 and terms[0].weight == 1.0:
+        return modules[0]
+    return WeightedSum(modules, [t.weight for t in terms], [t.name for t in terms])

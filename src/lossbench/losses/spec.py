@@ -1,0 +1,120 @@
+"""Safe parsing of loss specs such as ``focal(gamma=2) + 0.5 * dice(smooth=1)``.
+
+A spec string is parsed with :mod:`ast` and only a tiny grammar is accepted:
+a sum of terms, each ``[number *] name[(key=value, ...)]``. Values are
+numbers, strings, booleans, null, bare words (read as strings) and lists of
+those; a call in value position (``weight=effective(beta=0.999)``) is kept as
+its text. Nothing is ever evaluated.
+
+A spec may also be YAML structure: ``{name: focal, gamma: 2, weight: 1.0}`` or
+a list of such mappings, summed.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any
+
+from lossbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted loss in a spec: ``weight * name(**params)``."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+
+
+def _fail(spec: str, why: str) -> UserError:
+    return UserError(f"loss {spec!r}: {why}; write e.g. 'focal(gamma=2) + 0.5 * dice'")
+
+
+def _value(node: ast.AST, spec: str) -> Any:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        inner = _value(node.operand, spec)
+        if isinstance(inner, (int, float)) and not isinstance(inner, bool):
+            return -inner if isinstance(node.op, ast.USub) else inner
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_value(e, spec) for e in node.elts]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
+        for kw in node.keywords:
+            _value(kw.value, spec)
+        return ast.unparse(node)
+    raise _fail(spec, f"unsupported value {ast.unparse(node)!r}")
+
+
+def _call(node: ast.AST, spec: str) -> Term:
+    if isinstance(node, ast.Name):
+        return Term(node.id)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if node.args:
+            raise _fail(spec, f"{node.func.id}(...) takes keyword parameters only (name=value)")
+        params = {}
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise _fail(spec, "'**' is not allowed")
+            params[kw.arg] = _value(kw.value, spec)
+        return Term(node.func.id, params)
+    raise _fail(spec, f"{ast.unparse(node)!r} is not a loss name or call")
+
+
+def _number(node: ast.AST, spec: str) -> float | None:
+    try:
+        v = _value(node, spec)
+    except UserError:
+        return None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, (bool, str)) else None
+
+
+def _terms(node: ast.AST, spec: str, sign: float = 1.0) -> list[Term]:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        right_sign = sign if isinstance(node.op, ast.Add) else -sign
+        return _terms(node.left, spec, sign) + _terms(node.right, spec, right_sign)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        for num, other in ((node.left, node.right), (node.right, node.left)):
+            w = _number(num, spec)
+            if w is not None:
+                return [Term(t.name, t.params, t.weight * w) for t in _terms(other, spec, sign)]
+        raise _fail(spec, "'*' needs a number on one side")
+    if isinstance(node, ast.BinOp):
+        raise _fail(spec, f"only '+', '-' and 'number *' combine losses, not {ast.unparse(node)!r}")
+    term = _call(node, spec)
+    return [Term(term.name, term.params, term.weight * sign)]
+
+
+def _from_mapping(item: dict[str, Any], spec: Any) -> Term:
+    params = dict(item)
+    name = params.pop("name", None)
+    if not isinstance(name, str):
+        raise UserError(f"loss {spec!r}: each loss mapping needs a 'name' key, e.g. {{name: focal, gamma: 2}}")
+    weight = params.pop("weight", 1.0)
+    if not isinstance(weight, (int, float)):
+        raise UserError(f"loss {spec!r}: 'weight' must be a number, got {weight!r}")
+    return Term(name, params, float(weight))
+
+
+def parse_spec(spec: str | dict[str, Any] | list[Any]) -> list[Term]:
+    """The weighted terms of a loss spec (string, mapping, or list of strings / mappings)."""
+    if isinstance(spec, dict):
+        return [_from_mapping(spec, spec)]
+    if isinstance(spec, list):
+        if not spec:
+            raise UserError("loss []: an empty list names no loss")
+        terms: list[Term] = []
+        for item in spec:
+            terms += _from_mapping(item, spec) if isinstance(item, dict) else parse_spec(item)
+        return terms
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(f"loss {spec!r}: expected a loss spec such as 'ce' or 'focal(gamma=2) + 0.5 * dice'")
+    try:
+        tree = ast.parse(spec.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise _fail(spec, f"syntax error at column {exc.offset}: {exc.msg}") from None
+    return _terms(tree.body, spec)
