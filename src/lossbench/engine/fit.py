@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lossbench.config import Experiment, OptimizerConfig
-from lossbench.data import IGNORE_INDEX, DataBundle, build_data
+from lossbench.data import IGNORE_INDEX, build_data
+from lossbench.data.loaders import build_loaders
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
 from lossbench.losses import build_loss
@@ -56,18 +57,6 @@ def build_optimizer(cfg: OptimizerConfig, params: list[nn.Parameter]) -> torch.o
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def make_loaders(exp: Experiment, data: DataBundle) -> tuple[DataLoader, DataLoader]:
-    """Seeded, shuffled training loader and an in-order validation loader."""
-    g = torch.Generator().manual_seed(exp.seed)
-    bs = exp.batch_size
-    train = DataLoader(
-        data.train, batch_size=bs, shuffle=True, generator=g, num_workers=exp.data.num_workers,
-        drop_last=len(data.train) % bs == 1,  # a lone last sample breaks batch norm
-    )
-    val = DataLoader(data.val, batch_size=bs, shuffle=False, num_workers=exp.data.num_workers)
-    return train, val
 
 
 def _flat_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -136,7 +125,7 @@ def train(exp: Experiment, overwrite: bool = False, log=print) -> dict[str, Any]
     model = build_model(exp.model, exp.task, data.num_classes).to(device)
     loss_fn = build_loss(exp.loss, data.num_classes, exp.task, data.class_counts, IGNORE_INDEX).to(device)
     optimizer = build_optimizer(exp.optimizer, [p for p in model.parameters() if p.requires_grad])
-    train_loader, val_loader = make_loaders(exp, data)
+    train_loader, val_loader = build_loaders(data, exp.batch_size, exp.data.num_workers, exp.seed)
 
     resolved = exp.model_dump(mode="json")
     resolved["versions"] = runfolder.versions()
@@ -152,6 +141,9 @@ def train(exp: Experiment, overwrite: bool = False, log=print) -> dict[str, Any]
         f"{data.num_classes} classes, model {exp.model.name}, loss {exp.loss}, device {device}")
     for epoch in range(1, exp.epochs + 1):
         t0 = time.perf_counter()
+        for module in loss_fn.modules():
+            if hasattr(module, "on_epoch_start"):
+                module.on_epoch_start(epoch)
         tr = run_epoch(model, train_loader, loss_fn, metrics, device, optimizer, f"epoch {epoch}/{exp.epochs} train")
         va = run_epoch(model, val_loader, loss_fn, metrics, device, None, f"epoch {epoch}/{exp.epochs} val")
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr.loss,

@@ -21,3 +21,24 @@ class WeightedSum(nn.Module):
             value = w * loss(logits, target)
             total = value if total is None else total + value
         return total
+
+
+class DeepSupervision(nn.Module):
+    """Applies a loss to every output of a deep-supervision model and averages (or weights) them.
+
+    A nested U-Net returns a list of side outputs in training; in evaluation it
+    returns one tensor, which passes straight through to the wrapped loss.
+    """
+
+    def __init__(self, loss: nn.Module, weights: list[float] | None = None) -> None:
+        super().__init__()
+        self.loss = loss
+        self.weights = None if weights is None else list(weights)
+
+    def forward(self, logits: torch.Tensor | list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        if isinstance(logits, torch.Tensor):
+            return self.loss(logits, target)
+        weights = self.weights or [1.0 / len(logits)] * len(logits)
+        if len(weights) != len(logits):
+            raise ValueError(f"{len(weights)} deep-supervision weights for {len(logits)} outputs")
+        return sum(w * self.loss(out, target) for w, out in zip(weights, logits))
