@@ -4,16 +4,27 @@ One torchmetrics ``MulticlassConfusionMatrix`` accumulates every prediction
 (and syncs across DDP ranks); all figures derive from it:
 
 classification: accuracy, balanced accuracy (mean per-class recall), macro-F1,
-per-class recall; segmentation: per-class IoU = TP / (TP + FP + FN), mean IoU,
+per-class recall, quadratic weighted kappa (Cohen 1968), and the expected
+calibration error (15 equal-width bins, Guo et al. 2017) from softmax
+confidences; segmentation: per-class IoU = TP / (TP + FP + FN), mean IoU,
 per-class Dice = 2TP / (2TP + FP + FN), mean Dice, pixel accuracy.
 Classes with an empty denominator (absent from both target and prediction)
 are left out of the means rather than counted as 0 or 1.
+
+Binary and multi-label segmentation (float targets shaped like the logits,
+sigmoid outputs thresholded at 0.5) accumulate per-channel TP / FP / TN / FN
+instead; IoU and Dice are then those of each channel's foreground.
 """
 
 from __future__ import annotations
 
 import torch
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.classification import (
+    BinaryStatScores,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MultilabelStatScores,
+)
 
 from lossbench.losses.common import is_sigmoid_target
 
@@ -45,6 +56,7 @@ def metrics_from_confusion(cm: torch.Tensor, task: str) -> dict[str, float | lis
         out["accuracy"] = accuracy
         out["balanced_accuracy"] = _nanmean(recall)
         out["macro_f1"] = _nanmean(f1)
+        out["quadratic_kappa"] = quadratic_weighted_kappa(cm)
         out["recall"] = recall.tolist()
     else:
         iou = _ratio(tp, tp + fp + fn)
@@ -57,6 +69,36 @@ def metrics_from_confusion(cm: torch.Tensor, task: str) -> dict[str, float | lis
     return out
 
 
+def quadratic_weighted_kappa(cm: torch.Tensor) -> float:
+    """Cohen's kappa with quadratic disagreement weights (i - j)^2 / (K - 1)^2 from a confusion matrix."""
+    cm = cm.double()
+    k = cm.shape[0]
+    total = cm.sum()
+    if k < 2 or total == 0:
+        return float("nan")
+    idx = torch.arange(k, dtype=torch.float64)
+    w = (idx[:, None] - idx[None, :]) ** 2 / (k - 1) ** 2
+    expected = cm.sum(1, keepdim=True) * cm.sum(0, keepdim=True) / total
+    den = (w * expected).sum()
+    return float(1 - (w * cm).sum() / den) if den > 0 else float("nan")
+
+
+def metrics_from_stat_scores(stats: torch.Tensor) -> dict[str, float | list[float]]:
+    """Segmentation metrics of sigmoid channels from per-channel (tp, fp, tn, fn, support) rows."""
+    stats = stats.double().reshape(-1, 5)
+    tp, fp, tn, fn = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    iou = _ratio(tp, tp + fp + fn)
+    dice = _ratio(2 * tp, 2 * tp + fp + fn)
+    total = (tp + fp + tn + fn).sum()
+    return {
+        "pixel_accuracy": float((tp + tn).sum() / total) if total > 0 else float("nan"),
+        "miou": _nanmean(iou),
+        "dice": _nanmean(dice),
+        "iou": iou.tolist(),
+        "per_class_dice": dice.tolist(),
+    }
+
+
 def normalized_confusion(cm: torch.Tensor) -> torch.Tensor:
     """Rows normalised over the true class (sklearn's ``normalize='true'``); empty rows stay 0."""
     cm = cm.double()
@@ -64,27 +106,63 @@ def normalized_confusion(cm: torch.Tensor) -> torch.Tensor:
 
 
 class TaskMetrics(torch.nn.Module):
-    """Accumulates predictions for a task over a whole set; ``compute()`` gives all metrics."""
+    """Accumulates predictions for a task over a whole set; ``compute()`` gives all metrics.
 
-    def __init__(self, task: str, num_classes: int, ignore_index: int = 255) -> None:
+    Index targets feed a confusion matrix (and, for classification, a
+    calibration-error accumulator); float targets shaped like the logits feed
+    per-channel stat scores. All are torchmetrics states, synced across DDP ranks.
+    """
+
+    def __init__(self, task: str, num_classes: int, ignore_index: int = 255, calibration_bins: int = 15) -> None:
         super().__init__()
         self.task = task
         self.num_classes = num_classes
-        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+        self.confusion = MulticlassConfusionMatrix(max(num_classes, 2), ignore_index=ignore_index)
+        self.calibration = (
+            MulticlassCalibrationError(num_classes, n_bins=calibration_bins, norm="l1", ignore_index=ignore_index)
+            if task == "classification" and num_classes >= 2
+            else None
+        )
+        self.channels = (
+            MultilabelStatScores(
+                num_classes, threshold=0.5, average=None, multidim_average="global", ignore_index=ignore_index
+            )
+            if num_classes > 1
+            else BinaryStatScores(threshold=0.5, multidim_average="global", ignore_index=ignore_index)
+        )
+        self._sigmoid = False
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         if isinstance(logits, (list, tuple)):
             logits = logits[-1]
-        if is_sigmoid_target(logits, target):
-            raise NotImplementedError("metrics for multi-label (sigmoid) targets are not implemented yet")
+        logits = logits.float()
+        if is_sigmoid_target(logits, target) and logits.shape[1] > 1:
+            self._sigmoid = True
+            c = logits.shape[1]
+            self.channels.update(torch.sigmoid(logits).movedim(1, -1).reshape(-1, c),
+                                 target.movedim(1, -1).reshape(-1, c).long())
+            return
+        if logits.shape[1] == 1:
+            self._sigmoid = True
+            self.channels.update(torch.sigmoid(logits).reshape(-1), target.reshape(-1).long())
+            return
         self.confusion.update(logits.argmax(1), target.long())
+        if self.calibration is not None:
+            self.calibration.update(torch.softmax(logits, 1), target.long())
 
     def reset(self) -> None:
         self.confusion.reset()
+        self.channels.reset()
+        if self.calibration is not None:
+            self.calibration.reset()
 
     def compute(self) -> dict[str, float | list[float]]:
+        if self._sigmoid:
+            return metrics_from_stat_scores(self.channels.compute().cpu())
         cm = self.confusion.compute().cpu()
         out = metrics_from_confusion(cm, self.task)
+        if self.calibration is not None:
+            out["ece"] = float(self.calibration.compute())
         out["confusion_matrix"] = cm.tolist()
         return out

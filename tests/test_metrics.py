@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score, jaccard_score, recall_score
+from torchmetrics.classification import MulticlassCalibrationError
+
+from lossbench.metrics import TaskMetrics, normalized_confusion
+
+
+def test_classification_metrics_accumulate_over_the_set_and_match_sklearn():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(300, 5, generator=g)
+    target = torch.randint(0, 5, (300,), generator=g)
+    logits[torch.arange(150), target[:150]] += 2.0  # half the set is mostly right
+    m = TaskMetrics("classification", 5)
+    for chunk in range(0, 300, 64):  # batches of unequal size: per-batch averaging would differ
+        m.update(logits[chunk:chunk + 64], target[chunk:chunk + 64])
+    out = m.compute()
+    y, p = target.numpy(), logits.argmax(1).numpy()
+    assert out["accuracy"] == pytest.approx((y == p).mean())
+    assert out["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
+    assert out["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
+    assert out["recall"] == pytest.approx(list(recall_score(y, p, average=None)))
+    assert out["quadratic_kappa"] == pytest.approx(cohen_kappa_score(y, p, weights="quadratic"))
+    ece = MulticlassCalibrationError(5, n_bins=15, norm="l1")(torch.softmax(logits, 1), target)
+    assert out["ece"] == pytest.approx(float(ece), abs=1e-6)
+    cm = torch.tensor(out["confusion_matrix"])
+    assert cm.sum() == 300 and torch.allclose(normalized_confusion(cm).sum(1), torch.ones(5, dtype=torch.float64))
+
+
+def test_segmentation_iou_dice_pixel_accuracy_with_ignore_index():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 3, 8, 8, generator=g)
+    target = torch.randint(0, 3, (4, 8, 8), generator=g)
+    target[:, :2] = 255
+    m = TaskMetrics("segmentation", 3)
+    m.update(logits[:2], target[:2])
+    m.update(logits[2:], target[2:])
+    out = m.compute()
+    keep = target.flatten() != 255
+    y, p = target.flatten()[keep].numpy(), logits.argmax(1).flatten()[keep].numpy()
+    iou = jaccard_score(y, p, average=None)
+    assert out["iou"] == pytest.approx(list(iou))
+    assert out["miou"] == pytest.approx(iou.mean())
+    assert out["per_class_dice"] == pytest.approx(list(2 * iou / (1 + iou)))
+    assert out["pixel_accuracy"] == pytest.approx((y == p).mean())
+
+
+def test_absent_class_is_left_out_of_means():
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0]])
+    out = TaskMetrics("segmentation", 3)
+    out.update(logits.view(1, 2, 3).permute(0, 2, 1).reshape(1, 3, 2, 1), torch.tensor([[[0], [1]]]))
+    res = out.compute()
+    assert np.isnan(res["iou"][2]) and res["miou"] == 1.0
+
+
+def test_binary_and_multilabel_sigmoid_targets():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(3, 2, 6, 6, generator=g)
+    target = (torch.rand(3, 2, 6, 6, generator=g) > 0.6).float()
+    m = TaskMetrics("segmentation", 2)
+    m.update(logits, target)
+    out = m.compute()
+    for c in range(2):
+        y = target[:, c].flatten().numpy()
+        p = (logits[:, c] > 0).flatten().numpy()
+        assert out["iou"][c] == pytest.approx(jaccard_score(y, p))
+    binary = TaskMetrics("segmentation", 1)
+    binary.update(logits[:, :1], target[:, :1])
+    assert binary.compute()["iou"][0] == pytest.approx(out["iou"][0])
