@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/lossbench train recipes/quickstart.yaml --overwrite
+	$(BIN)/lossbench sweep recipes/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

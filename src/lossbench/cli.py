@@ -26,6 +26,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from lossbench.experiments.report import build_report
+    from lossbench.experiments.sweep import plan_sweep, run_sweep
+
+    start = time.perf_counter()
+    plan = plan_sweep(args.config, args.set, args.out)
+    rows = run_sweep(plan, jobs=args.jobs)
+    html_path, _ = build_report(plan.sweep_dir)
+    print(f"report: {html_path}")
+    print(f"wall time: {time.perf_counter() - start:.1f}s")
+    return 0 if all(r["status"] == "done" for r in rows) else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from lossbench.experiments.report import build_report
+
+    html_path, md_path = build_report(args.sweep_dir)
+    print(f"report: {html_path} and {md_path}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.kind == "losses":
         from lossbench.losses import LOSSES, loss_parameters, loss_summary
@@ -61,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set optimizer.lr=0.01 (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sweep", help="run a grid of experiments over seeds and write a report",
+                       description="Run every cell of CONFIG's grid: (skipping finished cells), then write the report.")
+    p.add_argument("config", help="YAML config with a grid: mapping of config keys to lists")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--jobs", type=int, default=1, help="cells to run in parallel (default 1)")
+    p.add_argument("--out", default=None, help="sweep folder (default: <output_dir>/<config name>)")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("report", help="write report.html / report.md for a sweep folder")
+    p.add_argument("sweep_dir", help="folder written by lossbench sweep")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("list", help="list registered losses, models or data sources")
     p.add_argument("kind", choices=["losses", "models", "sources"])

@@ -89,19 +89,28 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a raw (unvalidated) config mapping, creating sections as needed."""
+    path = dotted.split(".")
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"{dotted}: {'.'.join(path[: i + 1])} is not a section, so it has no key {path[i + 1]!r}")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set each ``--set a.b=c`` in the raw config mapping (validation happens after)."""
     for text in overrides:
         path, value = parse_override(text)
-        node = raw
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UserError(f"--set {text!r}: {'.'.join(path[: i + 1])} is not a section")
-            node = child
-        node[path[-1]] = value
+        try:
+            set_key(raw, ".".join(path), value)
+        except UserError as exc:
+            raise UserError(f"--set {text!r}: {exc}") from None
     return raw
 
 
@@ -135,7 +144,7 @@ def describe_validation_error(err: ValidationError, source: str, model: type[Bas
     return f"{source}: " + "; ".join(seen)
 
 
-def _read_documents(path: Path) -> list[dict[str, Any]]:
+def read_documents(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"{path}: no such config file")
     try:
@@ -168,9 +177,11 @@ def validate_experiment(raw: dict[str, Any], source: str) -> Experiment:
 def load_experiments(path: str | Path, overrides: list[str] | None = None) -> list[Experiment]:
     """Every experiment in a config file, with ``--set`` overrides applied to each."""
     path = Path(path)
-    docs = _read_documents(path)
+    docs = read_documents(path)
     experiments = []
     for i, doc in enumerate(docs):
+        if "grid" in doc:
+            raise UserError(f"{path}: has a grid: of several runs; run it with `lossbench sweep {path}`")
         raw = apply_overrides(doc, list(overrides or []))
         if not raw.get("name"):
             raw["name"] = path.stem if len(docs) == 1 else f"{path.stem}-{i}"

@@ -1,0 +1,1 @@
+"""Sweeps over grids of configs, and the reports that compare their cells."""

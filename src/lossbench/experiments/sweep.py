@@ -1,0 +1,265 @@
+"""Sweeps: expand a config's ``grid:`` into cells, run each as its own process, collect results.
+
+A sweep config is an experiment config (one or more ``---`` documents) with a
+``grid:`` mapping of dotted config keys to lists, and an optional ``report:``
+mapping (``baseline: {loss: ce}``). The product of the lists gives the cells;
+each cell is a normal run folder inside the sweep folder, trained by a
+``lossbench train`` subprocess, so a crash, NaN or out-of-memory in one cell
+is recorded as that cell's one-line error while the others go on.
+
+Re-running a sweep skips cells whose run folder has ``summary.json`` and
+retries the rest. A lock file keeps two sweeps from writing one folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import errno
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lossbench.config import Experiment, read_documents, set_key, validate_experiment
+from lossbench.engine import runfolder
+from lossbench.errors import UserError
+
+LOCK_NAME = ".sweep.lock"
+
+
+@dataclass
+class Cell:
+    """One grid point of one experiment document: its run folder name, grid values and config."""
+
+    name: str
+    document: str
+    values: dict[str, Any]
+    experiment: Experiment
+
+    @property
+    def run_dir(self) -> Path:
+        return self.experiment.run_dir
+
+
+@dataclass
+class SweepPlan:
+    """Every cell of a sweep config, with the report options it carries."""
+
+    sweep_dir: Path
+    cells: list[Cell]
+    grid_keys: list[str]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _slug(values: dict[str, Any]) -> str:
+    text = "__".join(f"{k.split('.')[-1]}-{v}" for k, v in values.items()) or "base"
+    text = re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")[:80]
+    digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"{text}-{digest}"
+
+
+def _grid(doc: dict[str, Any], path: Path) -> dict[str, list[Any]]:
+    grid = doc.pop("grid", None) or {}
+    if not isinstance(grid, dict):
+        raise UserError(f"{path}: grid: must map config keys to lists, e.g. grid: {{loss: [ce, focal]}}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{path}: grid.{key}: must be a non-empty list of values, got {values!r}")
+    return grid
+
+
+def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: str | Path | None = None) -> SweepPlan:
+    """Expand every document's grid into validated cells (all errors surface before anything runs)."""
+    from lossbench.config import apply_overrides
+
+    path = Path(path)
+    docs = read_documents(path)
+    cells: list[Cell] = []
+    grid_keys: list[str] = []
+    report: dict[str, Any] = {}
+    root: Path | None = Path(sweep_dir) if sweep_dir else None
+    for i, doc in enumerate(docs):
+        doc = apply_overrides(doc, list(overrides or []))
+        grid = _grid(doc, path)
+        doc_report = doc.pop("report", None) or {}
+        if not isinstance(doc_report, dict):
+            raise UserError(f"{path}: report: must be a mapping such as {{baseline: {{loss: ce}}}}")
+        report.setdefault(doc.get("name") or f"{path.stem}-{i}", doc_report)
+        document = doc.get("name") or (path.stem if len(docs) == 1 else f"{path.stem}-{i}")
+        if root is None:
+            root = Path(doc.get("output_dir") or "runs") / path.stem
+        grid_keys += [k for k in grid if k not in grid_keys]
+        for combo in itertools.product(*grid.values()) if grid else [()]:
+            values = dict(zip(grid, combo))
+            raw = copy.deepcopy(doc)
+            for key, value in values.items():
+                set_key(raw, key, value)
+            name = f"{document}--{_slug(values)}"
+            raw["name"], raw["output_dir"] = name, str(root)
+            exp = validate_experiment(raw, f"{path} (cell {name})")
+            cells.append(Cell(name, document, values, exp))
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: two documents give the same cell names; give each document its own name:")
+    return SweepPlan(root, cells, grid_keys, report)
+
+
+class SweepLock:
+    """An exclusive ``flock`` on the sweep folder; a second sweep refuses with one line."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.path = sweep_dir / LOCK_NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> "SweepLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise UserError(
+                f"{self.path.parent}: another lossbench sweep (pid {holder}) is using this folder; "
+                "wait for it to finish or choose another folder"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+def cell_status(cell: Cell) -> tuple[str, str]:
+    """('done' | 'failed' | 'pending', error line) from what the cell's run folder holds."""
+    if (cell.run_dir / "summary.json").is_file():
+        return "done", ""
+    error = cell.run_dir / "error.txt"
+    if error.is_file():
+        return "failed", error.read_text(encoding="utf-8").strip()
+    return "pending", ""
+
+
+def _error_line(stderr: str, returncode: int) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if line.startswith("lossbench: error:"):
+            return line.removeprefix("lossbench: error:").strip()
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return lines[-1] if lines else f"exited with code {returncode}"
+
+
+def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None) -> tuple[str, str, float]:
+    """Train one cell in a subprocess; returns (status, error line, seconds)."""
+    config_path = sweep_dir / "configs" / f"{cell.name}.yaml"
+    runfolder.write_yaml(config_path, cell.experiment.model_dump(mode="json", exclude_none=True))
+    log_path = sweep_dir / "logs" / f"{cell.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), LOSSBENCH_NUM_THREADS=str(threads))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    start = time.perf_counter()
+    (cell.run_dir / "error.txt").unlink(missing_ok=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lossbench", "train", str(config_path), "--overwrite"],
+            stdout=log, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        log.write(proc.stderr)
+    seconds = time.perf_counter() - start
+    if proc.returncode == 0 and (cell.run_dir / "summary.json").is_file():
+        return "done", "", seconds
+    error = _error_line(proc.stderr, proc.returncode)
+    runfolder.atomic_write_text(cell.run_dir / "error.txt", error + "\n")
+    return "failed", error, seconds
+
+
+def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{k.removeprefix('val_')}": v for k, v in metrics.items() if not isinstance(v, (list, dict))}
+
+
+def collect_results(plan: SweepPlan) -> list[dict[str, Any]]:
+    """One row per cell: grid values, status, error, best and final metrics."""
+    rows = []
+    for cell in plan.cells:
+        status, error = cell_status(cell)
+        row: dict[str, Any] = {"cell": cell.name, "document": cell.document, "task": cell.experiment.task,
+                               "status": status, "error": error, "seed": cell.experiment.seed}
+        row.update({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in cell.values.items()})
+        if status == "done":
+            summary = json.loads((cell.run_dir / "summary.json").read_text(encoding="utf-8"))
+            row["main_metric"] = summary["main_metric"]
+            row["best_epoch"] = summary["best"].get("epoch")
+            row.update(_flat("best_", summary["best"]))
+            row.update(_flat("final_", summary["final"]))
+            row["wall_seconds"] = round(summary.get("wall_seconds", float("nan")), 2)
+        rows.append(row)
+    return rows
+
+
+def write_results(plan: SweepPlan) -> Path:
+    path = plan.sweep_dir / "results.csv"
+    runfolder.write_csv(path, collect_results(plan))
+    runfolder.write_json(plan.sweep_dir / "sweep.json", {
+        "grid_keys": plan.grid_keys, "report": plan.report,
+        "cells": [{"name": c.name, "document": c.document, "values": c.values} for c in plan.cells],
+    })
+    return path
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA is the same as none
+        return 0
+
+
+def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]:
+    """Run every unfinished cell (``jobs`` at a time), keep results.csv current, return its rows."""
+    with SweepLock(plan.sweep_dir):
+        todo = [c for c in plan.cells if cell_status(c)[0] != "done"]
+        skipped = len(plan.cells) - len(todo)
+        log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {skipped} already done, {len(todo)} to run, "
+            f"{jobs} at a time")
+        write_results(plan)
+        gpus = _gpu_count()
+        threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = {
+                pool.submit(run_cell, cell, plan.sweep_dir, threads, (i % gpus) if gpus else None): cell
+                for i, cell in enumerate(todo)
+            }
+            for n, future in enumerate(as_completed(futures), 1):
+                cell = futures[future]
+                status, error, seconds = future.result()
+                write_results(plan)
+                detail = f"error: {error}" if error else "ok"
+                log(f"[{n}/{len(todo)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
+        rows = collect_results(plan)
+        write_results(plan)
+    failed = [r for r in rows if r["status"] != "done"]
+    log(f"sweep finished: {len(rows) - len(failed)} done, {len(failed)} failed -> {plan.sweep_dir / 'results.csv'}")
+    return rows
