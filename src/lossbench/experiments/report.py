@@ -297,6 +297,61 @@ def plot_per_class(sweep_dir: Path, configs: list[Config]) -> bytes:
     return figure_png(fig)
 
 
+def _predict_examples(run_dir: Path, count: int) -> tuple[list, list, list]:
+    """Validation images, true masks and predicted masks of a run's best checkpoint (first ``count``)."""
+    from lossbench.config import load_experiment
+    from lossbench.data import build_data
+    from lossbench.models import build_model
+
+    exp = load_experiment(run_dir / "config.yaml")
+    data = build_data(exp)
+    model = build_model(exp.model, exp.task, data.num_classes)
+    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    model.eval()
+    images, masks, preds = [], [], []
+    with torch.no_grad():
+        for i in range(min(count, len(data.val))):
+            image, mask = data.val[i]
+            out = model(image.unsqueeze(0))
+            out = out[-1] if isinstance(out, (list, tuple)) else out
+            pred = out.argmax(1)[0] if out.shape[1] > 1 else (out[0, 0] > 0).long()
+            shown = image[:3].permute(1, 2, 0).float()
+            shown = (shown - shown.min()) / (shown.max() - shown.min()).clamp(min=1e-6)
+            images.append(shown.numpy())
+            masks.append(torch.as_tensor(mask).squeeze().long().numpy())
+            preds.append(pred.numpy())
+    return images, masks, preds
+
+
+def plot_segmentation_examples(sweep_dir: Path, picks: list[tuple[str, Config]], count: int = 4) -> bytes:
+    """Rows of validation image | true mask | each picked configuration's prediction (its first seed)."""
+    panels = []
+    for title, config in picks:
+        if config.done:
+            panels.append((title, *_predict_examples(sweep_dir / config.done[0]["cell"], count)))
+    if not panels:
+        return b""
+    n = len(panels[0][1])
+    masks = panels[0][2]
+    fig, axes = plt.subplots(n, 2 + len(panels), figsize=(2 * (2 + len(panels)), 2 * n), squeeze=False)
+    vmax = max(1, max(int(max(m.max(), p.max())) for _, _, ms, ps in panels for m, p in zip(ms, ps) if m.size))
+    for i in range(n):
+        axes[i][0].imshow(panels[0][1][i])
+        axes[i][1].imshow(np.where(masks[i] == 255, 0, masks[i]), vmin=0, vmax=vmax, cmap="viridis",
+                          interpolation="nearest")
+        for j, (title, _, _, preds) in enumerate(panels):
+            axes[i][2 + j].imshow(preds[i], vmin=0, vmax=vmax, cmap="viridis", interpolation="nearest")
+            if i == 0:
+                axes[0][2 + j].set_title(f"{title}: predicted", fontsize=8)
+    axes[0][1].set_title("true mask", fontsize=8)
+    axes[0][0].set_title("image", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
 def _md_table(header: list[str], body: list[list[str]]) -> str:
     esc = [[c.replace("|", "\\|") for c in row] for row in [header] + body]
     lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)]
@@ -390,6 +445,13 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
         doc.heading("Per class", 3)
         doc.image(plot_per_class(sweep_dir, group), f"{n}-per-class.png",
                   f"{document}: per-class {'recall' if task == 'classification' else 'IoU'}")
+        if task == "segmentation":
+            scored = [(mean_ci([_num(r, f"best_{main}") for r in c.done])[0], c) for c in group if c.done]
+            best = max(scored, key=lambda t: -math.inf if math.isnan(t[0]) else t[0])[1] if scored else base
+            picks = [("best " + best.label, best)] + ([("baseline " + base.label, base)] if best is not base else [])
+            doc.heading("Validation examples", 3)
+            doc.image(plot_segmentation_examples(sweep_dir, picks), f"{n}-examples.png",
+                      f"{document}: validation images with true and predicted masks (best and baseline)")
     md_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
     runfolder.atomic_write_text(md_path, "\n".join(doc.md))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>lossbench report: "
