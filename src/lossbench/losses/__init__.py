@@ -12,12 +12,12 @@ from typing import Any
 from torch import nn
 
 from lossbench.errors import UserError
-from lossbench.losses import ce, dice, focal  # noqa: F401  (registers losses)
-from lossbench.losses.combine import WeightedSum
+from lossbench.losses import balanced, ce, combine, dice, focal, lovasz, tversky  # noqa: F401  (registers losses)
+from lossbench.losses.combine import DeepSupervision, WeightedSum
 from lossbench.losses.registry import LOSSES, LossContext, loss_parameters, loss_summary, register_loss
 from lossbench.losses.spec import Term, parse_spec
 
-__all__ = ["LOSSES", "LossContext", "build_loss", "loss_parameters", "loss_summary", "parse_spec", "register_loss"]
+__all__ = ["DeepSupervision", "LOSSES", "LossContext", "build_loss", "loss_parameters", "loss_summary", "parse_spec", "register_loss"]
 
 
 def _build_term(term: Term, ctx: LossContext) -> nn.Module:
