@@ -29,13 +29,12 @@ def binary_cross_entropy(
     Label smoothing moves targets to y (1 - eps) + eps / 2 (two-class case of
     Szegedy et al. 2016). ``pos_weight`` (per channel) scales the positive term.
     """
-    y, valid = flat_float(target, ignore_index)
+    y, w = flat_float(target, ignore_index)
     if label_smoothing:
         y = y * (1 - label_smoothing) + label_smoothing / 2
     z = logits.float().reshape(y.shape)
     pw = None if pos_weight is None else class_view(pos_weight, 3)
-    per = F.binary_cross_entropy_with_logits(z, y, pos_weight=pw, reduction="none")
-    return (per * valid).sum() / valid.sum().clamp(min=1)
+    return F.binary_cross_entropy_with_logits(z, y, weight=w, pos_weight=pw, reduction="sum") / w.sum().clamp(min=1)
 
 
 @register_loss("ce")

@@ -75,10 +75,10 @@ def flat_index(target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, t
 
 
 def flat_float(target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float target N x C x *spatial -> (N x C x S float32 with ignored set to 0, validity)."""
+    """Float target N x C x *spatial -> (N x C x S float32 with ignored set to 0, float32 validity 0/1)."""
     t = target.reshape(target.shape[0], target.shape[1], -1).float()
-    valid = t != ignore_index
-    return t.masked_fill(~valid, 0.0), valid
+    valid = torch.ne(t, ignore_index, out=torch.empty_like(t))
+    return t * valid, valid
 
 
 def probabilities(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> Probs:
@@ -113,8 +113,9 @@ def flag(name: str, value) -> bool:
 
 
 def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over valid entries (0, with a gradient, when none is valid)."""
-    return (values * valid).sum() / valid.sum().clamp(min=1)
+    """Mean of ``values`` over valid (0/1 or bool) entries; 0, with a gradient, when none is valid."""
+    w = valid.to(values.dtype).expand_as(values).reshape(-1)
+    return values.reshape(-1).dot(w) / w.sum().clamp(min=1)
 
 
 def class_view(vector: torch.Tensor, ndim: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lossbench.losses.common import Probs, flag, probabilities
+from lossbench.losses.common import Probs, flag, masked_mean, probabilities
 from lossbench.losses.registry import LossContext, register_loss
 from lossbench.losses.weights import class_weights
 
@@ -102,5 +102,4 @@ class SelfAdjustingDiceLoss(nn.Module):
         p, y = probs.prob, probs.onehot
         pa = (1 - p).clamp(min=0).pow(self.alpha) * p
         loss = 1 - (2 * pa * y + self.smooth) / (pa + y + self.smooth)
-        valid = probs.valid.expand_as(loss)
-        return (loss * valid).sum() / valid.sum().clamp(min=1)
+        return masked_mean(loss, probs.valid)

@@ -17,22 +17,24 @@ from torch import nn
 
 from lossbench.losses.ce import one_hot_float
 from lossbench.losses.common import as_binary_target, class_view, flat_float, flat_index, flat_logits, is_sigmoid_target
-from lossbench.losses.common import check_index_target, flag
+from lossbench.losses.common import check_index_target, flag, masked_mean
 from lossbench.losses.registry import LossContext, register_loss
 from lossbench.losses.weights import class_weights
 
 
 def _focal_factor(pt: torch.Tensor, gamma: float) -> torch.Tensor:
+    """(1 - p_t)^gamma for p_t <= 1."""
     if gamma == 0:
         return torch.ones_like(pt)
-    return (1 - pt).clamp(min=0).pow(gamma)
+    q = 1 - pt
+    return q * q if gamma == 2 else q.pow(gamma)
 
 
 def softmax_focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float, ignore_index: int):
     """Per-sample -(1 - p_t)^gamma log p_t as N x S, with the flat index target and validity."""
     check_index_target(logits, target)
     t, valid = flat_index(target, ignore_index)
-    logpt = F.log_softmax(flat_logits(logits), dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
+    logpt = F.log_softmax(flat_logits(logits), dim=1).gather(1, t.unsqueeze(1)).squeeze(1).clamp(max=0)
     return -_focal_factor(logpt.exp(), gamma) * logpt, t, valid
 
 
@@ -78,7 +80,7 @@ class FocalLoss(nn.Module):
             loss = loss * self.scalar_alpha
         elif self.alpha is not None:
             loss = loss * self.alpha[t]
-        return (loss * valid).sum() / valid.sum().clamp(min=1)
+        return masked_mean(loss, valid)
 
     def _sigmoid(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss, y, valid = sigmoid_focal_terms(logits, target, self.gamma, self.ignore_index)
@@ -86,4 +88,4 @@ class FocalLoss(nn.Module):
             loss = loss * (self.scalar_alpha * y + (1 - self.scalar_alpha) * (1 - y))
         elif self.alpha is not None:
             loss = loss * class_view(self.alpha, 3)
-        return (loss * valid).sum() / valid.sum().clamp(min=1)
+        return masked_mean(loss, valid)

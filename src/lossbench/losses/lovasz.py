@@ -20,15 +20,15 @@ from lossbench.losses.common import flag, is_sigmoid_target
 from lossbench.losses.registry import LossContext, register_loss
 
 
-def lovasz_rows(errors: torch.Tensor, fg: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Lovász extension of the Jaccard loss for each row of R x P errors, foreground 0/1 and validity.
+def lovasz_rows(errors: torch.Tensor, fg: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Lovász extension of the Jaccard loss for each row of R x P errors and 0/1 foreground.
 
-    Invalid entries must hold an error below every valid one (e.g. -inf for
-    the hinge, -1 for softmax errors in [0, 1]).
+    With ``valid`` (R x P, 0/1), invalid entries must hold an error below
+    every valid one (-inf for the hinge, -1 for softmax errors in [0, 1]).
     """
     errors_sorted, perm = torch.sort(errors, dim=1, descending=True)
     fg_sorted = fg.gather(1, perm)
-    bg_sorted = valid.gather(1, perm).to(fg.dtype) - fg_sorted
+    bg_sorted = (1 - fg_sorted) if valid is None else valid.gather(1, perm) - fg_sorted
     gts = fg_sorted.sum(1, keepdim=True)
     intersection = gts - fg_sorted.cumsum(1)
     union = (gts + bg_sorted.cumsum(1)).clamp(min=1)
@@ -66,9 +66,12 @@ class LovaszHingeLoss(nn.Module):
                              "use lovasz_softmax for class indices")
         y, valid = flat_float(target, self.ignore_index)
         z = flat_logits(logits)
-        rows = z.shape[0] if self.per_image else 1
-        y, valid, z = y.reshape(rows, -1), valid.reshape(rows, -1), z.reshape(rows, -1)
-        errors = (1 - z * (2 * y - 1)).masked_fill(~valid, float("-inf"))
+        if not self.per_image:
+            keep = valid.reshape(-1) > 0
+            y, z = y.reshape(1, -1)[:, keep], z.reshape(1, -1)[:, keep]
+            return lovasz_rows(1 - z * (2 * y - 1), y).sum()
+        y, valid, z = y.flatten(1), valid.flatten(1), z.flatten(1)
+        errors = (1 - z * (2 * y - 1)).masked_fill(valid == 0, float("-inf"))
         return _row_mean(lovasz_rows(errors, y, valid), valid.any(1))
 
 
@@ -96,14 +99,19 @@ class LovaszSoftmaxLoss(nn.Module):
         check_index_target(logits, target)
         t, valid = flat_index(target, self.ignore_index)
         p = torch.softmax(flat_logits(logits), dim=1)
-        n, c, s = p.shape
+        c = p.shape[1]
+        classes = torch.arange(c, device=t.device).view(1, c, 1)
         if not self.per_image:
-            p, t, valid = p.transpose(0, 1).reshape(1, c, n * s), t.reshape(1, -1), valid.reshape(1, -1)
+            keep = valid.reshape(-1)
+            p, t = p.transpose(0, 1).reshape(c, -1)[:, keep], t.reshape(-1)[keep]
+            fg = (t.unsqueeze(0) == classes[0]).to(p.dtype)
+            losses = lovasz_rows((fg - p).abs(), fg)
+            present = fg.sum(1) > 0 if self.classes == "present" else torch.full_like(losses, t.numel() > 0, dtype=torch.bool)
+            return _row_mean(losses, present)
         v = valid.unsqueeze(1).expand(-1, c, -1)
-        fg = ((t.unsqueeze(1) == torch.arange(c, device=t.device).view(1, c, 1)) & v).to(p.dtype)
+        fg = ((t.unsqueeze(1) == classes) & v).to(p.dtype)
         errors = (fg - p).abs().masked_fill(~v, -1.0)
-        losses = lovasz_rows(errors.reshape(-1, errors.shape[-1]), fg.reshape(-1, fg.shape[-1]),
-                             v.reshape(-1, v.shape[-1])).view(fg.shape[0], c)
+        losses = lovasz_rows(errors.flatten(0, 1), fg.flatten(0, 1), v.flatten(0, 1).to(p.dtype)).view(-1, c)
         keep = (fg.sum(2) > 0) if self.classes == "present" else valid.any(1, keepdim=True).expand(-1, c)
-        per_row = (losses * keep).sum(1) / keep.sum(1).clamp(min=1)
-        return _row_mean(per_row, keep.any(1))
+        per_image = (losses * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return _row_mean(per_image, keep.any(1))
