@@ -112,7 +112,7 @@ def parse_spec(spec: str | dict[str, Any] | list[Any]) -> list[Term]:
             raise UserError("loss []: an empty list names no loss")
         terms: list[Term] = []
         for item in spec:
-            terms += _from_mapping(item, spec) if isinstance(item, dict) else parse_spec(item)
+            terms += [_from_mapping(item, spec)] if isinstance(item, dict) else parse_spec(item)
         return terms
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"loss {spec!r}: expected a loss spec such as 'ce' or 'focal(gamma=2) + 0.5 * dice'")
