@@ -20,21 +20,28 @@ from lossbench.losses.common import flag, is_sigmoid_target
 from lossbench.losses.registry import LossContext, register_loss
 
 
-def lovasz_rows(errors: torch.Tensor, fg: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def lovasz_rows(errors: torch.Tensor, fg: torch.Tensor, valid: torch.Tensor | None = None,
+                hinge: bool = True) -> torch.Tensor:
     """Lovász extension of the Jaccard loss for each row of R x P errors and 0/1 foreground.
 
     With ``valid`` (R x P, 0/1), invalid entries must hold an error below
     every valid one (-inf for the hinge, -1 for softmax errors in [0, 1]).
+    ``hinge`` clips errors at 0; softmax errors are never negative. The
+    weights J_k - J_{k-1} depend on the order only, so they carry no gradient.
     """
+    if errors.shape[1] == 0:
+        return errors.sum(1)
     errors_sorted, perm = torch.sort(errors, dim=1, descending=True)
-    fg_sorted = fg.gather(1, perm)
-    bg_sorted = (1 - fg_sorted) if valid is None else valid.gather(1, perm) - fg_sorted
-    gts = fg_sorted.sum(1, keepdim=True)
-    intersection = gts - fg_sorted.cumsum(1)
-    union = (gts + bg_sorted.cumsum(1)).clamp(min=1)
-    jaccard = 1 - intersection / union
-    grad = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
-    return (F.relu(errors_sorted) * grad).sum(1)
+    with torch.no_grad():
+        cum_fg = fg.gather(1, perm).cumsum(1)
+        if valid is None:
+            seen = torch.arange(1, errors.shape[1] + 1, dtype=cum_fg.dtype, device=cum_fg.device)
+        else:
+            seen = valid.gather(1, perm).cumsum(1)
+        gts = cum_fg[:, -1:]
+        jaccard = 1 - (gts - cum_fg) / (gts + seen - cum_fg).clamp(min=1)
+        grad = torch.diff(jaccard, dim=1, prepend=jaccard.new_zeros(jaccard.shape[0], 1))
+    return torch.linalg.vecdot(F.relu(errors_sorted) if hinge else errors_sorted, grad)
 
 
 def _row_mean(losses: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -67,8 +74,8 @@ class LovaszHingeLoss(nn.Module):
         y, valid = flat_float(target, self.ignore_index)
         z = flat_logits(logits)
         if not self.per_image:
-            keep = valid.reshape(-1) > 0
-            y, z = y.reshape(1, -1)[:, keep], z.reshape(1, -1)[:, keep]
+            keep = valid.reshape(-1).nonzero().squeeze(1)
+            y, z = y.reshape(1, -1).index_select(1, keep), z.reshape(1, -1).index_select(1, keep)
             return lovasz_rows(1 - z * (2 * y - 1), y).sum()
         y, valid, z = y.flatten(1), valid.flatten(1), z.flatten(1)
         errors = (1 - z * (2 * y - 1)).masked_fill(valid == 0, float("-inf"))
@@ -102,16 +109,17 @@ class LovaszSoftmaxLoss(nn.Module):
         c = p.shape[1]
         classes = torch.arange(c, device=t.device).view(1, c, 1)
         if not self.per_image:
-            keep = valid.reshape(-1)
-            p, t = p.transpose(0, 1).reshape(c, -1)[:, keep], t.reshape(-1)[keep]
+            keep = valid.reshape(-1).nonzero().squeeze(1)
+            p, t = p.transpose(0, 1).reshape(c, -1).index_select(1, keep), t.reshape(-1).index_select(0, keep)
             fg = (t.unsqueeze(0) == classes[0]).to(p.dtype)
-            losses = lovasz_rows((fg - p).abs(), fg)
+            losses = lovasz_rows((fg - p).abs(), fg, hinge=False)
             present = fg.sum(1) > 0 if self.classes == "present" else torch.full_like(losses, t.numel() > 0, dtype=torch.bool)
             return _row_mean(losses, present)
         v = valid.unsqueeze(1).expand(-1, c, -1)
         fg = ((t.unsqueeze(1) == classes) & v).to(p.dtype)
         errors = (fg - p).abs().masked_fill(~v, -1.0)
-        losses = lovasz_rows(errors.flatten(0, 1), fg.flatten(0, 1), v.flatten(0, 1).to(p.dtype)).view(-1, c)
+        losses = lovasz_rows(errors.flatten(0, 1), fg.flatten(0, 1), v.flatten(0, 1).to(p.dtype), hinge=False)
+        losses = losses.view(-1, c)
         keep = (fg.sum(2) > 0) if self.classes == "present" else valid.any(1, keepdim=True).expand(-1, c)
         per_image = (losses * keep).sum(1) / keep.sum(1).clamp(min=1)
         return _row_mean(per_image, keep.any(1))
