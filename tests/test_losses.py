@@ -166,7 +166,8 @@ def test_half_precision_logits_do_not_overflow(spec, mode, dtype):
 @pytest.mark.parametrize("mode", ["mc", "bin"])
 def test_any_spatial_rank(mode):
     logits, target = example(mode)
-    flat = build_loss("dice + lovasz_softmax" if mode == "mc" else "dice + lovasz_hinge", logits.shape[1], "segmentation")
+    spec = "dice + lovasz_softmax" if mode == "mc" else "dice + lovasz_hinge"
+    flat = build_loss(spec, logits.shape[1], "segmentation")
     as3d = flat(logits.unsqueeze(-1), target.unsqueeze(-1))
     assert as3d.item() == pytest.approx(flat(logits, target).item(), abs=1e-6)
 
@@ -512,7 +513,8 @@ def test_deep_supervision_passes_the_epoch_hook_through():
         ("cb", {}, "loss cb: cb needs the training class counts"),
         ("ldam", {}, "loss ldam: ldam needs the training class counts"),
         ("ce(weight=balanced)", {}, "balanced weighting needs the training class counts"),
-        ("dice(per_image=yes)", {"task": "segmentation"}, "per_image must be true or false, got 'yes'"),
+        ("dice(per_image=yes)", {"task": "segmentation"},
+         r"per_image must be true or false \(default False\), got 'yes'"),
         ("dice(per_image=true)", {}, "per_image needs segmentation"),
         ("focal(gamma=-1)", {}, "gamma must be >= 0"),
         ("focal(alpha=2.5)", {}, r"scalar alpha must be in \[0, 1\]"),
@@ -521,6 +523,8 @@ def test_deep_supervision_passes_the_epoch_hook_through():
         ("lovasz_softmax(classes=some)", {}, "classes must be 'present' or 'all'"),
         ("ldam(drw_epoch=0)", {"class_counts": COUNTS}, "drw_epoch must be an epoch number"),
         ("tversky(alpa=0.3)", {}, "unknown parameter 'alpa'; valid parameters: alpha, beta, smooth"),
+        ("focal(gamma=high)", {}, r"loss focal: gamma must be a number \(default 2.0\), got 'high'"),
+        ("jaccard(skip_empty=1)", {}, r"skip_empty must be true or false \(default False\), got 1"),
     ],
 )
 def test_user_mistakes_are_one_line_user_errors(spec, kwargs, message):

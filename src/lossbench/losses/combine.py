@@ -43,7 +43,8 @@ class BCEDiceLoss(nn.Module):
     both terms see the same softmax model.
     """
 
-    def __init__(self, ctx: LossContext, bce_weight: float = 0.5, dice_weight: float = 1.0, smooth: float = 1.0) -> None:
+    def __init__(self, ctx: LossContext, bce_weight: float = 0.5, dice_weight: float = 1.0,
+                 smooth: float = 1.0) -> None:
         super().__init__()
         self.bce, self.ce, self.dice = BinaryCrossEntropy(ctx), CrossEntropy(ctx), DiceLoss(ctx, smooth=smooth)
         self.bce_weight, self.dice_weight = float(bce_weight), float(dice_weight)

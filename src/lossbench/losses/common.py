@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 def is_sigmoid_target(logits: torch.Tensor, target: torch.Tensor) -> bool:
@@ -95,14 +94,6 @@ def probabilities(logits: torch.Tensor, target: torch.Tensor, ignore_index: int)
     p = torch.softmax(z, dim=1) * v
     y = torch.zeros_like(z).scatter_(1, t.unsqueeze(1), 1.0) * v
     return Probs(p, y, v, t, False)
-
-
-def log_prob_of_target(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log softmax(z)_y as N x S, validity N x S) for an index target; ignored entries hold 0."""
-    check_index_target(logits, target)
-    t, valid = flat_index(target, ignore_index)
-    logp = F.log_softmax(flat_logits(logits), dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
-    return logp * valid, valid
 
 
 def flag(name: str, value) -> bool:

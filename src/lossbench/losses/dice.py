@@ -81,7 +81,7 @@ class DiceLoss(RegionLoss):
 
 @register_loss("dsc")
 class SelfAdjustingDiceLoss(nn.Module):
-    """Self-adjusting Dice 1 - (2 p~ y + g) / (p~ + y + g), p~ = (1-p)^alpha p, per sample / pixel and class (Li et al. 2020).
+    """Self-adjusting Dice 1 - (2 p~ y + g) / (p~ + y + g), p~ = (1-p)^alpha p, per pixel and class (Li et al. 2020).
 
     From "Dice Loss for Data-imbalanced NLP Tasks" (ACL 2020), Table 1: the
     factor (1 - p)^alpha pushes down the weight of easy examples, so a

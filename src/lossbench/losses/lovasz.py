@@ -113,7 +113,7 @@ class LovaszSoftmaxLoss(nn.Module):
             p, t = p.transpose(0, 1).reshape(c, -1).index_select(1, keep), t.reshape(-1).index_select(0, keep)
             fg = (t.unsqueeze(0) == classes[0]).to(p.dtype)
             losses = lovasz_rows((fg - p).abs(), fg, hinge=False)
-            present = fg.sum(1) > 0 if self.classes == "present" else torch.full_like(losses, t.numel() > 0, dtype=torch.bool)
+            present = fg.sum(1) > 0 if self.classes == "present" else losses.new_full((c,), float(t.numel() > 0))
             return _row_mean(losses, present)
         v = valid.unsqueeze(1).expand(-1, c, -1)
         fg = ((t.unsqueeze(1) == classes) & v).to(p.dtype)
