@@ -48,17 +48,15 @@ def check_index_target(logits: torch.Tensor, target: torch.Tensor) -> None:
 
 @dataclass
 class Probs:
-    """Probabilities, one-hot targets and validity, each N x C x S (S = flattened spatial, 1 for classification).
+    """Probabilities and one-hot targets, N x C x S (S = flattened spatial, 1 for classification).
 
-    ``prob`` and ``onehot`` are zero where ``valid`` is False; ``index`` is the
-    class index N x S (0 where invalid) for softmax targets, None for sigmoid.
+    Both are zero where an entry is ignored; ``valid`` is N x 1 x S (softmax)
+    or N x C x S (sigmoid), 0/1.
     """
 
     prob: torch.Tensor
     onehot: torch.Tensor
     valid: torch.Tensor
-    index: torch.Tensor | None
-    sigmoid: bool
 
 
 def flat_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -87,13 +85,13 @@ def probabilities(logits: torch.Tensor, target: torch.Tensor, ignore_index: int)
     if is_sigmoid_target(logits, target):
         y, valid = flat_float(target, ignore_index)
         p = torch.sigmoid(z) * valid
-        return Probs(p, y, valid, None, True)
+        return Probs(p, y, valid)
     check_index_target(logits, target)
     t, valid = flat_index(target, ignore_index)
     v = valid.unsqueeze(1)
     p = torch.softmax(z, dim=1) * v
     y = torch.zeros_like(z).scatter_(1, t.unsqueeze(1), 1.0) * v
-    return Probs(p, y, v, t, False)
+    return Probs(p, y, v)
 
 
 def flag(name: str, value) -> bool:
