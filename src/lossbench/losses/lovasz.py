@@ -21,13 +21,16 @@ from lossbench.losses.registry import LossContext, register_loss
 
 
 def lovasz_rows(errors: torch.Tensor, fg: torch.Tensor, valid: torch.Tensor | None = None,
-                hinge: bool = True) -> torch.Tensor:
+                hinge: bool = True, gts: torch.Tensor | None = None) -> torch.Tensor:
     """Lovász extension of the Jaccard loss for each row of R x P errors and 0/1 foreground.
 
     With ``valid`` (R x P, 0/1), invalid entries must hold an error below
     every valid one (-inf for the hinge, -1 for softmax errors in [0, 1]).
-    ``hinge`` clips errors at 0; softmax errors are never negative. The
-    weights J_k - J_{k-1} depend on the order only, so they carry no gradient.
+    ``hinge`` clips errors at 0; softmax errors are never negative. ``gts``
+    (R x 1) is the foreground count of each row when the caller has already
+    dropped entries that cannot contribute (errors <= 0 sort last and get
+    weight 0, so only the count of their foreground matters). The weights
+    J_k - J_{k-1} depend on the order only, so they carry no gradient.
     """
     if errors.shape[1] == 0:
         return errors.sum(1)
@@ -38,7 +41,7 @@ def lovasz_rows(errors: torch.Tensor, fg: torch.Tensor, valid: torch.Tensor | No
             seen = torch.arange(1, errors.shape[1] + 1, dtype=cum_fg.dtype, device=cum_fg.device)
         else:
             seen = valid.gather(1, perm).cumsum(1)
-        gts = cum_fg[:, -1:]
+        gts = cum_fg[:, -1:] if gts is None else gts.to(cum_fg.dtype)
         jaccard = 1 - (gts - cum_fg) / (gts + seen - cum_fg).clamp(min=1)
         grad = torch.diff(jaccard, dim=1, prepend=jaccard.new_zeros(jaccard.shape[0], 1))
     return torch.linalg.vecdot(F.relu(errors_sorted) if hinge else errors_sorted, grad)
@@ -74,9 +77,10 @@ class LovaszHingeLoss(nn.Module):
         y, valid = flat_float(target, self.ignore_index)
         z = flat_logits(logits)
         if not self.per_image:
-            keep = valid.reshape(-1).nonzero().squeeze(1)
-            y, z = y.reshape(1, -1).index_select(1, keep), z.reshape(1, -1).index_select(1, keep)
-            return lovasz_rows(1 - z * (2 * y - 1), y).sum()
+            y, z = y.reshape(1, -1), z.reshape(1, -1)
+            errors = 1 - z * (2 * y - 1)
+            keep = ((valid.reshape(1, -1) > 0) & (errors > 0)).reshape(-1).nonzero().squeeze(1)
+            return lovasz_rows(errors.index_select(1, keep), y.index_select(1, keep), gts=y.sum(1, keepdim=True)).sum()
         y, valid, z = y.flatten(1), valid.flatten(1), z.flatten(1)
         errors = (1 - z * (2 * y - 1)).masked_fill(valid == 0, float("-inf"))
         return _row_mean(lovasz_rows(errors, y, valid), valid.any(1))
