@@ -112,6 +112,14 @@ def test_gradients_are_finite_and_nonzero(spec, mode):
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("spec", ["focal(gamma=0.5)", "focal(gamma=0.5, sigmoid=true)", "cb(gamma=0.5)",
+                                  "cb(base='sigmoid_focal', gamma=0.5)", "focal_tversky(gamma=0.5)", "dsc(alpha=0.5)"])
+def test_fractional_exponents_keep_gradients_finite_at_a_perfect_prediction(spec):
+    logits = torch.tensor([[30.0, -30.0, -30.0], [-30.0, 30.0, -30.0]], requires_grad=True)
+    build_loss(spec, 3, class_counts=COUNTS)(logits, torch.tensor([0, 1])).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 def _ignore(target, mode):
     target = target.clone()
     if mode == "cls":

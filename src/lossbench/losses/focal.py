@@ -23,11 +23,13 @@ from lossbench.losses.weights import class_weights
 
 
 def _focal_factor(pt: torch.Tensor, gamma: float) -> torch.Tensor:
-    """(1 - p_t)^gamma for p_t <= 1."""
+    """(1 - p_t)^gamma for p_t <= 1; for gamma < 1 the base is kept off 0, where the slope is infinite."""
     if gamma == 0:
         return torch.ones_like(pt)
     q = 1 - pt
-    return q * q if gamma == 2 else q.pow(gamma)
+    if gamma == 2:
+        return q * q
+    return (q.clamp(min=1e-12) if gamma < 1 else q).pow(gamma)
 
 
 def softmax_focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float, ignore_index: int):
