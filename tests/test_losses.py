@@ -149,6 +149,16 @@ def test_ignored_entries_change_nothing(spec, mode):
     assert (a.grad * ignored.expand_as(logits)).abs().max() == 0
 
 
+@pytest.mark.parametrize("spec, mode", PARAMS)
+def test_a_fully_ignored_batch_gives_zero_not_nan(spec, mode):
+    logits, target = example(mode, seed=6)
+    logits.requires_grad_()
+    value = make(spec, mode)(logits, torch.full_like(target, 255))
+    value.backward()
+    assert value.item() == pytest.approx(0, abs=1e-6)
+    assert (logits.grad == 0).all()
+
+
 @pytest.mark.parametrize("spec, mode", [p for p in PARAMS if p.values[1] == "cls"])
 def test_ignored_samples_count_nowhere_in_classification(spec, mode):
     logits, target = example("cls", seed=3)

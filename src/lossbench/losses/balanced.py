@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lossbench.losses.ce import one_hot_float
+from lossbench.losses.ce import cross_entropy_mean, one_hot_float
 from lossbench.losses.common import check_index_target, class_view, flat_index, flat_logits, is_sigmoid_target
 from lossbench.losses.focal import sigmoid_focal_terms, softmax_focal_terms
 from lossbench.losses.registry import LossContext, register_loss
@@ -116,8 +116,7 @@ class _PriorShiftedCE(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _index_only(self.name, logits, target)
-        z = logits.float() + class_view(self.shift, logits.ndim)
-        return F.cross_entropy(z, target.long(), ignore_index=self.ignore_index)
+        return cross_entropy_mean(logits.float() + class_view(self.shift, logits.ndim), target, self.ignore_index)
 
 
 @register_loss("logit_adjusted")

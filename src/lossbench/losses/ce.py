@@ -17,6 +17,23 @@ def _smoothing(value: float) -> float:
     return float(value)
 
 
+def cross_entropy_mean(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """F.cross_entropy's weighted mean sum_i l_i / sum_i w_{y_i}, but 0 (not NaN) when every entry is ignored."""
+    t = target.long()
+    total = F.cross_entropy(logits.float(), t, weight=weight, ignore_index=ignore_index,
+                            label_smoothing=label_smoothing, reduction="sum")
+    valid = t != ignore_index
+    if weight is None:
+        return total / valid.sum().clamp(min=1)
+    return total / weight[t.masked_fill(~valid, 0)].mul(valid).sum().clamp(min=1e-12)
+
+
 def binary_cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -57,13 +74,7 @@ class CrossEntropy(nn.Module):
         if is_sigmoid_target(logits, target):
             return binary_cross_entropy(logits, target, self.ignore_index, self.label_smoothing)
         check_index_target(logits, target)
-        return F.cross_entropy(
-            logits.float(),
-            target.long(),
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-        )
+        return cross_entropy_mean(logits, target, self.ignore_index, self.weight, self.label_smoothing)
 
 
 @register_loss("bce")
