@@ -12,12 +12,27 @@ from typing import Any
 from torch import nn
 
 from lossbench.errors import UserError
-from lossbench.losses import ce, dice, focal  # noqa: F401  (registers losses)
-from lossbench.losses.combine import WeightedSum
+from lossbench.losses import balanced, ce, combine, dice, focal, lovasz, tversky  # noqa: F401  (registers losses)
+from lossbench.losses.combine import DeepSupervision, WeightedSum
 from lossbench.losses.registry import LOSSES, LossContext, loss_parameters, loss_summary, register_loss
 from lossbench.losses.spec import Term, parse_spec
 
-__all__ = ["LOSSES", "LossContext", "build_loss", "loss_parameters", "loss_summary", "parse_spec", "register_loss"]
+__all__ = [
+    "DeepSupervision", "LOSSES", "LossContext", "build_loss", "loss_parameters", "loss_summary", "parse_spec",
+    "register_loss",
+]
+
+
+def _check_type(loss: str, key: str, value: Any, default: Any) -> None:
+    """A parameter whose default is a number (or a bool) must be given as one."""
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, (int, float)):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        return
+    if not ok:
+        raise UserError(f"loss {loss}: {key} must be {kind} (default {default!r}), got {value!r}")
 
 
 def _build_term(term: Term, ctx: LossContext) -> nn.Module:
@@ -27,6 +42,8 @@ def _build_term(term: Term, ctx: LossContext) -> nn.Module:
     if unknown:
         valid = ", ".join(allowed) or "none"
         raise UserError(f"loss {term.name}: unknown parameter {unknown[0]!r}; valid parameters: {valid}")
+    for key, value in term.params.items():
+        _check_type(term.name, key, value, allowed[key])
     try:
         return cls(ctx, **term.params)
     except (ValueError, TypeError) as exc:

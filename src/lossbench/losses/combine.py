@@ -1,44 +1,93 @@
-"""Weighted sums of losses: ``focal(gamma=2) + 0.5 * dice``."""
+"""Combinations of losses: weighted sums from specs, the two named ones the field uses, deep supervision."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from lossbench.losses.ce import BinaryCrossEntropy, CrossEntropy
+from lossbench.losses.common import as_binary_target, is_sigmoid_target
+from lossbench.losses.dice import DiceLoss
+from lossbench.losses.focal import FocalLoss
+from lossbench.losses.registry import LossContext, register_loss
+
 
 class WeightedSum(nn.Module):
-    """sum_i w_i L_i(logits, target); ``parts`` records each term's last value for logging."""
+    """sum_i w_i L_i(logits, target); ``parts`` holds each term's last value (detached tensor) for logging."""
 
-    def __init__(self, losses: list[nn.Module], weights: list[float], names: list[str]) -> None:
+    def __init__(self, losses: Sequence[nn.Module], weights: Sequence[float], names: Sequence[str]) -> None:
         super().__init__()
+        if not len(losses) == len(weights) == len(names):
+            raise ValueError("one weight and one name per loss")
         self.losses = nn.ModuleList(losses)
-        self.weights = list(weights)
+        self.weights = [float(w) for w in weights]
         self.names = list(names)
+        self.parts: dict[str, float] = {}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = None
-        for w, loss in zip(self.weights, self.losses):
-            value = w * loss(logits, target)
-            total = value if total is None else total + value
+        for name, w, loss in zip(self.names, self.weights, self.losses):
+            value = loss(logits, target)
+            self.parts[name] = value.detach()
+            total = w * value if total is None else total + w * value
         return total
 
 
-class DeepSupervision(nn.Module):
-    """Applies a loss to every output of a deep-supervision model and averages (or weights) them.
+@register_loss("bce_dice")
+class BCEDiceLoss(nn.Module):
+    """bce_weight * BCE + dice_weight * Dice, default 0.5 BCE + Dice (binary / multi-label segmentation).
 
-    A nested U-Net returns a list of side outputs in training; in evaluation it
-    returns one tensor, which passes straight through to the wrapped loss.
+    With class-index targets the cross-entropy term is the softmax ``ce``, so
+    both terms see the same softmax model.
     """
 
-    def __init__(self, loss: nn.Module, weights: list[float] | None = None) -> None:
+    def __init__(self, ctx: LossContext, bce_weight: float = 0.5, dice_weight: float = 1.0,
+                 smooth: float = 1.0) -> None:
+        super().__init__()
+        self.bce, self.ce, self.dice = BinaryCrossEntropy(ctx), CrossEntropy(ctx), DiceLoss(ctx, smooth=smooth)
+        self.bce_weight, self.dice_weight = float(bce_weight), float(dice_weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        sigmoid = is_sigmoid_target(logits, as_binary_target(logits, target))
+        first = (self.bce if sigmoid else self.ce)(logits, target)
+        return self.bce_weight * first + self.dice_weight * self.dice(logits, target)
+
+
+@register_loss("focal_dice")
+class FocalDiceLoss(WeightedSum):
+    """focal_weight * Focal + dice_weight * Dice (Zhu et al. 2019, AnatomyNet), both from the same logits."""
+
+    def __init__(self, ctx: LossContext, gamma: float = 2.0, alpha=None, focal_weight: float = 1.0,
+                 dice_weight: float = 1.0, smooth: float = 1.0) -> None:
+        super().__init__([FocalLoss(ctx, gamma=gamma, alpha=alpha), DiceLoss(ctx, smooth=smooth)],
+                         [focal_weight, dice_weight], ["focal", "dice"])
+
+
+class DeepSupervision(nn.Module):
+    """sum_k w_k L(output_k, target) over the outputs of a deep-supervision model (nested U-Net).
+
+    Weights default to 1/K each. In evaluation the model returns one tensor,
+    which passes straight to the wrapped loss. Each output must have the
+    target's spatial size.
+    """
+
+    def __init__(self, loss: nn.Module, weights: Sequence[float] | None = None) -> None:
         super().__init__()
         self.loss = loss
-        self.weights = None if weights is None else list(weights)
+        self.weights = None if weights is None else [float(w) for w in weights]
 
-    def forward(self, logits: torch.Tensor | list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         if isinstance(logits, torch.Tensor):
             return self.loss(logits, target)
+        if not logits:
+            raise ValueError("deep supervision got no outputs")
         weights = self.weights or [1.0 / len(logits)] * len(logits)
         if len(weights) != len(logits):
             raise ValueError(f"{len(weights)} deep-supervision weights for {len(logits)} outputs")
-        return sum(w * self.loss(out, target) for w, out in zip(weights, logits))
+        total = None
+        for w, out in zip(weights, logits):
+            value = w * self.loss(out, target)
+            total = value if total is None else total + value
+        return total

@@ -1,12 +1,21 @@
 """Shared shape handling: one call shape for classification and segmentation.
 
-Logits are N x C (classification) or N x C x *spatial (segmentation). A target
-is either class indices (N or N x *spatial, integer) -> softmax over C, or a
-float tensor shaped like the logits (binary / multi-label) -> sigmoid per
-channel. ``ignore_index`` marks samples / pixels that count nowhere.
+Logits are N x C (classification) or N x C x *spatial (segmentation, any
+spatial rank). A target is either
+
+- class indices (N or N x *spatial, integer): softmax over the C channels, or
+- a float tensor shaped like the logits (binary / multi-label): sigmoid per
+  channel. A one-channel model (N x 1 x *spatial) may also be given an N x
+  *spatial mask of 0 / 1; it is read as the float target N x 1 x *spatial.
+
+``ignore_index`` marks samples / pixels (or, for float targets, entries) that
+count nowhere. Everything is computed in float32 so that fp16 / bf16 logits
+cannot overflow.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -16,35 +25,88 @@ def is_sigmoid_target(logits: torch.Tensor, target: torch.Tensor) -> bool:
     return target.is_floating_point() and target.shape == logits.shape
 
 
-def flatten_logits(logits: torch.Tensor) -> torch.Tensor:
-    """N x C x *spatial -> M x C with the class dimension last."""
-    if logits.ndim == 2:
-        return logits
-    c = logits.shape[1]
-    return logits.movedim(1, -1).reshape(-1, c)
-
-
-def flatten_index_target(target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index target -> (flat long target with ignored entries set to 0, bool validity mask)."""
-    t = target.reshape(-1).long()
-    valid = t != ignore_index
-    return torch.where(valid, t, torch.zeros_like(t)), valid
+def as_binary_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """An N x *spatial 0/1 mask for a one-channel model -> float target shaped like the logits."""
+    if logits.ndim >= 2 and logits.shape[1] == 1 and target.shape == logits.shape[:1] + logits.shape[2:]:
+        return target.unsqueeze(1).float()
+    return target
 
 
 def check_index_target(logits: torch.Tensor, target: torch.Tensor) -> None:
     """Raise ValueError when an index target does not fit the logits' shape."""
+    if logits.ndim < 2:
+        raise ValueError(f"logits must be N x C or N x C x *spatial, got shape {tuple(logits.shape)}")
     expected = (logits.shape[0],) + tuple(logits.shape[2:])
     if tuple(target.shape) != expected:
-        raise ValueError(f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}")
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: "
+            f"expected class indices {expected} or float targets {tuple(logits.shape)}"
+        )
+    if target.is_floating_point():
+        raise ValueError("class-index targets must be integers; float targets must be shaped like the logits")
+
+
+@dataclass
+class Probs:
+    """Probabilities and one-hot targets, N x C x S (S = flattened spatial, 1 for classification).
+
+    Both are zero where an entry is ignored; ``valid`` is N x 1 x S (softmax)
+    or N x C x S (sigmoid), 0/1.
+    """
+
+    prob: torch.Tensor
+    onehot: torch.Tensor
+    valid: torch.Tensor
+
+
+def flat_logits(logits: torch.Tensor) -> torch.Tensor:
+    """N x C x *spatial -> float32 N x C x S (a view where possible)."""
+    return logits.float().reshape(logits.shape[0], logits.shape[1], -1)
+
+
+def flat_index(target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index target N x *spatial -> (N x S long with ignored set to 0, N x S bool validity)."""
+    t = target.reshape(target.shape[0], -1).long()
+    valid = t != ignore_index
+    return t.masked_fill(~valid, 0), valid
+
+
+def flat_float(target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float target N x C x *spatial -> (N x C x S float32 with ignored set to 0, float32 validity 0/1)."""
+    t = target.reshape(target.shape[0], target.shape[1], -1).float()
+    valid = torch.ne(t, ignore_index, out=torch.empty_like(t))
+    return t * valid, valid
+
+
+def probabilities(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> Probs:
+    """Softmax (index targets) or sigmoid (float targets) probabilities with aligned one-hot targets."""
+    target = as_binary_target(logits, target)
+    z = flat_logits(logits)
+    if is_sigmoid_target(logits, target):
+        y, valid = flat_float(target, ignore_index)
+        p = torch.sigmoid(z) * valid
+        return Probs(p, y, valid)
+    check_index_target(logits, target)
+    t, valid = flat_index(target, ignore_index)
+    v = valid.unsqueeze(1)
+    p = torch.softmax(z, dim=1) * v
+    y = torch.zeros_like(z).scatter_(1, t.unsqueeze(1), 1.0) * v
+    return Probs(p, y, v)
+
+
+def flag(name: str, value) -> bool:
+    """A boolean parameter, or ValueError naming it (so 'false' as a string is not read as True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over valid entries (0 with a gradient when none is valid)."""
-    values = values * valid
-    return values.sum() / valid.sum().clamp(min=1)
+    """Mean of ``values`` over valid (0/1 or bool) entries; 0, with a gradient, when none is valid."""
+    w = valid.to(values.dtype).expand_as(values).reshape(-1)
+    return values.reshape(-1).dot(w) / w.sum().clamp(min=1)
 
 
-def one_hot_flat(target: torch.Tensor, num_classes: int, valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """M x C one-hot of a flat index target, all-zero rows where invalid."""
-    oh = torch.nn.functional.one_hot(target, num_classes).to(dtype)
-    return oh * valid.unsqueeze(1).to(dtype)
+def class_view(vector: torch.Tensor, ndim: int) -> torch.Tensor:
+    """A C-vector shaped 1 x C x 1 ... to broadcast against N x C x *rest (ndim dims)."""
+    return vector.view(1, -1, *([1] * (ndim - 2)))

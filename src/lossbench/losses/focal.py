@@ -1,8 +1,12 @@
 """Focal loss, Lin et al. 2017, "Focal Loss for Dense Object Detection".
 
-FL = -alpha_t (1 - p_t)^gamma log p_t, computed per sample (or pixel) and
-only then averaged. Softmax over classes for index targets; sigmoid per
-channel for float (binary / multi-label) targets.
+FL_i = -alpha_t (1 - p_t)^gamma log p_t is computed for every sample (or
+pixel) i and only then averaged over the valid ones. Applying the factor
+(1 - p_t)^gamma to the batch-mean cross-entropy instead is a different (and
+wrong) loss. Softmax over classes for index targets, p_t = softmax(z)_y;
+sigmoid per channel for float (binary / multi-label) targets, p_t = s(z) if
+y = 1 else 1 - s(z), with alpha_t = alpha for positives and 1 - alpha for
+negatives when alpha is a number.
 """
 
 from __future__ import annotations
@@ -11,50 +15,79 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lossbench.losses.common import check_index_target, flatten_index_target, flatten_logits, is_sigmoid_target
+from lossbench.losses.ce import one_hot_float
+from lossbench.losses.common import as_binary_target, class_view, flat_float, flat_index, flat_logits, is_sigmoid_target
+from lossbench.losses.common import check_index_target, flag, masked_mean
 from lossbench.losses.registry import LossContext, register_loss
 from lossbench.losses.weights import class_weights
 
 
+def _focal_factor(pt: torch.Tensor, gamma: float) -> torch.Tensor:
+    """(1 - p_t)^gamma for p_t <= 1; for gamma < 1 the base is kept off 0, where the slope is infinite."""
+    if gamma == 0:
+        return torch.ones_like(pt)
+    q = 1 - pt
+    if gamma == 2:
+        return q * q
+    return (q.clamp(min=1e-12) if gamma < 1 else q).pow(gamma)
+
+
+def softmax_focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float, ignore_index: int):
+    """Per-sample -(1 - p_t)^gamma log p_t as N x S, with the flat index target and validity."""
+    check_index_target(logits, target)
+    t, valid = flat_index(target, ignore_index)
+    logpt = F.log_softmax(flat_logits(logits), dim=1).gather(1, t.unsqueeze(1)).squeeze(1).clamp(max=0)
+    return -_focal_factor(logpt.exp(), gamma) * logpt, t, valid
+
+
+def sigmoid_focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float, ignore_index: int):
+    """Per-entry sigmoid focal terms as N x C x S, with the float target and validity."""
+    y, valid = flat_float(target, ignore_index)
+    z = flat_logits(logits)
+    ce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    return _focal_factor(torch.exp(-ce), gamma) * ce, y, valid
+
+
 @register_loss("focal")
 class FocalLoss(nn.Module):
-    """Focal loss -alpha_t (1-p_t)^gamma log p_t, per sample / pixel then averaged (Lin et al. 2017)."""
+    """Focal loss -alpha_t (1-p_t)^gamma log p_t, per sample / pixel, then averaged (Lin et al. 2017).
 
-    def __init__(self, ctx: LossContext, gamma: float = 2.0, alpha=None) -> None:
+    ``alpha``: None, a number (sigmoid: alpha for positives, 1 - alpha for
+    negatives; softmax: a plain scale), one weight per class, "balanced" or
+    "effective(beta=...)". ``sigmoid=True`` uses one sigmoid per class (one-vs-rest)
+    even for index targets, as RetinaNet and smp's multiclass mode do.
+    """
+
+    def __init__(self, ctx: LossContext, gamma: float = 2.0, alpha=None, sigmoid: bool = False) -> None:
         super().__init__()
         if gamma < 0:
-            raise ValueError("gamma must be >= 0")
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
         self.ignore_index = ctx.ignore_index
+        self.sigmoid = flag("sigmoid", sigmoid)
         self.scalar_alpha = float(alpha) if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else None
+        if self.scalar_alpha is not None and not 0 <= self.scalar_alpha <= 1:
+            raise ValueError(f"a scalar alpha must be in [0, 1], got {alpha}")
         w = None if self.scalar_alpha is not None else class_weights(alpha, ctx)
         self.register_buffer("alpha", w, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = as_binary_target(logits, target)
         if is_sigmoid_target(logits, target):
-            return self._sigmoid(logits.float(), target)
-        check_index_target(logits, target)
-        z = flatten_logits(logits).float()
-        t, valid = flatten_index_target(target, self.ignore_index)
-        logpt = F.log_softmax(z, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
-        pt = logpt.exp()
-        loss = -((1 - pt).clamp(min=0) ** self.gamma) * logpt
+            return self._sigmoid(logits, target)
+        if self.sigmoid:
+            return self._sigmoid(logits, one_hot_float(logits, target, self.ignore_index))
+        loss, t, valid = softmax_focal_terms(logits, target, self.gamma, self.ignore_index)
         if self.scalar_alpha is not None:
             loss = loss * self.scalar_alpha
         elif self.alpha is not None:
             loss = loss * self.alpha[t]
-        return (loss * valid).sum() / valid.sum().clamp(min=1)
+        return masked_mean(loss, valid)
 
-    def _sigmoid(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        valid = target != self.ignore_index
-        t = torch.where(valid, target, torch.zeros_like(target)).float()
-        logp = F.logsigmoid(z)
-        log1mp = F.logsigmoid(-z)
-        logpt = t * logp + (1 - t) * log1mp
-        pt = logpt.exp()
-        loss = -((1 - pt).clamp(min=0) ** self.gamma) * logpt
+    def _sigmoid(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss, y, valid = sigmoid_focal_terms(logits, target, self.gamma, self.ignore_index)
         if self.scalar_alpha is not None:
-            loss = loss * (self.scalar_alpha * t + (1 - self.scalar_alpha) * (1 - t))
+            loss = loss * (self.scalar_alpha * y + (1 - self.scalar_alpha) * (1 - y))
         elif self.alpha is not None:
-            loss = loss * self.alpha.view(1, -1, *([1] * (z.ndim - 2)))
-        return (loss * valid).sum() / valid.sum().clamp(min=1)
+            loss = loss * class_view(self.alpha, 3)
+        return masked_mean(loss, valid)

@@ -2,8 +2,8 @@
 
 A spec string is parsed with :mod:`ast` and only a tiny grammar is accepted:
 a sum of terms, each ``[number *] name[(key=value, ...)]``. Values are
-numbers, strings, booleans, null, bare words (read as strings) and lists of
-those; a call in value position (``weight=effective(beta=0.999)``) is kept as
+numbers, strings, booleans (true / True), null / None, other bare words (read
+as strings) and lists of those; a call in value position (``weight=effective(beta=0.999)``) is kept as
 its text. Nothing is ever evaluated.
 
 A spec may also be YAML structure: ``{name: focal, gamma: 2, weight: 1.0}`` or
@@ -28,6 +28,9 @@ class Term:
     weight: float = 1.0
 
 
+_WORDS = {"true": True, "True": True, "false": False, "False": False, "null": None, "None": None}
+
+
 def _fail(spec: str, why: str) -> UserError:
     return UserError(f"loss {spec!r}: {why}; write e.g. 'focal(gamma=2) + 0.5 * dice'")
 
@@ -40,7 +43,7 @@ def _value(node: ast.AST, spec: str) -> Any:
         if isinstance(inner, (int, float)) and not isinstance(inner, bool):
             return -inner if isinstance(node.op, ast.USub) else inner
     if isinstance(node, ast.Name):
-        return node.id
+        return _WORDS.get(node.id, node.id)
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_value(e, spec) for e in node.elts]
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
@@ -109,7 +112,7 @@ def parse_spec(spec: str | dict[str, Any] | list[Any]) -> list[Term]:
             raise UserError("loss []: an empty list names no loss")
         terms: list[Term] = []
         for item in spec:
-            terms += _from_mapping(item, spec) if isinstance(item, dict) else parse_spec(item)
+            terms += [_from_mapping(item, spec)] if isinstance(item, dict) else parse_spec(item)
         return terms
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"loss {spec!r}: expected a loss spec such as 'ce' or 'focal(gamma=2) + 0.5 * dice'")

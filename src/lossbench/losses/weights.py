@@ -14,9 +14,10 @@ import torch
 from lossbench.losses.registry import LossContext
 
 
-def _counts(ctx: LossContext, what: str) -> torch.Tensor:
+def class_counts_tensor(ctx: LossContext, what: str) -> torch.Tensor:
+    """The training class counts as float64, at least 1 each; ValueError naming ``what`` when absent."""
     if ctx.class_counts is None:
-        raise ValueError(f"{what} weights need the training class counts, which this run does not have")
+        raise ValueError(f"{what} needs the training class counts (class_counts), which this run does not have")
     counts = torch.tensor(ctx.class_counts, dtype=torch.float64)
     if len(counts) != ctx.num_classes:
         raise ValueError(f"class_counts has {len(counts)} entries for {ctx.num_classes} classes")
@@ -38,13 +39,13 @@ def class_weights(spec: Any, ctx: LossContext) -> torch.Tensor | None:
 
         (term,) = parse_spec(spec)
         if term.name == "balanced" and not term.params:
-            counts = _counts(ctx, "balanced")
+            counts = class_counts_tensor(ctx, "balanced weighting")
             w = counts.sum() / (len(counts) * counts)
         elif term.name == "effective":
             beta = float(term.params.get("beta", 0.999))
             if set(term.params) - {"beta"} or not 0 <= beta < 1:
                 raise ValueError("effective(beta=B) takes only beta, with 0 <= B < 1")
-            w = effective_number_weights(_counts(ctx, "effective-number"), beta)
+            w = effective_number_weights(class_counts_tensor(ctx, "effective-number weighting"), beta)
         else:
             raise ValueError(f"weights {spec!r}: use a list of numbers, 'balanced' or 'effective(beta=0.999)'")
         return w.float()
