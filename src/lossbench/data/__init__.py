@@ -148,9 +148,14 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
 
 def resolve_normalization(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float] | None, list[float] | None]:
     """``(mean, std)``; ``auto`` is computed over the training images once and cached."""
+    if exp.data.normalize != "auto":
+        return normalization(exp.data.normalize, prepared.channels)
+    return auto_mean_std(exp, prepared)
+
+
+def auto_mean_std(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float], list[float]]:
+    """Per-channel mean / std of the training images, read from the cache or computed and cached."""
     cfg = exp.data
-    if cfg.normalize != "auto":
-        return normalization(cfg.normalize, prepared.channels)
     names = getattr(prepared.train, "names", None)
     key = cache.digest([cfg.source, str(cfg.root), cfg.image_size, prepared.channels, names])[:20]
     path = cache.cache_root(cfg) / f"stats-{cfg.source}-{key}.json"
@@ -177,10 +182,9 @@ def build_data(exp: Experiment) -> DataBundle:
     """Open the configured source and return transformed train / val (/ test) sets with class counts."""
     prepared = prepare_splits(exp)
     mean, std = resolve_normalization(exp, prepared)
-    mask_fill = 0 if prepared.target == "multilabel" else IGNORE_INDEX
     size, channels = exp.data.image_size, prepared.channels
-    train_tf = SampleTransform(size, channels, mean, std, exp.data.augment, mask_fill)
-    eval_tf = SampleTransform(size, channels, mean, std, None, mask_fill)
+    train_tf = SampleTransform(size, channels, mean, std, exp.data.augment)
+    eval_tf = SampleTransform(size, channels, mean, std, None)
     weights = None
     if exp.data.sampler == "balanced":
         labels = _labels(prepared.train).tolist()

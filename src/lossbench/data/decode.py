@@ -42,7 +42,7 @@ def _open(path: Path, what: str) -> Image.Image:
         raise BadFile(f"{path}: not an image (unreadable as any image format despite its name); "
                       f"replace it with a real {what} or delete it") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise BadFile(f"{path}: cannot open {what} ({exc}); re-copy it or delete it") from None
+        raise BadFile(f"{path}: corrupt or truncated {what} ({exc}); re-copy it or delete it") from None
 
 
 def _load(im: Image.Image, path: Path, what: str) -> None:

@@ -45,11 +45,31 @@ def adapt_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
     raise UserError(f"images have {c} channels but the model takes {channels}; set model.in_channels to 1 or 3")
 
 
+def _geometric(augment: AugmentConfig | None, size: int, mask_fill: int) -> v2.Compose | None:
+    """The configured geometric steps; pixels they bring in are 0 in the image and ``mask_fill`` in the mask."""
+    if augment is None:
+        return None
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: mask_fill}
+    steps: list[Callable] = []
+    if augment.random_resized_crop:
+        steps.append(v2.RandomResizedCrop(size, scale=augment.random_resized_crop, antialias=True))
+    if augment.crop_padding:
+        steps.append(v2.RandomCrop(size, padding=augment.crop_padding, fill=fill))
+    if augment.hflip:
+        steps.append(v2.RandomHorizontalFlip(augment.hflip))
+    if augment.vflip:
+        steps.append(v2.RandomVerticalFlip(augment.vflip))
+    if augment.rotation:
+        steps.append(v2.RandomRotation(augment.rotation, fill=fill))
+    return v2.Compose(steps) if steps else None
+
+
 class SampleTransform:
     """``(uint8 image, target) -> (float image, target)``: augmentation (training only), then normalization.
 
-    Targets: an ``int`` label passes through; an H x W mask becomes int64; a
-    C x H x W binary mask becomes float.
+    Targets: an ``int`` label passes through; an H x W index mask becomes
+    int64 (pixels brought in by padding or rotation: 255, ignored); a
+    C x H x W binary mask becomes float (brought-in pixels: 0).
     """
 
     def __init__(
@@ -59,37 +79,24 @@ class SampleTransform:
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
         augment: AugmentConfig | None = None,
-        mask_fill: int = IGNORE_INDEX,
     ) -> None:
         self.channels = channels
-        fill = {tv_tensors.Image: 0, tv_tensors.Mask: mask_fill}
-        steps: list[Callable] = []
-        jitter = None
-        if augment is not None:
-            if augment.random_resized_crop:
-                steps.append(v2.RandomResizedCrop(size, scale=augment.random_resized_crop, antialias=True))
-            if augment.crop_padding:
-                steps.append(v2.RandomCrop(size, padding=augment.crop_padding, fill=fill))
-            if augment.hflip:
-                steps.append(v2.RandomHorizontalFlip(augment.hflip))
-            if augment.vflip:
-                steps.append(v2.RandomVerticalFlip(augment.vflip))
-            if augment.rotation:
-                steps.append(v2.RandomRotation(augment.rotation, fill=fill))
-            if augment.color_jitter:
-                s = augment.color_jitter
-                jitter = v2.ColorJitter(brightness=s, contrast=s, saturation=s if channels == 3 else 0)
-        self.geometric = v2.Compose(steps) if steps else None
-        self.jitter = jitter
+        self.geometric = _geometric(augment, size, IGNORE_INDEX)
+        self.geometric_binary = _geometric(augment, size, 0)
+        self.jitter = None
+        if augment is not None and augment.color_jitter:
+            s = augment.color_jitter
+            self.jitter = v2.ColorJitter(brightness=s, contrast=s, saturation=s if channels == 3 else 0)
         self.mean = list(mean) if mean is not None else None
         self.std = list(std) if std is not None else None
 
     def __call__(self, image: torch.Tensor, target: Any) -> tuple[torch.Tensor, Any]:
         image = tv_tensors.Image(adapt_channels(image, self.channels))
         if isinstance(target, torch.Tensor) and target.ndim >= 2:
+            geometric = self.geometric if target.ndim == 2 else self.geometric_binary
             mask = tv_tensors.Mask(target)
-            if self.geometric is not None:
-                image, mask = self.geometric(image, mask)
+            if geometric is not None:
+                image, mask = geometric(image, mask)
             mask = mask.as_subclass(torch.Tensor)
             target = mask.long() if mask.ndim == 2 else mask.float()
         elif self.geometric is not None:
