@@ -117,6 +117,26 @@ class DataConfig(StrictModel):
         3, description="oxford_pet segmentation: 3 (background, pet, border) or 2 (background, pet; border ignored)"
     )
 
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _normalize_spec(cls, v: Any) -> Any:
+        """One clear message for a bad normalize value instead of one per union member."""
+        if isinstance(v, str):
+            if v not in ("imagenet", "auto", "none"):
+                raise ValueError("use imagenet, auto, none or {mean: [...], std: [...]}")
+            return v
+        if isinstance(v, dict):
+            try:
+                return NormalizeStats.model_validate(v)
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                msg = first['msg'].removeprefix('Value error, ')
+                raise ValueError(f"{where + ': ' if where else ''}{msg}") from None
+        if isinstance(v, NormalizeStats):
+            return v
+        raise ValueError("use imagenet, auto, none or {mean: [...], std: [...]}")
+
 
 class ModelConfig(StrictModel):
     """Which network, and what it starts from."""
