@@ -228,3 +228,19 @@ def test_prepare_dsb2018_merges_instance_masks(tmp_path):
     b = build_data(Experiment(task="segmentation", data={"source": "seg_folder", "root": str(tmp_path / "out"),
                                                          "image_size": 10, "cache_dir": str(tmp_path / "c")}))
     assert b.class_names == ["background", "0"] and b.class_counts[1] > 0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("data: {normalize: foo}\n", "data.normalize: Value error, use imagenet, auto, none"),
+    ("data: {normalize: {mean: [0.5], std: [0.1, 0.2]}}\n", "mean has 1 values and std 2"),
+    ("data: {augment: {hflip: 2}}\n", "data.augment.hflip: Input should be less than or equal to 1"),
+    ("data: {csv: {id_col: x}}\n", "data.csv.id_col: unknown key; valid keys here:"),
+    ("data: {sampler: weighted}\n", "data.sampler: Input should be 'shuffle' or 'balanced'"),
+])
+def test_bad_data_config_is_one_line(tiny_config, text, expected):
+    from lossbench.config import load_experiment
+    from lossbench.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        load_experiment(tiny_config(text))
+    assert expected in str(err.value) and "\n" not in str(err.value)
