@@ -177,3 +177,14 @@ def test_cli_bad_input_one_line_exit_2(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "x.png" in lines[0] and "Traceback" not in res.stderr
+
+
+def test_two_file_csv_header_is_a_bad_row_not_silently_dropped(tmp_path):
+    root = tmp_path / "d"
+    for i in range(2):
+        save(root / f"{i}.png", np.full((8, 8, 3), i, np.uint8))
+    (root / "ids.csv").write_text("id\n0.png\n1.png\n")
+    (root / "labels.csv").write_text("label\n0\n1\n")
+    exp = Experiment(data={"source": "csv", "root": str(root), "cache_dir": str(tmp_path / "c"),
+                           "csv": {"train": "ids.csv", "train_labels": "labels.csv"}})
+    expect_one_line(exp, "ids.csv line 1", "labels.csv line 1", "'label' is not an integer", "no header row")

@@ -80,7 +80,9 @@ def _items(rows: list[tuple[str, str, str]], images: Path, opts: CsvOptions, num
     base = images.resolve()
     for idx, (where, ident, text) in enumerate(rows):
         if not _INT.fullmatch(text):
-            bad.append((idx, f"{where}: label {text!r} is not an integer; labels are class indices 0..K-1"))
+            hint = ("; the two-file form has no header row, remove it"
+                    if idx == 0 and opts.train_labels is not None else "")
+            bad.append((idx, f"{where}: label {text!r} is not an integer; labels are class indices 0..K-1{hint}"))
             continue
         label = int(text)
         if label < 0:
