@@ -19,10 +19,9 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from lossbench.data.samples import TensorSamples
-
 from lossbench.config import DataConfig
 from lossbench.data import synthetic
+from lossbench.data.samples import TensorSamples
 from lossbench.errors import UserError
 from lossbench.registry import Registry
 
