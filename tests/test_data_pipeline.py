@@ -12,6 +12,7 @@ from lossbench.config import AugmentConfig, Experiment
 from lossbench.data import build_data, decode, files, prepare_splits
 from lossbench.data.imbalance import class_subset_map, long_tail_counts, long_tail_indices, stratified_split
 from lossbench.data.loaders import DistributedWeightedSampler, build_loaders
+from lossbench.data.stats import data_stats
 from lossbench.data.transforms import SampleTransform, adapt_channels
 
 
@@ -228,6 +229,11 @@ def test_prepare_dsb2018_merges_instance_masks(tmp_path):
     b = build_data(Experiment(task="segmentation", data={"source": "seg_folder", "root": str(tmp_path / "out"),
                                                          "image_size": 10, "cache_dir": str(tmp_path / "c")}))
     assert b.class_names == ["background", "0"] and b.class_counts[1] > 0
+    seg = Experiment(name="nuclei", task="segmentation", data={
+        "source": "seg_folder", "root": str(tmp_path / "out"), "image_size": 10, "cache_dir": str(tmp_path / "c")})
+    lines = data_stats(seg, tmp_path / "nuclei.png")
+    assert any("pixels" in line and line.split()[0] == "0" for line in lines)
+    assert (tmp_path / "nuclei.png").is_file()
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -244,3 +250,14 @@ def test_bad_data_config_is_one_line(tiny_config, text, expected):
     with pytest.raises(UserError) as err:
         load_experiment(tiny_config(text))
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_loader_workers_read_the_same_batches(tmp_path, cache):
+    folder_dataset(tmp_path / "d")
+    b = build_data(folder_exp(tmp_path, cache=cache))
+    _, val0 = build_loaders(b, batch_size=4, num_workers=0, seed=0)
+    _, val1 = build_loaders(b, batch_size=4, num_workers=1, seed=0)
+    for (x0, y0), (x1, y1) in zip(val0, val1):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    assert sum(len(y) for _, y in val1) == len(b.val)
