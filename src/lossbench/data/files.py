@@ -221,7 +221,6 @@ def open_files(items: Sequence[FileItem], decoder: Decoder, cfg: DataConfig, wha
         full = FileSamples(items, decoder, sizes, counts)
     out = full if len(good) == len(items) else View(full, good)
     out.skipped = skipped
-    out.items = [items[i] for i in good]
     return out
 
 
