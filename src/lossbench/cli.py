@@ -68,6 +68,46 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lossbench.config import load_experiments
+    from lossbench.data.stats import data_stats
+
+    out = Path(args.out)
+    for exp in load_experiments(args.config, args.set):
+        for line in data_stats(exp, out / f"{exp.name}_class_distribution.png"):
+            print(line)
+    return 0
+
+
+def _cmd_data_prepare_dsb2018(args: argparse.Namespace) -> int:
+    from lossbench.data.dsb2018 import prepare_dsb2018
+
+    n = prepare_dsb2018(args.src, args.dst, args.size)
+    print(f"wrote {n} images and merged masks ({args.size}x{args.size}) to {args.dst} "
+          f"(seg_folder layout: images/, masks/0/)")
+    return 0
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="inspect or convert datasets", description="Inspect or convert datasets.")
+    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    p = dsub.add_parser("stats", help="images per split, class counts, mean/std, sizes and a bar chart",
+                        description="Print the data statistics of each experiment in CONFIG and write a "
+                                    "class-distribution bar chart PNG.")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--out", default=".", help="folder for <name>_class_distribution.png (default: .)")
+    p.set_defaults(func=_cmd_data_stats)
+    p = dsub.add_parser("prepare-dsb2018", help="convert Kaggle DSB 2018 stage1_train to the seg_folder layout",
+                        description="Merge each DSB 2018 sample's nucleus masks and write images/ and masks/0/.")
+    p.add_argument("src", help="folder holding stage1_train/ (or stage1_train itself)")
+    p.add_argument("dst", help="output folder (seg_folder layout)")
+    p.add_argument("--size", type=int, default=96, help="square side of the written images (default 96)")
+    p.set_defaults(func=_cmd_data_prepare_dsb2018)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossbench",
@@ -98,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered losses, models or data sources")
     p.add_argument("kind", choices=["losses", "models", "sources"])
     p.set_defaults(func=_cmd_list)
+
+    _add_data_commands(sub)
     return parser
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lossbench.errors import UserError
 
@@ -22,8 +22,75 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class AugmentConfig(StrictModel):
+    """Training-time augmentation, applied jointly to image and mask (validation gets none)."""
+
+    random_resized_crop: tuple[float, float] | None = Field(
+        None, description="area scale range, e.g. [0.5, 1.0]: crop a random part and resize it back to image_size"
+    )
+    crop_padding: int = Field(0, ge=0, description="pad by this many pixels, then crop image_size at random (CIFAR style)")
+    hflip: float = Field(0.0, ge=0, le=1, description="probability of a horizontal flip")
+    vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
+    rotation: float = Field(0.0, ge=0, le=180, description="rotate by a random angle in [-rotation, rotation] degrees")
+    color_jitter: float = Field(0.0, ge=0, le=1, description="brightness, contrast and saturation jitter strength")
+
+    @field_validator("random_resized_crop")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("needs 0 < min <= max <= 1, e.g. [0.5, 1.0]")
+        return v
+
+
+class NormalizeStats(StrictModel):
+    """Explicit per-channel mean and std (of images scaled to [0, 1])."""
+
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _same_length_positive_std(self) -> "NormalizeStats":
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values and std {len(self.std)}; give one per channel")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("every std must be > 0")
+        return self
+
+
+class CsvOptions(StrictModel):
+    """Options of the ``csv`` source; file names are relative to ``data.root``."""
+
+    train: str = Field("train.csv", description="training CSV (with a header), or header-less ids with train_labels")
+    train_labels: str | None = Field(None, description="header-less labels file: selects the two-file form")
+    val: str | None = Field(None, description="validation CSV; none: a stratified split of train")
+    val_labels: str | None = None
+    test: str | None = None
+    test_labels: str | None = None
+    images: str = Field(".", description="folder of the images, relative to root")
+    id_column: str = Field("image", description="column of image ids or relative paths (one-file form)")
+    label_column: str = Field("label", description="column of integer labels (one-file form)")
+    extension: str = Field("", description="appended to each id, e.g. '.jpeg' for Kaggle's trainLabels.csv")
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    class_names: list[str] | None = Field(None, description="names of classes 0..K-1; also fixes K")
+
+
+class SegFolderOptions(StrictModel):
+    """Options of the ``seg_folder`` source; folder names are relative to ``data.root``."""
+
+    images: str = "images"
+    masks: str = "masks"
+    mask_suffix: str = Field("", description="mask file stem = image stem + this, e.g. '_mask'")
+    value_map: dict[int, int] | None = Field(
+        None, description="index masks: mask value -> class (255 = ignore), e.g. {0: 0, 255: 1}"
+    )
+    class_names: list[str] | None = Field(None, description="names of the classes, background first for index masks")
+    target: Literal["index", "multilabel"] = Field(
+        "index", description="masks/<k>/ layout: merge into one index mask (background 0) or keep C binary channels"
+    )
+
+
 class DataConfig(StrictModel):
-    """Where samples come from and how they are shaped."""
+    """Where samples come from, how they are shaped, and what is done about class imbalance."""
 
     source: str = Field("synthetic", description="registered data source, see `lossbench list sources`")
     root: Path | None = Field(None, description="folder or file the source reads from")
@@ -33,6 +100,42 @@ class DataConfig(StrictModel):
     val_per_class: int = Field(50, gt=0, description="synthetic: validation images per class (balanced)")
     imbalance_ratio: float = Field(1.0, ge=1.0, description="largest / smallest training class size")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    channels: Literal["auto", 1, 3] = Field("auto", description="channels images are decoded to; auto = model.in_channels")
+    classes: list[int | str] | None = Field(None, min_length=1, description="class subset (indices or names), remapped to 0..K-1")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of train split off (stratified) when there is no val split")
+    sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: class-balanced weighted sampling")
+    normalize: Literal["imagenet", "auto", "none"] | NormalizeStats = Field(
+        "imagenet", description="imagenet, auto (mean/std of the training images, cached), none, or {mean, std}"
+    )
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    cache: bool = Field(False, description="decode once into a memory-mapped file reused by later epochs and runs")
+    cache_dir: Path | None = Field(None, description="where caches go; default $LOSSBENCH_CACHE or ~/.cache/lossbench")
+    skip_bad: bool = Field(False, description="skip bad files (and report them) instead of stopping")
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    seg: SegFolderOptions = Field(default_factory=SegFolderOptions)
+    pet_classes: Literal[2, 3] = Field(
+        3, description="oxford_pet segmentation: 3 (background, pet, border) or 2 (background, pet; border ignored)"
+    )
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _normalize_spec(cls, v: Any) -> Any:
+        """One clear message for a bad normalize value instead of one per union member."""
+        if isinstance(v, str):
+            if v not in ("imagenet", "auto", "none"):
+                raise ValueError("use imagenet, auto, none or {mean: [...], std: [...]}")
+            return v
+        if isinstance(v, dict):
+            try:
+                return NormalizeStats.model_validate(v)
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                msg = first['msg'].removeprefix('Value error, ')
+                raise ValueError(f"{where + ': ' if where else ''}{msg}") from None
+        if isinstance(v, NormalizeStats):
+            return v
+        raise ValueError("use imagenet, auto, none or {mean: [...], std: [...]}")
 
 
 class ModelConfig(StrictModel):

@@ -1,48 +1,209 @@
-"""The data layer: a source's splits, transformed, with class counts for the loss."""
+"""The data layer: a source's splits, made usable for training.
+
+:func:`build_data` opens the configured source (which scans its files once),
+makes a stratified validation split when the source has none, applies the
+class subset and the long-tail subsample, counts classes, resolves
+normalization and wraps the splits in joint image / mask transforms.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lossbench.config import Experiment
-from lossbench.data.imbalance import class_counts
+from lossbench.config import DataConfig, Experiment
+from lossbench.data import cache
+from lossbench.data.imbalance import (
+    channel_mean_std,
+    class_counts,
+    class_subset_map,
+    long_tail_indices,
+    stratified_split,
+)
+from lossbench.data.samples import SampleSet, View
 from lossbench.data.sources import SOURCES, Splits
-from lossbench.data.transforms import Normalize, Transformed
+from lossbench.data.transforms import SampleTransform, Transformed, normalization
+from lossbench.errors import UserError
 
 IGNORE_INDEX = 255
 
 
 @dataclass
 class DataBundle:
-    """What the engine receives: ready datasets, class names and training class counts."""
+    """What the engine receives: ready datasets, class names and training class counts.
+
+    ``run_files`` maps file names to text the engine writes into the run folder
+    (``split.json``: the items of each split, so a split can be reproduced;
+    ``class_counts.json``; ``normalization.json``; ``skipped_files.json`` when
+    bad files were skipped). ``sample_weights`` is set for class-balanced
+    sampling and used by :func:`lossbench.data.loaders.build_loaders`.
+    """
 
     train: Dataset
     val: Dataset
     class_names: list[str]
     class_counts: list[int]
+    test: Dataset | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    sample_weights: list[float] | None = None
+    run_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
 
-def _targets(samples: Dataset) -> torch.Tensor:
-    if hasattr(samples, "targets"):
-        return torch.as_tensor(samples.targets)
-    return torch.stack([torch.as_tensor(samples[i][1]) for i in range(len(samples))])
+@dataclass
+class PreparedSplits:
+    """Untransformed splits after the generic steps; what ``data stats`` and :func:`build_data` share."""
+
+    train: SampleSet
+    val: SampleSet
+    test: SampleSet | None
+    class_names: list[str]
+    class_counts: list[int]
+    channels: int
+    target: str
+    generated_val: bool
+    skipped: list[str]
+
+
+def resolve_config(exp: Experiment) -> DataConfig:
+    """The data config with ``channels: auto`` replaced by the model's input channels (1 or 3)."""
+    cfg = exp.data
+    if cfg.channels == "auto":
+        cfg = cfg.model_copy(update={"channels": exp.model.in_channels if exp.model.in_channels in (1, 3) else 3})
+    return cfg
+
+
+def _labels(samples: Dataset) -> torch.Tensor | None:
+    targets = getattr(samples, "targets", None)
+    return None if targets is None else torch.as_tensor(targets)
+
+
+def _keep(samples: SampleSet, indices: list[int], label_map: dict[int, int] | None = None) -> SampleSet:
+    if label_map is None and len(indices) == len(samples):
+        return samples
+    return View(samples, indices, label_map)
+
+
+def _counts(samples: SampleSet, num_classes: int) -> list[int]:
+    labels = _labels(samples)
+    if labels is not None:
+        return class_counts(labels, num_classes, IGNORE_INDEX)
+    pixels = samples.pixel_counts(num_classes)
+    if pixels is None:
+        return class_counts(torch.stack([torch.as_tensor(samples[i][1]) for i in range(len(samples))]),
+                            num_classes, IGNORE_INDEX)
+    return np.asarray(pixels).sum(0).astype(np.int64).tolist()
+
+
+def prepare_splits(exp: Experiment) -> PreparedSplits:
+    """Open the source and apply validation split, class subset and long tail; no transforms."""
+    cfg = resolve_config(exp)
+    if exp.task == "segmentation" and cfg.classes:
+        raise UserError("data.classes: class subsets are for classification; remove it for segmentation")
+    if cfg.sampler == "balanced" and exp.task != "classification":
+        raise UserError("data.sampler: balanced sampling is for classification; use shuffle for segmentation")
+    splits: Splits = SOURCES.get(cfg.source)(cfg, exp.task, exp.seed)
+    train, val = splits.train, splits.val
+    generated_val = val is None
+    if val is None:
+        tr, va = stratified_split(_labels(train), len(train), cfg.val_fraction, exp.seed)
+        if not va:
+            raise UserError(f"data.val_fraction: {len(train)} training images leave none for validation; "
+                            f"add images or a validation split")
+        train, val = View(train, tr), View(train, va)
+    test = splits.test
+    names = list(splits.class_names)
+    if cfg.classes:
+        try:
+            mapping = class_subset_map(cfg.classes, names)
+        except ValueError as exc:
+            raise UserError(f"data.classes: {exc}") from None
+
+        def subset(s: SampleSet) -> SampleSet:
+            labels = _labels(s).tolist()
+            return _keep(s, [i for i, y in enumerate(labels) if y in mapping], mapping)
+
+        train, val = subset(train), subset(val)
+        test = subset(test) if test is not None else None
+        names = [names[k] for k in mapping]
+    if cfg.imbalance_ratio > 1 and not splits.extra.get("long_tail_applied"):
+        if exp.task != "classification":
+            raise UserError("data.imbalance_ratio: long-tail subsampling is for classification; "
+                            "remove it for segmentation")
+        train = _keep(train, long_tail_indices(_labels(train), len(names), cfg.imbalance_ratio, exp.seed))
+    skipped = [m for s in (splits.train, splits.val, splits.test) if s is not None for m in getattr(s, "skipped", [])]
+    return PreparedSplits(
+        train, val, test, names, _counts(train, len(names)), int(cfg.channels),
+        splits.extra.get("target", "index" if exp.task == "segmentation" else "label"), generated_val, skipped,
+    )
+
+
+def resolve_normalization(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float] | None, list[float] | None]:
+    """``(mean, std)``; ``auto`` is computed over the training images once and cached."""
+    if exp.data.normalize != "auto":
+        return normalization(exp.data.normalize, prepared.channels)
+    return auto_mean_std(exp, prepared)
+
+
+def auto_mean_std(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float], list[float]]:
+    """Per-channel mean / std of the training images, read from the cache or computed and cached."""
+    cfg = exp.data
+    names = getattr(prepared.train, "names", None)
+    key = cache.digest([cfg.source, str(cfg.root), cfg.image_size, prepared.channels, names])[:20]
+    path = cache.cache_root(cfg) / f"stats-{cfg.source}-{key}.json"
+    found = cache.read_json(path)
+    if found and len(found.get("mean", [])) == prepared.channels:
+        return found["mean"], found["std"]
+    mean, std = channel_mean_std(prepared.train, prepared.channels)
+    cache.write_json_atomic(path, {"mean": mean, "std": std})
+    return mean, std
+
+
+def _split_record(exp: Experiment, prepared: PreparedSplits) -> dict:
+    record = {"source": exp.data.source, "root": str(exp.data.root) if exp.data.root else None,
+              "seed": exp.seed, "val_fraction": exp.data.val_fraction if prepared.generated_val else None,
+              "generated_val": prepared.generated_val}
+    for split in ("train", "val", "test"):
+        s = getattr(prepared, split)
+        if s is not None:
+            record[split] = list(getattr(s, "names", range(len(s))))
+    return record
 
 
 def build_data(exp: Experiment) -> DataBundle:
-    """Open the configured source and return transformed train / val sets with class counts."""
-    splits: Splits = SOURCES.get(exp.data.source)(exp.data, exp.task, exp.seed)
-    counts = class_counts(_targets(splits.train), splits.num_classes, IGNORE_INDEX)
-    transform = Normalize()
+    """Open the configured source and return transformed train / val (/ test) sets with class counts."""
+    prepared = prepare_splits(exp)
+    mean, std = resolve_normalization(exp, prepared)
+    size, channels = exp.data.image_size, prepared.channels
+    train_tf = SampleTransform(size, channels, mean, std, exp.data.augment)
+    eval_tf = SampleTransform(size, channels, mean, std, None)
+    weights = None
+    if exp.data.sampler == "balanced":
+        labels = _labels(prepared.train).tolist()
+        weights = [1.0 / max(prepared.class_counts[y], 1) for y in labels]
+    run_files = {
+        "split.json": json.dumps(_split_record(exp, prepared)),
+        "class_counts.json": json.dumps(dict(zip(prepared.class_names, prepared.class_counts)), indent=1),
+        "normalization.json": json.dumps({"mean": mean, "std": std}),
+    }
+    if prepared.skipped:
+        run_files["skipped_files.json"] = json.dumps(prepared.skipped, indent=1)
     return DataBundle(
-        train=Transformed(splits.train, transform),
-        val=Transformed(splits.val, transform),
-        class_names=splits.class_names,
-        class_counts=counts,
+        train=Transformed(prepared.train, train_tf),
+        val=Transformed(prepared.val, eval_tf),
+        class_names=prepared.class_names,
+        class_counts=prepared.class_counts,
+        test=Transformed(prepared.test, eval_tf) if prepared.test is not None else None,
+        mean=mean,
+        std=std,
+        sample_weights=weights,
+        run_files=run_files,
     )

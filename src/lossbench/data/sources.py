@@ -2,7 +2,14 @@
 
 A source is a function registered with :data:`SOURCES` that takes the data
 config, the task and the seed and returns :class:`Splits`. Images are uint8
-C x H x W tensors; targets follow the sample contract of DESIGN.md.
+C x H x W tensors; targets follow the sample contract of DESIGN.md. A source
+without a validation split returns ``val=None`` and :func:`build_data` makes a
+stratified one. File formats live in ``lossbench.data.formats`` and register
+themselves here when this module is imported.
+
+``Splits.extra`` carries hints for the generic steps: ``long_tail_applied``
+(the source already drew the long-tail profile) and ``target``
+(``"multilabel"`` for C x H x W binary masks).
 """
 
 from __future__ import annotations
@@ -10,32 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
 from lossbench.config import DataConfig
 from lossbench.data import synthetic
+from lossbench.data.samples import TensorSamples
 from lossbench.errors import UserError
 from lossbench.registry import Registry
 
 SOURCES: Registry = Registry("source")
-
-
-class TensorSamples(Dataset):
-    """Samples held in memory as one uint8 image tensor and one target tensor."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        if len(images) != len(targets):
-            raise ValueError("images and targets differ in length")
-        self.images = images
-        self.targets = targets
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
-        target = self.targets[i]
-        return self.images[i], (int(target) if target.ndim == 0 else target)
 
 
 @dataclass
@@ -43,7 +33,7 @@ class Splits:
     """What a source returns: the splits, and the names of the classes."""
 
     train: Dataset
-    val: Dataset
+    val: Dataset | None
     class_names: list[str]
     test: Dataset | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -66,4 +56,8 @@ def synthetic_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     names = synthetic.class_names(num_classes)
     if task == "segmentation":
         names = ["background"] + names[: num_classes - 1]
-    return Splits(TensorSamples(*splits["train"]), TensorSamples(*splits["val"]), names)
+    return Splits(TensorSamples(*splits["train"]), TensorSamples(*splits["val"]), names,
+                  extra={"long_tail_applied": True})
+
+
+from lossbench.data import formats  # noqa: E402,F401  (registers the file formats)

@@ -1,4 +1,13 @@
-"""Joint image / target transforms applied after a source yields a sample."""
+"""Joint image / mask transforms (torchvision.transforms.v2) applied after a source yields a sample.
+
+The image is wrapped as ``tv_tensors.Image`` and a segmentation mask as
+``tv_tensors.Mask``, so every geometric transform (random resized crop, padded
+random crop, flips, rotation) moves both together, and masks are always
+resampled with nearest neighbour. Pixels a rotation or padding brings in are
+255 (ignored) in index masks and 0 in binary masks. Colour jitter touches the
+image only. Geometric and colour steps run on uint8; the image then becomes
+float in [0, 1] and is normalized.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +16,111 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from lossbench.config import AugmentConfig
+from lossbench.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_GRAY = ((0.449,), (0.226,))
+IGNORE_INDEX = 255
 
 
-class Normalize:
-    """uint8 C x H x W -> float, scaled to [0, 1] then standardised per channel."""
+def adapt_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 image with 1, 3 or 4 channels -> ``channels`` (gray repeated to 3, alpha dropped, RGB to luma)."""
+    c = image.shape[0]
+    if c == channels:
+        return image
+    if c == 4:
+        image, c = image[:3], 3
+    if c == 1 and channels == 3:
+        return image.expand(3, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        return F.rgb_to_grayscale(image)
+    if c == channels:
+        return image
+    raise UserError(f"images have {c} channels but the model takes {channels}; set model.in_channels to 1 or 3")
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+def _geometric(augment: AugmentConfig | None, size: int, mask_fill: int) -> v2.Compose | None:
+    """The configured geometric steps; pixels they bring in are 0 in the image and ``mask_fill`` in the mask."""
+    if augment is None:
+        return None
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: mask_fill}
+    steps: list[Callable] = []
+    if augment.random_resized_crop:
+        steps.append(v2.RandomResizedCrop(size, scale=augment.random_resized_crop, antialias=True))
+    if augment.crop_padding:
+        steps.append(v2.RandomCrop(size, padding=augment.crop_padding, fill=fill))
+    if augment.hflip:
+        steps.append(v2.RandomHorizontalFlip(augment.hflip))
+    if augment.vflip:
+        steps.append(v2.RandomVerticalFlip(augment.vflip))
+    if augment.rotation:
+        steps.append(v2.RandomRotation(augment.rotation, fill=fill))
+    return v2.Compose(steps) if steps else None
+
+
+class SampleTransform:
+    """``(uint8 image, target) -> (float image, target)``: augmentation (training only), then normalization.
+
+    Targets: an ``int`` label passes through; an H x W index mask becomes
+    int64 (pixels brought in by padding or rotation: 255, ignored); a
+    C x H x W binary mask becomes float (brought-in pixels: 0).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        channels: int,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+        augment: AugmentConfig | None = None,
+    ) -> None:
+        self.channels = channels
+        self.geometric = _geometric(augment, size, IGNORE_INDEX)
+        self.geometric_binary = _geometric(augment, size, 0)
+        self.jitter = None
+        if augment is not None and augment.color_jitter:
+            s = augment.color_jitter
+            self.jitter = v2.ColorJitter(brightness=s, contrast=s, saturation=s if channels == 3 else 0)
+        self.mean = list(mean) if mean is not None else None
+        self.std = list(std) if std is not None else None
 
     def __call__(self, image: torch.Tensor, target: Any) -> tuple[torch.Tensor, Any]:
-        x = image.float().div_(255)
-        c = x.shape[0]
-        return (x - self.mean[:c]) / self.std[:c], target
+        image = tv_tensors.Image(adapt_channels(image, self.channels))
+        if isinstance(target, torch.Tensor) and target.ndim >= 2:
+            geometric = self.geometric if target.ndim == 2 else self.geometric_binary
+            mask = tv_tensors.Mask(target)
+            if geometric is not None:
+                image, mask = geometric(image, mask)
+            mask = mask.as_subclass(torch.Tensor)
+            target = mask.long() if mask.ndim == 2 else mask.float()
+        elif self.geometric is not None:
+            image = self.geometric(image)
+        if self.jitter is not None:
+            image = self.jitter(image)
+        x = F.to_dtype(image.as_subclass(torch.Tensor), torch.float32, scale=True)
+        if self.mean is not None:
+            x = F.normalize(x, self.mean, self.std)
+        return x, target
+
+
+def normalization(spec: Any, channels: int) -> tuple[list[float] | None, list[float] | None]:
+    """``(mean, std)`` for ``imagenet``, ``none`` or explicit lists (``auto`` is resolved by the caller)."""
+    if spec == "none":
+        return None, None
+    if spec == "imagenet":
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else IMAGENET_GRAY
+        return list(mean), list(std)
+    mean, std = list(spec.mean), list(spec.std)
+    if len(mean) != channels:
+        raise UserError(f"data.normalize: {len(mean)} mean/std values for {channels}-channel images; "
+                        f"give one per channel")
+    return mean, std
 
 
 class Transformed(Dataset):

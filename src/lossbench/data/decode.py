@@ -1,0 +1,166 @@
+"""Decoding one image (and its masks) from disk into uint8 arrays, or saying why not.
+
+Every failure is a :class:`BadFile` whose message names the file and the fix,
+so the first scan of a dataset can collect them and report them in one line.
+Images are converted to the channels the model takes (grayscale -> 3 channels
+when it wants 3, RGBA drops alpha, 16-bit scaled to 8) and resized to the
+configured square side; masks are resized with nearest neighbour so class
+values survive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
+IGNORE_INDEX = 255
+
+
+class BadFile(Exception):
+    """One unreadable or inconsistent file; the message names it and says what to do."""
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a visible file with an image extension (``.DS_Store``, ``Thumbs.db`` and hidden files are not)."""
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise BadFile(f"{path}: {what} file does not exist; restore it or remove its entry") from None
+    if size == 0:
+        raise BadFile(f"{path}: {what} file is empty (0 bytes); re-copy it or delete it")
+    try:
+        return Image.open(path)
+    except UnidentifiedImageError:
+        raise BadFile(f"{path}: not an image (unreadable as any image format despite its name); "
+                      f"replace it with a real {what} or delete it") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadFile(f"{path}: corrupt or truncated {what} ({exc}); re-copy it or delete it") from None
+
+
+def _load(im: Image.Image, path: Path, what: str) -> None:
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadFile(f"{path}: corrupt or truncated {what} ({exc}); re-copy it or delete it") from None
+
+
+def _to_channels(im: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL mode to ``L`` (1 channel) or ``RGB`` (3 channels)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im).astype(np.float64)
+        if arr.max(initial=0) > 255:
+            arr = arr / 257.0
+        im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    target = "RGB" if channels == 3 else "L"
+    return im if im.mode == target else im.convert(target)
+
+
+def read_image(path: Path, channels: int, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(uint8 C x size x size array, original (width, height))`` of an image file."""
+    im = _open(path, "image")
+    with im:
+        original = im.size
+        if im.format == "JPEG":
+            im.draft("RGB" if channels == 3 else "L", (size, size))
+        _load(im, path, "image")
+        im = _to_channels(im, channels)
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr), original
+
+
+def read_mask_values(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """Raw values (int64 H x W) and (width, height) of a mask: index, palette, 16-bit or gray-valued RGB."""
+    im = _open(path, "mask")
+    with im:
+        _load(im, path, "mask")
+        size = im.size
+        if im.mode == "F":
+            raise BadFile(f"{path}: floating-point mask; save masks as 8- or 16-bit integer PNGs")
+        arr = np.asarray(im)
+    if arr.ndim == 3:
+        colour = arr[..., : min(3, arr.shape[2])]
+        if not (colour == colour[..., :1]).all():
+            raise BadFile(f"{path}: RGB mask with coloured pixels; save it as a single-channel index PNG "
+                          f"(pixel value = class) or as gray values")
+        arr = colour[..., 0]
+    return arr.astype(np.int64), size
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 H x W mask to size x size."""
+    if mask.shape == (size, size):
+        return mask
+    return np.asarray(Image.fromarray(mask, "L").resize((size, size), Image.NEAREST), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """How masks become targets.
+
+    ``kind``: ``index`` (one mask per image, value -> class through
+    ``value_map`` or as is; 255 ignores), ``nested_index`` (one binary mask
+    per class, merged into an index mask with background 0 and class k + 1
+    for the k-th mask folder) or ``multilabel`` (one binary channel per class).
+    ``num_classes`` bounds index values when known.
+    """
+
+    kind: str
+    value_map: tuple[tuple[int, int], ...] | None = None
+    num_classes: int | None = None
+
+    def key(self) -> list:
+        return [self.kind, self.value_map, self.num_classes]
+
+
+def read_target_mask(
+    mask_paths: tuple[Path | None, ...], spec: MaskSpec, image_path: Path, image_size: tuple[int, int], size: int
+) -> np.ndarray:
+    """The uint8 target mask (size x size, or C x size x size for multilabel) of one image."""
+    layers = []
+    for k, path in enumerate(mask_paths):
+        if path is None:
+            where = f" in mask folder {k}" if len(mask_paths) > 1 else ""
+            raise BadFile(f"{image_path}: no mask{where} for this image; add the mask or remove the image")
+        values, msize = read_mask_values(path)
+        if msize != image_size:
+            raise BadFile(f"{path}: mask is {msize[0]}x{msize[1]} but its image {image_path.name} is "
+                          f"{image_size[0]}x{image_size[1]}; save the mask at the image's size")
+        layers.append((path, values))
+    if spec.kind == "index":
+        path, values = layers[0]
+        if spec.value_map is not None:
+            mapping = dict(spec.value_map)
+            unknown = sorted(set(np.unique(values).tolist()) - set(mapping))
+            if unknown:
+                raise BadFile(f"{path}: mask values {unknown[:5]} are not in data.seg.value_map "
+                              f"(keys {sorted(mapping)}); add them to the map")
+            lut_keys = np.array(sorted(mapping), dtype=np.int64)
+            lut_vals = np.array([mapping[k] for k in lut_keys], dtype=np.uint8)
+            values = lut_vals[np.searchsorted(lut_keys, values)]
+        else:
+            bad = np.unique(values[(values != IGNORE_INDEX) & ((values < 0) | (values >= (spec.num_classes or 255)))])
+            if bad.size:
+                hint = (f"classes are 0..{spec.num_classes - 1}" if spec.num_classes else "values must be below 255")
+                raise BadFile(f"{path}: mask values {bad[:5].tolist()} outside the classes ({hint}, 255 = ignore); "
+                              f"map them with data.seg.value_map, e.g. {{0: 0, {int(bad[-1])}: 1}}")
+        return resize_mask(values.astype(np.uint8), size)
+    binary = [resize_mask((values > 0).astype(np.uint8), size) for _, values in layers]
+    if spec.kind == "multilabel":
+        return np.stack(binary)
+    out = np.zeros((size, size), dtype=np.uint8)
+    for k, layer in enumerate(binary):
+        out[layer > 0] = k + 1
+    return out

@@ -1,0 +1,41 @@
+"""Helpers shared by the file formats: required root, task checks, decoded channels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from lossbench.config import DataConfig
+from lossbench.errors import UserError
+
+
+def channels_of(cfg: DataConfig) -> int:
+    """Channels images are decoded to (``auto`` is resolved by build_data from the model)."""
+    return 3 if cfg.channels == "auto" else int(cfg.channels)
+
+
+def require_task(source: str, task: str, *tasks: str) -> None:
+    """UserError unless the source serves ``task``."""
+    if task not in tasks:
+        raise UserError(f"data.source {source!r} gives {' or '.join(tasks)} data, but task is {task!r}; "
+                        f"change task or data.source")
+
+
+def require_root(cfg: DataConfig, default: Path | None = None) -> Path:
+    """``data.root`` (or ``default``) as an existing folder; UserError otherwise."""
+    root = cfg.root if cfg.root is not None else default
+    if root is None:
+        raise UserError(f"data.root: source {cfg.source!r} reads files; set data.root to the dataset folder")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data.root: {root} is not a folder; set data.root to the dataset folder")
+    return root
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize an N x C x H x W uint8 batch to size x size (antialiased bilinear), in chunks."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return torch.cat([F.resize(chunk, [size, size], antialias=True) for chunk in images.split(4096)])
