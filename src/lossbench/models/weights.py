@@ -242,7 +242,10 @@ def smp_encoder_imagenet(encoder: str) -> StateDict:
     if settings is None:
         raise UserError(f"model.pretrained: smp has no imagenet weights for encoder {encoder!r}; "
                         "use a ResNet encoder or pretrained: null")
-    repo, revision = settings["repo_id"], settings["revision"]
+    if "repo_id" not in settings:
+        raise UserError("model.pretrained: offline imagenet weights for smp encoders need "
+                        "segmentation-models-pytorch with Hugging Face hub weights (0.5 or later); upgrade it")
+    repo, revision = settings["repo_id"], settings.get("revision")
     found = cached_hf_file(repo, "model.safetensors", revision)
     if found is None:
         where = f"{hf_hub_cache()}/models--{repo.replace('/', '--')}/snapshots/{revision}/model.safetensors"
