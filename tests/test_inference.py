@@ -194,6 +194,7 @@ def test_onnx_export_matches_pytorch_under_onnxruntime(runs, tmp_path):
     assert got.shape == (7, 4) and np.abs(got - expected).max() < 1e-4
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_torchscript_export_of_a_segmenter_runs_without_lossbench(runs, tmp_path):
     run_dir = runs["segmentation"]
     path = tmp_path / "seg.pt"

@@ -20,7 +20,7 @@ TINY = {  # model name -> (task, config overrides, input shape): small enough fo
     "timm:resnet10t": ("classification", {}, (2, 3, 32, 32)),
     "resnet_unet": ("classification", {"encoder_depth": 3}, (2, 3, 32, 32)),
     "unet": ("segmentation", {"encoder_depth": 3}, (2, 3, 32, 32)),
-    "unetplusplus": ("segmentation", {"encoder_depth": 3, "encoder": "resnet34"}, (2, 3, 32, 32)),
+    "unetplusplus": ("segmentation", {"encoder_depth": 3}, (2, 3, 32, 32)),
     "nested_unet": ("segmentation", {"encoder_depth": 2, "base_channels": 4}, (2, 3, 24, 24)),
 }
 
@@ -42,10 +42,22 @@ def test_model_gives_logits_and_named_groups(name):
 
 
 def test_bigger_torchvision_resnets_are_registered_with_their_own_depth():
-    for arch, blocks in [("resnet50", [3, 4, 6, 3]), ("resnet101", [3, 4, 23, 3]), ("resnet152", [3, 8, 36, 3])]:
-        model = build_model(ModelConfig(name=arch), "classification", 3)
-        assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == blocks
-        assert model.fc.out_features == 3
+    with torch.device("meta"):  # structure only: no memory, no initialisation cost
+        for arch, blocks in [("resnet50", [3, 4, 6, 3]), ("resnet101", [3, 4, 23, 3]), ("resnet152", [3, 8, 36, 3])]:
+            model = build_model(ModelConfig(name=arch, in_channels=1), "classification", 3)
+            assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == blocks
+            assert model.fc.out_features == 3 and model.conv1.in_channels == 1
+
+
+@pytest.mark.parametrize("arch", ["Unet", "UnetPlusPlus"])
+def test_smp_segmenters_take_every_resnet_encoder(arch):
+    name = {"Unet": "unet", "UnetPlusPlus": "unetplusplus"}[arch]
+    with torch.device("meta"):
+        for encoder, last in [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048), ("resnet101", 2048),
+                              ("resnet152", 2048)]:
+            model = build_model(ModelConfig(name=name, encoder=encoder), "segmentation", 4)
+            assert type(model) is getattr(smp, arch) and model.encoder.out_channels[-1] == last
+            assert model.segmentation_head[0].out_channels == 4
 
 
 @pytest.mark.parametrize("name, blocks, params", [("resnet20", 3, 269_722), ("resnet32", 5, 464_154)])
@@ -118,7 +130,8 @@ def test_resnet_unet_classifier_gives_smp_unet_class_logits():
     full = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(256, 128, 64), classes=1,
                     aux_params={"classes": 4}).eval()
     missing, unexpected = full.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith(("decoder.", "segmentation_head.")) for k in missing)
+    dropped = ("decoder.", "segmentation_head.", "encoder.layer3.", "encoder.layer4.")  # unused at depth 3
+    assert not unexpected and all(k.startswith(dropped) for k in missing)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         _, labels = full(x)
@@ -151,3 +164,14 @@ def test_list_models_shows_every_family(capsys):
                  "nested_unet", "resnet_unet"]:
         assert name in out
     assert set(MODELS) >= {"resnet34", "resnet50", "resnet101"}
+
+
+@pytest.mark.parametrize("name, task", [("unet", "segmentation"), ("resnet_unet", "classification"),
+                                        ("nested_unet", "segmentation"), ("resnet20", "classification")])
+def test_every_parameter_gets_a_gradient(name, task):
+    """No dead parameters (a shallow smp encoder's unused stages are dropped): DDP needs no unused-parameter search."""
+    model = build_model(ModelConfig(name=name, encoder_depth=3 if "unet" in name else None, base_channels=4),
+                        task, 3).train()
+    out = model(torch.randn(2, 3, 16, 16))
+    out.sum().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []

@@ -109,16 +109,16 @@ def test_weights_file_loads_backbone_and_skips_a_different_head(tmp_path, capsys
 def test_run_folder_best_checkpoint_moves_an_encoder_between_tasks(tmp_path, capsys):
     """Pre-train a U-Net segmenter, fine-tune its encoder as a classifier (and the other way round)."""
     torch.manual_seed(5)
-    seg = build_model(ModelConfig(name="unet", encoder_depth=3), "segmentation", 3)
+    seg = build_model(ModelConfig(name="unet"), "segmentation", 3)
     run = tmp_path / "runs" / "seg"
     run.mkdir(parents=True)
     torch.save({"model": seg.state_dict(), "optimizer": {}, "epoch": 2}, run / "best.pt")
-    clf = build_model(ModelConfig(name="resnet_unet", encoder_depth=3, pretrained=str(run)), "classification", 5)
+    clf = build_model(ModelConfig(name="resnet_unet", pretrained=str(run)), "classification", 5)
     assert torch.equal(clf.encoder.layer3[0].conv1.weight, seg.encoder.layer3[0].conv1.weight)
     tv = build_model(ModelConfig(name="resnet18", pretrained=str(run)), "classification", 5)
     assert torch.equal(tv.layer2[1].conv2.weight, seg.encoder.layer2[1].conv2.weight)
     torch.save({"model": tv.state_dict(), "epoch": 1}, run / "best.pt")
-    back = build_model(ModelConfig(name="unet", encoder_depth=3, pretrained=str(run)), "segmentation", 2)
+    back = build_model(ModelConfig(name="unet", pretrained=str(run)), "segmentation", 2)
     assert torch.equal(back.encoder.layer1[0].bn1.weight, tv.layer1[0].bn1.weight)
     assert "skipped" in capsys.readouterr().out
 
@@ -151,3 +151,17 @@ def test_unusable_weights_files_are_one_line_errors_naming_the_file(tmp_path):
     empty_run.mkdir(parents=True)
     with pytest.raises(UserError, match="without best.pt"):
         build_model(ModelConfig(name="resnet20", pretrained=str(empty_run)), "classification", 3)
+
+
+def test_full_encoder_file_loads_into_a_shallow_unet(tmp_path, capsys):
+    full = build_model(ModelConfig(name="unet"), "segmentation", 2)
+    path = tmp_path / "full.pth"
+    torch.save(full.state_dict(), path)
+    shallow = build_model(ModelConfig(name="unet", encoder_depth=3, pretrained=str(path)), "segmentation", 2)
+    assert torch.equal(shallow.encoder.layer2[1].conv1.weight, full.encoder.layer2[1].conv1.weight)
+    line = capsys.readouterr().out
+    assert "encoder.layer3" in line and "encoder.layer4" in line
+    shallow_file = tmp_path / "shallow.pth"
+    torch.save(shallow.state_dict(), shallow_file)
+    with pytest.raises(UserError, match="backbone tensors missing"):
+        build_model(ModelConfig(name="unet", pretrained=str(shallow_file)), "segmentation", 2)

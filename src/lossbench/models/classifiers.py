@@ -115,6 +115,7 @@ class UNetClassifier(nn.Module):
         self.encoder = unet.encoder
         self.classification_head = unet.classification_head
         self.foreign_head_prefixes = ("decoder.", "segmentation_head.")
+        self.unused_prefixes = getattr(unet, "unused_prefixes", ())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classification_head(self.encoder(x)[-1])

@@ -45,7 +45,26 @@ def smp_model(arch: str, cfg: ModelConfig, classes: int, **kwargs) -> nn.Module:
         model.encoder.load_state_dict(smp_encoder_imagenet(encoder))
         if cfg.in_channels != 3:
             model.encoder.set_in_channels(cfg.in_channels, pretrained=True)
+    drop_unused_stages(model, depth)
     return model
+
+
+def drop_unused_stages(model: nn.Module, depth: int) -> None:
+    """Replace the ResNet stages a depth-``depth`` smp encoder never runs by ``nn.Identity``.
+
+    smp keeps them (a depth-3 ResNet encoder still holds layer3 and layer4);
+    parameters that never get a gradient would make DDP fail and would be
+    frozen / unfrozen / decayed for nothing. Files that still hold them load
+    with those tensors skipped.
+    """
+    from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
+
+    if not isinstance(model.encoder, ResNetEncoder):
+        return
+    unused = [f"layer{i}" for i in range(max(depth, 1), 5)]
+    for name in unused:
+        setattr(model.encoder, name, nn.Identity())
+    model.unused_prefixes = tuple(f"encoder.{name}." for name in unused)
 
 
 @register_model("unet", "segmentation", head=("decoder.", "segmentation_head."), imagenet=True)

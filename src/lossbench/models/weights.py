@@ -123,9 +123,16 @@ def _candidate_keyings(keys: Iterable[str]) -> list[Callable[[str], str]]:
     return [lambda k: k, lambda k: "encoder." + k, lambda k: _strip(k, "encoder.")]
 
 
-def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
+def _skippable_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Keys a file may hold that this model does not need: any head, and layers the model left out.
+
+    ``foreign_head_prefixes`` names heads of related models (a U-Net decoder for
+    the U-Net classifier); ``unused_prefixes`` names layers a full-size model
+    has but this one drops (the deep stages of a shallow smp encoder).
+    """
     prefixes = getattr(model, "param_prefixes", {}).get("head", ())
-    return tuple(prefixes) + tuple(getattr(model, "foreign_head_prefixes", ())) + KNOWN_HEAD_PREFIXES
+    return (tuple(prefixes) + tuple(getattr(model, "foreign_head_prefixes", ()))
+            + tuple(getattr(model, "unused_prefixes", ())) + KNOWN_HEAD_PREFIXES)
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -145,14 +152,15 @@ def load_backbone_strict(model: nn.Module, state: StateDict, source: str, log: C
     """
     state = {_strip(_strip(k, "module."), "_orig_mod."): v for k, v in state.items()}
     target = model.state_dict()
-    heads = _head_prefixes(model)
+    heads = _skippable_prefixes(model)
     own_heads = tuple(getattr(model, "param_prefixes", {}).get("head", ()))
     backbone = [k for k in target if not k.startswith(own_heads)]
 
     rename = max(_candidate_keyings(state), key=lambda f: sum(f(k) in target for k in state))
     renamed = {rename(k): (k, v) for k, v in state.items()}
 
-    missing = [k for k in backbone if k not in renamed]
+    # BatchNorm fills in a missing counter itself (old torchvision files have none).
+    missing = [k for k in backbone if k not in renamed and not k.endswith("num_batches_tracked")]
     bad_shape, to_load, skipped = [], {}, []
     for key, (orig, value) in renamed.items():
         if key not in target:
@@ -181,11 +189,12 @@ def load_backbone_strict(model: nn.Module, state: StateDict, source: str, log: C
             parts.append(f"{len(bad_shape)} that do not fit (e.g. {bad_shape[0]})")
         raise UserError(f"{source}: not weights for this model's backbone: {'; '.join(parts)}; "
                         "check model.name / encoder / in_channels / stem against the file")
-    head_missing = [k for k in target if k.startswith(own_heads) and k not in to_load]
+    head_missing = [k for k in target if k.startswith(own_heads) and k not in to_load
+                    and not k.endswith("num_batches_tracked")]
     model.load_state_dict({**target, **to_load}, strict=True)
     if skipped or head_missing:
         log(f"pretrained {source}: loaded {len(to_load)} tensors; skipped {len(skipped)} head tensors of the file "
-            f"({', '.join(sorted({k.split('.')[0] for k in skipped})) or 'none'}); "
+            f"({', '.join(sorted({'.'.join(k.split('.')[:2 if k.startswith('encoder.') else 1]) for k in skipped}))}); "
             f"{len(head_missing)} head tensors keep their fresh initialisation")
     else:
         log(f"pretrained {source}: loaded all {len(to_load)} tensors")
