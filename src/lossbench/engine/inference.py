@@ -85,7 +85,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     if not names:
         names = build_data(exp).class_names
     model = build_model(exp.model.model_copy(update={"pretrained": None}), exp.task, len(names), log=lambda _: None)
-    state = read_state_dict(ckpt)
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in read_state_dict(ckpt).items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -118,9 +118,8 @@ def _strip(key: str, prefix: str) -> str:
     return key[len(prefix):] if key.startswith(prefix) else key
 
 
-def _candidate_keyings(keys: Iterable[str]) -> list[Callable[[str], str]]:
-    """Ways to rename a file's keys onto a model's: as is, or moving a ResNet between classifier and U-Net encoder."""
-    return [lambda k: k, lambda k: "encoder." + k, lambda k: _strip(k, "encoder.")]
+#: Ways to rename a file's keys onto a model's: as is, or a ResNet moving between classifier and U-Net encoder.
+KEYINGS: tuple[Callable[[str], str], ...] = (lambda k: k, lambda k: "encoder." + k, lambda k: _strip(k, "encoder."))
 
 
 def _skippable_prefixes(model: nn.Module) -> tuple[str, ...]:
@@ -156,7 +155,7 @@ def load_backbone_strict(model: nn.Module, state: StateDict, source: str, log: C
     own_heads = tuple(getattr(model, "param_prefixes", {}).get("head", ()))
     backbone = [k for k in target if not k.startswith(own_heads)]
 
-    rename = max(_candidate_keyings(state), key=lambda f: sum(f(k) in target for k in state))
+    rename = max(KEYINGS, key=lambda f: sum(f(k) in target for k in state))
     renamed = {rename(k): (k, v) for k, v in state.items()}
 
     # BatchNorm fills in a missing counter itself (old torchvision files have none).
@@ -193,9 +192,10 @@ def load_backbone_strict(model: nn.Module, state: StateDict, source: str, log: C
                     and not k.endswith("num_batches_tracked")]
     model.load_state_dict({**target, **to_load}, strict=True)
     if skipped or head_missing:
-        log(f"pretrained {source}: loaded {len(to_load)} tensors; skipped {len(skipped)} head tensors of the file "
-            f"({', '.join(sorted({'.'.join(k.split('.')[:2 if k.startswith('encoder.') else 1]) for k in skipped}))}); "
-            f"{len(head_missing)} head tensors keep their fresh initialisation")
+        where = sorted({".".join(k.split(".")[:2 if k.startswith("encoder.") else 1]) for k in skipped})
+        log(f"pretrained {source}: loaded {len(to_load)} tensors; skipped {len(skipped)} tensors of the file "
+            f"(other head or unused layers: {', '.join(where) or 'none'}); "
+            f"{len(head_missing)} head tensors of the model keep their fresh initialisation")
     else:
         log(f"pretrained {source}: loaded all {len(to_load)} tensors")
     return skipped
