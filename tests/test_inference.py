@@ -76,6 +76,7 @@ def test_eval_reproduces_training_validation_and_sklearn(runs):
     result = json.loads((out / "metrics.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert result["confusion_matrix"] == summary["best_confusion_matrix"]
+    assert result["epoch"] == summary["best"]["epoch"] and result["checkpoint"] == "best.pt"
     main_metric = summary["main_metric"]
     assert result["metrics"][main_metric] == pytest.approx(summary["best"].get(main_metric,
                                                            summary["best"].get(f"val_{main_metric}")))
@@ -114,6 +115,14 @@ def test_eval_on_other_data_by_overrides_or_config_file(runs, tmp_path, capsys):
     assert "no test split" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    broken = tmp_path / "broken-run"
+    broken.mkdir()
+    for name in ["config.yaml", "summary.json"]:
+        (broken / name).write_bytes((run_dir / name).read_bytes())
+    (broken / "best.pt").write_bytes((run_dir / "best.pt").read_bytes()[:3000])
+    assert main(["eval", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert str(broken / "best.pt") in err and "not a loadable state dict" in err and len(err.splitlines()) == 1
 
 
 def test_segmentation_eval_writes_iou_table(runs):

@@ -40,7 +40,7 @@ from lossbench.engine import runfolder
 from lossbench.errors import UserError
 from lossbench.metrics import TaskMetrics, metrics_from_confusion, normalized_confusion
 from lossbench.models import build_model
-from lossbench.models.weights import read_state_dict
+from lossbench.models.weights import read_checkpoint
 from lossbench.plots import plot_confusion
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -59,9 +59,16 @@ class LoadedRun:
 
 
 def _device(name: str) -> torch.device:
-    from lossbench.engine.fit import resolve_device
-
-    return resolve_device(name)
+    """``auto`` -> CUDA when present, else CPU; an explicit CUDA device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: no CUDA GPU is available; use --device cpu")
+    return device
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
@@ -85,18 +92,14 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     if not names:
         names = build_data(exp).class_names
     model = build_model(exp.model.model_copy(update={"pretrained": None}), exp.task, len(names), log=lambda _: None)
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in read_state_dict(ckpt).items()}
+    state, meta = read_checkpoint(ckpt)
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise UserError(f"{ckpt}: does not fit the model of {config} "
                         f"({str(exc).splitlines()[0][:160]})") from None
-    epoch = None
-    try:
-        raw = torch.load(ckpt, map_location="cpu", weights_only=True)
-        epoch = raw.get("epoch") if isinstance(raw, dict) else None
-    except Exception:  # read_state_dict already validated the file; the epoch is only informative
-        pass
+    epoch = meta.get("epoch") if isinstance(meta.get("epoch"), int) else None
     return LoadedRun(run_dir, exp, list(names), model.to(_device(device)).eval(), ckpt, epoch)
 
 

@@ -70,6 +70,11 @@ def read_state_dict(path: str | Path) -> StateDict:
     A file that is not a state dict (another pickle, a truncated or corrupt
     file) is a UserError naming it.
     """
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
+    """A weights file's state dict and, for a checkpoint, its other top-level entries (epoch, optimizer, ...)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
@@ -84,9 +89,11 @@ def read_state_dict(path: str | Path) -> StateDict:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UserError(f"{path}: not a loadable state dict (truncated, corrupt or not plain tensors: {first[:160]})") \
             from None
+    meta: dict = {}
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state_dict"):
             if isinstance(obj.get(key), dict):
+                meta = {k: v for k, v in obj.items() if k != key}
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj or not all(
@@ -94,7 +101,7 @@ def read_state_dict(path: str | Path) -> StateDict:
     ):
         raise UserError(f"{path}: holds a {type(obj).__name__} that is not a state dict (name -> tensor); "
                         "give a .pth saved from model.state_dict() or a lossbench run folder")
-    return obj
+    return obj, meta
 
 
 def resolve_pretrained_file(spec: str) -> Path:
@@ -138,7 +145,9 @@ def _shape(t: torch.Tensor) -> str:
     return "x".join(str(s) for s in t.shape)
 
 
-def load_backbone_strict(model: nn.Module, state: StateDict, source: str, log: Callable[[str], None] = print) -> list[str]:
+def load_backbone_strict(
+    model: nn.Module, state: StateDict, source: str, log: Callable[[str], None] = print
+) -> list[str]:
     """Load ``state`` into ``model``: every backbone tensor must be there with its shape; head tensors may differ.
 
     Keys saved by DDP (``module.``) or ``torch.compile`` (``_orig_mod.``) are
