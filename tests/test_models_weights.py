@@ -102,7 +102,9 @@ def test_weights_file_loads_backbone_and_skips_a_different_head(tmp_path, capsys
     assert torch.equal(model.layer3[2].conv2.weight, source.layer3[2].conv2.weight)
     assert torch.equal(model.bn1.running_mean, source.bn1.running_mean)
     assert model.fc.weight.shape == (4, 64)
-    lines = [line for line in capsys.readouterr().out.splitlines() if "pretrained" in line]
+    gray = build_model(ModelConfig(name="resnet20", in_channels=1, pretrained=str(path)), "classification", 4)
+    assert torch.allclose(gray.conv1.weight, source.conv1.weight.sum(1, keepdim=True))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "pretrained" in line][:1]
     assert len(lines) == 1 and str(path) in lines[0]
     assert "skipped 2 tensors of the file (other head or unused layers: fc)" in lines[0]
 
