@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder, e.g. runs/my-run")
     p.add_argument("--data", action="append", default=[], metavar="CONFIG_OR_KEY=VALUE",
                    help="another dataset: a config file (its data section is used) or a data override such as "
-                   "imbalance_ratio=1 or root=/data/other (repeatable)")
+                   "val_per_class=100 or root=/data/other (repeatable)")
     p.add_argument("--split", choices=["val", "test", "train"], default="val", help="which split (default val)")
     p.add_argument("--name", help="write into RUN/eval/NAME/ instead of RUN/eval/")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")

@@ -112,7 +112,7 @@ def _data_section(spec: str) -> dict[str, Any] | None:
     if "=" in spec and not path.is_file():
         return None
     if not path.is_file():
-        raise UserError(f"--data {spec!r}: neither a config file nor KEY=VALUE (e.g. --data imbalance_ratio=1)")
+        raise UserError(f"--data {spec!r}: neither a config file nor KEY=VALUE (e.g. --data root=/data/other)")
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
     except yaml.YAMLError as exc:
@@ -129,8 +129,8 @@ def _data_section(spec: str) -> dict[str, Any] | None:
 def eval_experiment(exp: Experiment, data: Sequence[str] = ()) -> Experiment:
     """``exp`` with its data section replaced by config files and/or changed by ``KEY=VALUE`` items of ``data``.
 
-    ``KEY`` is relative to the data section (``imbalance_ratio=1``) or
-    written in full (``data.imbalance_ratio=1``). Later items win.
+    ``KEY`` is relative to the data section (``root=/data/other``) or
+    written in full (``data.root=/data/other``). Later items win.
     """
     raw = exp.model_dump(mode="json")
     raw.pop("versions", None)
@@ -198,6 +198,8 @@ def evaluate_run(
     Returns what ``metrics.json`` holds: the metrics of :mod:`lossbench.metrics`,
     the raw and row-normalised confusion matrices, and the per-class table.
     """
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be a positive number of images")
     run = load_run(run_dir, checkpoint, device)
     exp = eval_experiment(run.exp, data)
     bundle = build_data(exp)
