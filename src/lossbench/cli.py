@@ -107,6 +107,27 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=96, help="square side of the written images (default 96)")
     p.set_defaults(func=_cmd_data_prepare_dsb2018)
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from lossbench.engine.inference import evaluate_run
+
+    evaluate_run(args.run, data=args.data, split=args.split, name=args.name, checkpoint=args.checkpoint,
+                 batch_size=args.batch_size, device=args.device)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from lossbench.engine.inference import predict_paths
+
+    predict_paths(args.run, args.inputs, out_dir=args.out, checkpoint=args.checkpoint, device=args.device)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from lossbench.engine.inference import export_run
+
+    export_run(args.run, args.format, out=args.out, checkpoint=args.checkpoint, check=not args.no_check)
+    return 0
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -134,6 +155,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write report.html / report.md for a sweep folder")
     p.add_argument("sweep_dir", help="folder written by lossbench sweep")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("eval", help="re-evaluate a run's checkpoint on its data or another dataset",
+                       description="Evaluate RUN's checkpoint and write metrics.json, metrics.csv, per_class.csv "
+                       "and the normalized confusion matrix (rows = true class) into RUN/eval/[NAME/].")
+    p.add_argument("run", help="run folder, e.g. runs/my-run")
+    p.add_argument("--data", action="append", default=[], metavar="CONFIG_OR_KEY=VALUE",
+                   help="another dataset: a config file (its data section is used) or a data override such as "
+                   "val_per_class=100 or root=/data/other (repeatable)")
+    p.add_argument("--split", choices=["val", "test", "train"], default="val", help="which split (default val)")
+    p.add_argument("--name", help="write into RUN/eval/NAME/ instead of RUN/eval/")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's batch_size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="predict images or folders with a run's checkpoint",
+                       description="Print class and probabilities per image (classifier) or write mask PNGs and "
+                       "overlays (segmenter) for every image in INPUT.")
+    p.add_argument("run", help="run folder, e.g. runs/my-run")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--out", help="folder for masks and overlays (default RUN/predict)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="export a run's network as ONNX or TorchScript",
+                       description="Export RUN's checkpoint (dynamic batch size) to RUN/export/ and check its "
+                       "outputs against PyTorch (onnxruntime for ONNX).")
+    p.add_argument("run", help="run folder, e.g. runs/my-run")
+    p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    p.add_argument("--out", help="output file (default RUN/export/model.onnx or model.torchscript.pt)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("list", help="list registered losses, models or data sources")
     p.add_argument("kind", choices=["losses", "models", "sources"])

@@ -139,12 +139,25 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    """Which network, and what it starts from."""
+    """Which network, how it is shaped, and what it starts from (see `lossbench list models`)."""
 
-    name: str = Field("resnet18", description="registered model, see `lossbench list models`")
-    encoder: str = Field("resnet18", description="encoder of a segmenter")
-    in_channels: int = Field(3, gt=0, description="input image channels")
-    pretrained: str | None = Field(None, description="null, or where weights come from")
+    name: str = Field("resnet18", description="registered model, or timm:<name> for any timm model")
+    encoder: str = Field("resnet18", description="encoder of an smp segmenter or of resnet_unet (e.g. resnet34)")
+    in_channels: int = Field(3, gt=0, description="input image channels; 1 sums pretrained first-conv weights over RGB")
+    pretrained: str | None = Field(
+        None, description="null, imagenet (local cache only), a state-dict file, or a run folder (its best.pt)"
+    )
+    stem: Literal["standard", "small"] | None = Field(
+        None, description="torchvision ResNets: small = 3x3 stride-1 first conv, no max-pool (32x32 images); "
+        "null = the model's own stem"
+    )
+    encoder_depth: int | None = Field(
+        None, ge=1, le=5, description="downsampling stages of a U-Net encoder; null = the model's default (5, nested 4)"
+    )
+    deep_supervision: bool = Field(
+        False, description="nested_unet: return every side output in training (list), the last in evaluation"
+    )
+    base_channels: int = Field(32, gt=0, description="nested_unet: channels of the first level, doubled per level")
 
 
 class OptimizerConfig(StrictModel):

@@ -1,0 +1,271 @@
+"""Pretrained weights: ImageNet from the local caches, a state-dict file, or an earlier run.
+
+Nothing here downloads. ``pretrained: imagenet`` resolves the exact file
+torchvision, timm or smp would download and reads it from the local cache
+(``$TORCH_HOME/hub/checkpoints`` or the Hugging Face cache); when it is not
+there, one line names the file and where to put it. ``pretrained: FILE`` and
+``pretrained: RUN_FOLDER`` load a state dict strictly for the backbone and
+tolerantly for the head, so one can pre-train on one dataset (or task) and
+fine-tune on another. Every file is read with ``torch.load(weights_only=True)``
+(or safetensors), never by unpickling arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lossbench.errors import UserError
+
+StateDict = dict[str, torch.Tensor]
+
+#: Prefixes of every head a registered model may have: keys under them are skipped, not errors,
+#: when a state dict comes from a model with a different head (classifier <-> segmenter, other classes).
+KNOWN_HEAD_PREFIXES = ("fc.", "classification_head.", "decoder.", "segmentation_head.", "heads.",
+                       "head.", "classifier.", "linear.")
+
+
+# --- where the caches are ------------------------------------------------------------------------
+
+
+def torch_hub_checkpoints() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (read from the environment now, as torch.hub does)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache folder (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ~/.cache/huggingface/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return Path(home) / "hub"
+
+
+def cached_hf_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """Path of ``filename`` of a Hugging Face repo in the local cache, or None; never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=str(hf_hub_cache()), revision=revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def _hf_download_hint(repo_id: str, filename: str, revision: str | None) -> str:
+    rev = f" --revision {revision}" if revision else ""
+    return (f"`huggingface-cli download {repo_id} {filename}{rev}` on a machine online, then copy "
+            f"{hf_hub_cache()}/models--{repo_id.replace('/', '--')} here (or point HF_HOME at such a cache)")
+
+
+# --- reading files -------------------------------------------------------------------------------
+
+
+def read_state_dict(path: str | Path) -> StateDict:
+    """The tensors of a state-dict file (``.pth``/``.pt`` or ``.safetensors``) or of a checkpoint's ``model`` entry.
+
+    A file that is not a state dict (another pickle, a truncated or corrupt
+    file) is a UserError naming it.
+    """
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
+    """A weights file's state dict and, for a checkpoint, its other top-level entries (epoch, optimizer, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise UserError(f"{path}: not a loadable state dict (truncated, corrupt or not plain tensors: {first[:160]})") \
+            from None
+    meta: dict = {}
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                meta = {k: v for k, v in obj.items() if k != key}
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise UserError(f"{path}: holds a {type(obj).__name__} that is not a state dict (name -> tensor); "
+                        "give a .pth saved from model.state_dict() or a lossbench run folder")
+    return obj, meta
+
+
+def resolve_pretrained_file(spec: str) -> Path:
+    """``pretrained:`` as a file: a weights file as given, or a run folder's ``best.pt``."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        best = path / "best.pt"
+        if not best.is_file():
+            raise UserError(f"model.pretrained: {path} is a folder without best.pt; give a finished run folder "
+                            "or a weights file")
+        return best
+    if not path.exists():
+        raise UserError(f"model.pretrained: {spec!r} is neither imagenet nor an existing weights file or run folder")
+    return path
+
+
+# --- loading into a model ------------------------------------------------------------------------
+
+
+def _strip(key: str, prefix: str) -> str:
+    return key[len(prefix):] if key.startswith(prefix) else key
+
+
+#: Ways to rename a file's keys onto a model's: as is, or a ResNet moving between classifier and U-Net encoder.
+KEYINGS: tuple[Callable[[str], str], ...] = (lambda k: k, lambda k: "encoder." + k, lambda k: _strip(k, "encoder."))
+
+
+def _skippable_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Keys a file may hold that this model does not need: any head, and layers the model left out.
+
+    ``foreign_head_prefixes`` names heads of related models (a U-Net decoder for
+    the U-Net classifier); ``unused_prefixes`` names layers a full-size model
+    has but this one drops (the deep stages of a shallow smp encoder).
+    """
+    prefixes = getattr(model, "param_prefixes", {}).get("head", ())
+    return (tuple(prefixes) + tuple(getattr(model, "foreign_head_prefixes", ()))
+            + tuple(getattr(model, "unused_prefixes", ())) + KNOWN_HEAD_PREFIXES)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(str(s) for s in t.shape)
+
+
+def load_backbone_strict(
+    model: nn.Module, state: StateDict, source: str, log: Callable[[str], None] = print
+) -> list[str]:
+    """Load ``state`` into ``model``: every backbone tensor must be there with its shape; head tensors may differ.
+
+    Keys saved by DDP (``module.``) or ``torch.compile`` (``_orig_mod.``) are
+    unwrapped, and a ResNet's keys move between a classifier and a U-Net
+    encoder (``encoder.`` prefix) when that is what matches. A 3-channel first
+    convolution loaded into a 1-channel model is summed over RGB. Head tensors
+    of another shape or another kind of head are skipped and reported in one
+    line; anything else that does not fit is a UserError naming ``source``.
+    Returns the skipped keys.
+    """
+    state = {_strip(_strip(k, "module."), "_orig_mod."): v for k, v in state.items()}
+    target = model.state_dict()
+    heads = _skippable_prefixes(model)
+    own_heads = tuple(getattr(model, "param_prefixes", {}).get("head", ()))
+    backbone = [k for k in target if not k.startswith(own_heads)]
+
+    rename = max(KEYINGS, key=lambda f: sum(f(k) in target for k in state))
+    renamed = {rename(k): (k, v) for k, v in state.items()}
+
+    # BatchNorm fills in a missing counter itself (old torchvision files have none).
+    missing = [k for k in backbone if k not in renamed and not k.endswith("num_batches_tracked")]
+    bad_shape, to_load, skipped = [], {}, []
+    for key, (orig, value) in renamed.items():
+        if key not in target:
+            if key.startswith(heads) or orig.startswith(heads):
+                skipped.append(orig)
+                continue
+            bad_shape.append(f"{orig} (not in this model)")
+            continue
+        want = target[key]
+        if value.shape != want.shape:
+            if (value.ndim == 4 and want.ndim == 4 and value.shape[1] == 3 and want.shape[1] == 1
+                    and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]):
+                value = value.sum(1, keepdim=True)
+            elif key.startswith(own_heads):
+                skipped.append(orig)
+                continue
+            else:
+                bad_shape.append(f"{orig} ({_shape(value)} in file, {_shape(want)} in model)")
+                continue
+        to_load[key] = value.to(want.dtype)
+    if missing or bad_shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} backbone tensors missing (e.g. {missing[0]})")
+        if bad_shape:
+            parts.append(f"{len(bad_shape)} that do not fit (e.g. {bad_shape[0]})")
+        raise UserError(f"{source}: not weights for this model's backbone: {'; '.join(parts)}; "
+                        "check model.name / encoder / in_channels / stem against the file")
+    head_missing = [k for k in target if k.startswith(own_heads) and k not in to_load
+                    and not k.endswith("num_batches_tracked")]
+    model.load_state_dict({**target, **to_load}, strict=True)
+    if skipped or head_missing:
+        where = sorted({".".join(k.split(".")[:2 if k.startswith("encoder.") else 1]) for k in skipped})
+        log(f"pretrained {source}: loaded {len(to_load)} tensors; skipped {len(skipped)} tensors of the file "
+            f"(other head or unused layers: {', '.join(where) or 'none'}); "
+            f"{len(head_missing)} head tensors of the model keep their fresh initialisation")
+    else:
+        log(f"pretrained {source}: loaded all {len(to_load)} tensors")
+    return skipped
+
+
+# --- ImageNet weights from the local caches ------------------------------------------------------
+
+
+def _missing(what: str, where: str, how: str) -> UserError:
+    return UserError(f"model.pretrained: imagenet weights for {what} are not in the local cache (offline, "
+                     f"nothing is downloaded): missing {where}; {how}")
+
+
+def torchvision_imagenet(arch: str) -> StateDict:
+    """torchvision's default ImageNet weights of ``arch`` (e.g. resnet18-f37072fd.pth) from ``$TORCH_HOME``."""
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    filename = weights.url.rsplit("/", 1)[-1]
+    path = torch_hub_checkpoints() / filename
+    if not path.is_file():
+        raise _missing(arch, str(path), f"download {weights.url} into {path.parent} (or set TORCH_HOME)")
+    return read_state_dict(path)
+
+
+def timm_imagenet(name: str, pretrained_cfg: dict) -> StateDict:
+    """A timm model's default pretrained weights: Hugging Face cache first, then ``$TORCH_HOME`` (timm's old URL)."""
+    repo = pretrained_cfg.get("hf_hub_id")
+    url = pretrained_cfg.get("url")
+    wanted = []
+    if repo:
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = cached_hf_file(repo, filename)
+            if found is not None:
+                return read_state_dict(found)
+        wanted.append((f"{repo}/model.safetensors in the Hugging Face cache {hf_hub_cache()}",
+                       _hf_download_hint(repo, "model.safetensors", None)))
+    if url:
+        path = torch_hub_checkpoints() / url.rsplit("/", 1)[-1]
+        if path.is_file():
+            return read_state_dict(path)
+        wanted.append((str(path), f"download {url} into {path.parent}"))
+    if not wanted:
+        raise UserError(f"model.pretrained: timm:{name} has no pretrained weights; set pretrained: null")
+    raise _missing(f"timm:{name}", " or ".join(w for w, _ in wanted), "; or ".join(h for _, h in wanted))
+
+
+def smp_encoder_imagenet(encoder: str) -> StateDict:
+    """An smp encoder's ImageNet weights (``model.safetensors`` of its pinned smp-hub revision) from the HF cache."""
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders.get(encoder, {}).get("pretrained_settings", {}).get("imagenet")
+    if settings is None:
+        raise UserError(f"model.pretrained: smp has no imagenet weights for encoder {encoder!r}; "
+                        "use a ResNet encoder or pretrained: null")
+    if "repo_id" not in settings:
+        raise UserError("model.pretrained: offline imagenet weights for smp encoders need "
+                        "segmentation-models-pytorch with Hugging Face hub weights (0.5 or later); upgrade it")
+    repo, revision = settings["repo_id"], settings.get("revision")
+    found = cached_hf_file(repo, "model.safetensors", revision)
+    if found is None:
+        where = f"{hf_hub_cache()}/models--{repo.replace('/', '--')}/snapshots/{revision}/model.safetensors"
+        raise _missing(f"encoder {encoder}", where, _hf_download_hint(repo, "model.safetensors", revision))
+    return read_state_dict(found)
