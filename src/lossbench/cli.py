@@ -11,19 +11,41 @@ import time
 from collections.abc import Sequence
 
 
+def _print_summary(summary: dict, run_dir) -> None:
+    name, best = summary["best_metric"], summary["best"]
+    print(f"{summary['name']}: best {name} {best[name]:.4f} at epoch {best['epoch']} -> {run_dir}")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from lossbench.config import load_experiments
-    from lossbench.engine import train
+    from lossbench.engine import resume, train
+    from lossbench.engine.distributed import session
+    from lossbench.errors import UserError
 
-    experiments = load_experiments(args.config, args.set)
+    if (args.config is None) == (args.resume is None):
+        raise UserError("train: give either a CONFIG file or --resume RUN_DIR (not both)")
     start = time.perf_counter()
-    for exp in experiments:
-        summary = train(exp, overwrite=args.overwrite)
-        best = summary["best"]
-        main = summary["main_metric"]
-        print(f"{exp.name}: best val {main} {best[main]:.4f} at epoch {best['epoch']} -> {exp.run_dir}")
-    print(f"wall time: {time.perf_counter() - start:.1f}s for {len(experiments)} run(s)")
+    if args.resume is not None:
+        if args.set or args.overwrite:
+            raise UserError("train --resume continues a run with its recorded config; drop --set / --overwrite")
+        summary = resume(args.resume)
+        _print_if_main(lambda: _print_summary(summary, args.resume))
+        return 0
+    experiments = load_experiments(args.config, args.set)
+    with session(experiments[0].device):
+        for exp in experiments:
+            summary = train(exp, overwrite=args.overwrite)
+            _print_if_main(lambda: _print_summary(summary, exp.run_dir))
+    _print_if_main(lambda: print(f"wall time: {time.perf_counter() - start:.1f}s for {len(experiments)} run(s)"))
     return 0
+
+
+def _print_if_main(fn) -> None:
+    """Only rank 0 of a torchrun job prints results."""
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        fn()
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -55,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train the experiment(s) in a config file", description="Train the "
-                       "experiment(s) in CONFIG and write one run folder each.")
-    p.add_argument("config", help="YAML config file (one or more experiments separated by ---)")
+                       "experiment(s) in CONFIG and write one run folder each, or continue one with --resume. "
+                       "Under torchrun (torchrun --nproc_per_node=N -m lossbench train CONFIG) it trains "
+                       "data-parallel.")
+    p.add_argument("config", nargs="?", help="YAML config file (one or more experiments separated by ---)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt, exactly")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optimizer.lr=0.01 (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
