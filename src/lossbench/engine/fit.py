@@ -274,11 +274,13 @@ class MetricTracker:
         self.bad_epochs = 0
 
     def update(self, value: float) -> bool:
-        """Record an epoch's value; True when it is the new best (the first value always is)."""
+        """Record an epoch's value; True when it is the new best (the first value always is; NaN never wins)."""
         if self.best is None:
             improved = True
         elif math.isnan(value):
             improved = False
+        elif math.isnan(self.best):
+            improved = True
         elif self.mode == "max":
             improved = value > self.best + self.min_delta
         else:
