@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from lossbench.errors import UserError
@@ -120,6 +121,18 @@ def sum_across_ranks(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values)
     return values
+
+
+def broadcast_buffers(ctx: DistContext, module: nn.Module) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics).
+
+    DDP broadcasts buffers at the start of each training forward, so after the
+    last one every rank holds statistics of its own last batch; evaluating and
+    checkpointing need the same model on all ranks.
+    """
+    if ctx.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:

@@ -36,7 +36,7 @@ from lossbench.data import IGNORE_INDEX, build_data
 from lossbench.data.loaders import build_loaders
 from lossbench.engine import runfolder
 from lossbench.engine.distributed import (
-    DistContext, all_true, exact_eval_loader, gather_objects, resolve_device, run_on_main, session, sum_across_ranks,
+    DistContext, all_true, broadcast_buffers, exact_eval_loader, gather_objects, resolve_device, run_on_main, session, sum_across_ranks,
 )
 from lossbench.engine.ema import build_ema
 from lossbench.engine.optim import Scheduler, build_optimizer, build_scheduler, optimizer_param_groups
@@ -499,6 +499,9 @@ def _fit(
             desc = f"epoch {epoch}/{exp.epochs}"
             tr = loop.train_epoch(train_loader, metrics, f"{desc} train")
             eval_model = ema.module if ema is not None else model
+            broadcast_buffers(ctx, model)
+            if ema is not None:
+                broadcast_buffers(ctx, ema.module)
             va = evaluate(eval_model, val_loader, loss_fn, metrics, device, f"{desc} val", autocast,
                           exp.channels_last, ctx)
             row = {"epoch": epoch, "stage": index + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr.loss,
