@@ -107,3 +107,49 @@ def test_unwritable_output_folder_fails_before_training(tiny_config, tmp_path, m
     monkeypatch.setattr("lossbench.engine.fit.build_data", no_data)
     with pytest.raises(UserError, match="cannot write the run folder .*choose a writable output_dir"):
         train(exp)
+
+
+EARLY = """
+name: early
+output_dir: OUT
+data: {source: synthetic, num_classes: 3, image_size: 16, train_per_class: 8, val_per_class: 3}
+model: {name: resnet18}
+optimizer: {name: adamw, lr: 0.003, weight_decay: 0.01}
+scheduler: {name: plateau, patience: 0, gamma: 0.5, monitor: val_loss}
+epochs: 5
+best_metric: val_loss
+early_stopping: {metric: accuracy, patience: 1, min_delta: 1.0}
+grad_accumulation: 2
+grad_clip_norm: 5.0
+batch_size: 4
+"""
+
+
+def test_early_stopping_best_metric_and_resume_of_a_finished_run(tiny_config, tmp_path, monkeypatch):
+    import lossbench.engine.fit as fit
+    from lossbench.engine import resume
+
+    real_build_data = fit.build_data
+
+    def with_run_file(exp):
+        data = real_build_data(exp)
+        data.run_files = {"class_map.txt": "0 a\n1 b\n2 c\n"}
+        return data
+
+    monkeypatch.setattr(fit, "build_data", with_run_file)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = train(load_experiment(tiny_config(EARLY)), log=lambda *_: None)
+        run = tmp_path / "runs" / "early"
+        # no accuracy gain can exceed min_delta 1.0: epoch 2 is the patience-1 epoch without improvement
+        assert summary["stopped_early"] and summary["epochs_trained"] == 2
+        rows = list(csv.DictReader((run / "metrics.csv").open()))
+        assert len(rows) == 2 and (run / "class_map.txt").read_text() == "0 a\n1 b\n2 c\n"
+        losses = [float(r["val_loss"]) for r in rows]
+        assert summary["best_metric"] == "val_loss" and summary["best"]["epoch"] == 1 + losses.index(min(losses))
+        assert torch.load(run / "best.pt", weights_only=True)["epoch"] == summary["best"]["epoch"]
+        again = resume(run, log=lambda *_: None)
+        assert again["epochs_trained"] == 2 and len(list(csv.DictReader((run / "metrics.csv").open()))) == 2
+    finally:
+        torch.set_num_threads(threads)
