@@ -18,14 +18,16 @@ from lossbench.metrics import TaskMetrics
 from lossbench.models import build_model
 from torch.utils.data import DataLoader
 
-# 9 validation images: DistributedSampler would pad them to 10 and count one twice
+# 9 validation images: DistributedSampler would pad them to 10 and count one twice;
+# two stages re-wrap the model in DDP with a different set of trained parameters
 CONFIG = """
 name: ddp
 output_dir: OUT
 data: {source: synthetic, num_classes: 3, image_size: 16, train_per_class: 8, val_per_class: 3}
 model: {name: resnet18}
 optimizer: {name: adam, lr: 0.003}
-epochs: 2
+stages: [{epochs: 1, train: head}, {epochs: 1, train: all}]
+grad_accumulation: 2
 batch_size: 4
 """
 
