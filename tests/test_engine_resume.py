@@ -153,3 +153,19 @@ def test_early_stopping_best_metric_and_resume_of_a_finished_run(tiny_config, tm
         assert again["epochs_trained"] == 2 and len(list(csv.DictReader((run / "metrics.csv").open()))) == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_unknown_stage_group_fails_before_the_first_epoch(tiny_config, tmp_path):
+    text = CONFIG.replace("NAME", "bad").replace("train: all,", "train: [head, neck],")
+    with pytest.raises(UserError, match="stages: unknown parameter group 'neck'"):
+        train(load_experiment(tiny_config(text)), log=lambda *_: None)
+    assert not (tmp_path / "runs" / "bad" / "last.pt").exists()
+
+
+def test_train_command_takes_a_config_or_resume(capsys):
+    from lossbench.cli import main
+
+    assert main(["train"]) == 2
+    assert "give either a CONFIG file or --resume RUN_DIR" in capsys.readouterr().err
+    assert main(["train", "--resume", "runs/x", "--set", "epochs=3"]) == 2
+    assert "drop --set / --overwrite" in capsys.readouterr().err

@@ -11,12 +11,9 @@ import time
 from collections.abc import Sequence
 
 
-def _print_summary(summary: dict, run_dir) -> None:
-    name, best = summary["best_metric"], summary["best"]
-    print(f"{summary['name']}: best {name} {best[name]:.4f} at epoch {best['epoch']} -> {run_dir}")
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from lossbench.config import load_experiments
     from lossbench.engine import resume, train
     from lossbench.engine.distributed import session
@@ -24,28 +21,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if (args.config is None) == (args.resume is None):
         raise UserError("train: give either a CONFIG file or --resume RUN_DIR (not both)")
+    if args.resume is not None and (args.set or args.overwrite):
+        raise UserError("train --resume continues a run with its recorded config; drop --set / --overwrite")
+    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     start = time.perf_counter()
     if args.resume is not None:
-        if args.set or args.overwrite:
-            raise UserError("train --resume continues a run with its recorded config; drop --set / --overwrite")
-        summary = resume(args.resume)
-        _print_if_main(lambda: _print_summary(summary, args.resume))
-        return 0
-    experiments = load_experiments(args.config, args.set)
-    with session(experiments[0].device):
-        for exp in experiments:
-            summary = train(exp, overwrite=args.overwrite)
-            _print_if_main(lambda: _print_summary(summary, exp.run_dir))
-    _print_if_main(lambda: print(f"wall time: {time.perf_counter() - start:.1f}s for {len(experiments)} run(s)"))
+        summaries = [resume(args.resume)]
+    else:
+        experiments = load_experiments(args.config, args.set)
+        with session(experiments[0].device):
+            summaries = [train(exp, overwrite=args.overwrite) for exp in experiments]
+    for summary in summaries if is_main else []:
+        name, best = summary["best_metric"], summary["best"]
+        print(f"{summary['name']}: best {name} {best[name]:.4f} at epoch {best['epoch']} -> {summary['run_dir']}")
+    if is_main:
+        print(f"wall time: {time.perf_counter() - start:.1f}s for {len(summaries)} run(s)")
     return 0
-
-
-def _print_if_main(fn) -> None:
-    """Only rank 0 of a torchrun job prints results."""
-    import os
-
-    if os.environ.get("RANK", "0") == "0":
-        fn()
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -40,12 +41,12 @@ from lossbench.engine.distributed import (
 )
 from lossbench.engine.ema import build_ema
 from lossbench.engine.optim import Scheduler, build_optimizer, build_scheduler, optimizer_param_groups
-from lossbench.engine.stages import freeze_for_stage, frozen_norm_layers, set_train_mode
+from lossbench.engine.stages import freeze_for_stage, frozen_norm_layers, set_train_mode, trained_groups
 from lossbench.errors import UserError
 from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
 from lossbench.metrics import MAIN_METRIC, TaskMetrics, metrics_from_confusion
-from lossbench.models import build_model
+from lossbench.models import build_model, parameter_groups
 from lossbench.plots import plot_confusion
 
 __all__ = ["EpochResult", "TrainLoop", "evaluate", "resolve_device", "resume", "seed_everything", "train"]
@@ -340,10 +341,6 @@ def _call_epoch_hooks(loss_fn: nn.Module, epoch: int, drw_epoch: int | None) -> 
             module.on_epoch_start(epoch)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def _stage_bounds(exp: Experiment) -> list[tuple[int, int]]:
     """(first epoch - 1, last epoch) of each stage."""
     bounds, end = [], 0
@@ -378,8 +375,6 @@ def resume(
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
         raise UserError(f"{run_dir}: cannot resume, {missing.name} is missing; train it from its config instead")
-    import yaml
-
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
     raw.update(output_dir=str(run_dir.parent), name=run_dir.name)
     exp = validate_experiment(raw, str(config))
@@ -415,6 +410,8 @@ def _fit(
     model = build_model(exp.model, exp.task, data.num_classes).to(device)
     if exp.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    for stage in exp.resolved_stages():
+        trained_groups(parameter_groups(model), stage.train)
     loss_fn = DeepSupervision(build_loss(exp.loss, data.num_classes, exp.task, data.class_counts, IGNORE_INDEX))
     loss_fn = loss_fn.to(device)
     train_loader, val_loader = build_loaders(data, batch_size=exp.batch_size, num_workers=exp.data.num_workers,
@@ -550,6 +547,7 @@ def _fit(
 
     summary = {
         "name": exp.name,
+        "run_dir": str(run_dir),
         "task": exp.task,
         "main_metric": main,
         "best_metric": best_name,
