@@ -266,6 +266,7 @@ def test_epoch_hooks_pass_drw_epoch_to_losses_that_take_it():
 
 @pytest.mark.parametrize("raw, message", [
     ({"epochs": 3, "stages": [{"epochs": 2}]}, "epochs: 3 but the stages add up to 2"),
+    ({"stages": [{"epochs": 0}]}, "stages.0.epochs"),
     ({"stages": [{"epochs": 1, "optimizer": {"lrr": 1}}]}, "stages.0.optimizer: lrr: Extra inputs"),
     ({"stages": [{"epochs": 1, "train": []}]}, "name at least one parameter group"),
     ({"optimizer": {"name": "adam", "nesterov": True}}, "nesterov: true needs name: sgd"),
@@ -288,3 +289,6 @@ def test_stages_fill_epochs_and_merge_overrides():
     assert (second.name, second.lr, second.weight_decay) == ("sgd", 0.01, 1e-4)
     assert exp.stage_scheduler(1).name == "cosine" and exp.stage_scheduler(0).name == "none"
     assert [s.epochs for s in Experiment(epochs=4).resolved_stages()] == [4]
+    cut = Experiment(epochs=3, stages=[{"epochs": 2, "train": "head"}, {"epochs": 3, "lr": 0.01}, {"epochs": 1}])
+    assert [(s.epochs, s.train, s.lr) for s in cut.stages] == [(2, "head", None), (1, "all", 0.01)]
+    assert Experiment(epochs=1, stages=[{"epochs": 5, "train": "head"}, {"epochs": 10}]).stages[0].epochs == 1

@@ -174,18 +174,34 @@ class Experiment(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _epochs_from_stages(cls, raw: Any) -> Any:
-        """With stages, ``epochs`` is their sum: filled in when absent, an error when it disagrees."""
+        """With stages, ``epochs`` is their sum when absent, and cuts them short when smaller.
+
+        ``--set epochs=1`` on a recipe with stages (a smoke test) runs the
+        first epoch of the first stage; more epochs than the stages hold is an
+        error.
+        """
         if not isinstance(raw, dict) or not isinstance(raw.get("stages"), list) or not raw["stages"]:
             return raw
+        stages = [dict(s) if isinstance(s, dict) else s.model_dump() if isinstance(s, BaseModel) else s
+                  for s in raw["stages"]]
         try:
-            total = sum(int(stage["epochs"]) for stage in raw["stages"])
+            lengths = [int(stage["epochs"]) for stage in stages]
         except (TypeError, KeyError, ValueError):
             return raw
-        if raw.get("epochs") is None:
+        total, epochs = sum(lengths), raw.get("epochs")
+        if epochs is None:
             return {**raw, "epochs": total}
-        if raw["epochs"] != total:
-            raise ValueError(f"epochs: {raw['epochs']} but the stages add up to {total}; drop epochs or make them agree")
-        return raw
+        if not isinstance(epochs, int) or epochs <= 0 or epochs == total:
+            return raw
+        if epochs > total:
+            raise ValueError(f"epochs: {epochs} but the stages add up to {total}; drop epochs or lengthen the stages")
+        kept, left = [], epochs
+        for stage, length in zip(stages, lengths):
+            if left <= 0:
+                break
+            kept.append({**stage, "epochs": min(length, left)})
+            left -= length
+        return {**raw, "stages": kept}
 
     @model_validator(mode="after")
     def _stage_overrides_valid(self) -> "Experiment":
