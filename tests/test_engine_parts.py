@@ -8,7 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lossbench.config import Experiment, OptimizerConfig, SchedulerConfig, validate_experiment
-from lossbench.engine.fit import MetricTracker, TrainLoop, _call_epoch_hooks, autocast_for, metric_names, resolve_metric
+from lossbench.engine.fit import TrainLoop, _call_epoch_hooks, autocast_for
+from lossbench.engine.tracking import MetricTracker, metric_names, resolve_metric
 from lossbench.engine.optim import build_optimizer, build_scheduler, optimizer_param_groups
 from lossbench.engine.stages import freeze_for_stage
 from lossbench.errors import UserError

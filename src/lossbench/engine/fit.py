@@ -16,7 +16,6 @@ import contextlib
 import inspect
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -37,77 +35,22 @@ from lossbench.data import IGNORE_INDEX, build_data
 from lossbench.data.loaders import build_loaders
 from lossbench.engine import runfolder
 from lossbench.engine.distributed import (
-    DistContext, all_true, broadcast_buffers, exact_eval_loader, gather_objects, resolve_device, run_on_main, session, sum_across_ranks,
+    DistContext, all_true, broadcast_buffers, exact_eval_loader, gather_objects, resolve_device, run_on_main, session,
+    sum_across_ranks,
 )
 from lossbench.engine.ema import build_ema
+from lossbench.engine.rng import loader_generators, rng_state, seed_everything, set_rng_state
 from lossbench.engine.optim import Scheduler, build_optimizer, build_scheduler, optimizer_param_groups
 from lossbench.engine.stages import freeze_for_stage, frozen_norm_layers, set_train_mode, trained_groups
+from lossbench.engine.tracking import MetricTracker, flat_metrics, metric_mode, metric_names, resolve_metric
 from lossbench.errors import UserError
 from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
-from lossbench.metrics import MAIN_METRIC, TaskMetrics, metrics_from_confusion
+from lossbench.metrics import MAIN_METRIC, TaskMetrics
 from lossbench.models import build_model, parameter_groups
 from lossbench.plots import plot_confusion
 
 __all__ = ["EpochResult", "TrainLoop", "evaluate", "resolve_device", "resume", "seed_everything", "train"]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) so a CPU run repeats exactly."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state(generators: list[torch.Generator]) -> dict[str, Any]:
-    """This process's RNG states, as types ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "generators": [g.get_state() for g in generators],
-    }
-
-
-def set_rng_state(state: dict[str, Any], generators: list[torch.Generator]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    random.setstate(_tuples(state["python"]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    for g, s in zip(generators, state["generators"]):
-        g.set_state(s)
-
-
-def _tuples(x: Any) -> Any:
-    """Lists back to the tuples ``random.setstate`` needs."""
-    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def loader_generators(loader: DataLoader) -> list[torch.Generator]:
-    """The torch generators that decide a loader's order and worker seeds (shuffle, samplers)."""
-    found: list[torch.Generator] = []
-    for owner in (loader, loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
-        g = getattr(owner, "generator", None)
-        if isinstance(g, torch.Generator) and all(g is not f for f in found):
-            found.append(g)
-    return found
-
-
-def _flat_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
-    row: dict[str, float] = {}
-    for key, value in metrics.items():
-        if key == "confusion_matrix":
-            continue
-        if isinstance(value, list):
-            row.update({f"{prefix}{key}_{i}": v for i, v in enumerate(value)})
-        else:
-            row[f"{prefix}{key}"] = value
-    return row
 
 
 @dataclass
@@ -264,59 +207,6 @@ class TrainLoop:
         sums = sum_across_ranks(self.ctx, torch.tensor([total, count], dtype=torch.float64, device=self.device))
         loss_sum, n = sums.tolist()
         return EpochResult(loss_sum / max(n, 1), metrics.compute(), skipped)
-
-
-class MetricTracker:
-    """Best value of a metric so far and epochs since it improved by more than ``min_delta``."""
-
-    def __init__(self, name: str, mode: str, min_delta: float = 0.0) -> None:
-        self.name, self.mode, self.min_delta = name, mode, min_delta
-        self.best: float | None = None
-        self.bad_epochs = 0
-
-    def update(self, value: float) -> bool:
-        """Record an epoch's value; True when it is the new best (the first value always is; NaN never wins)."""
-        if self.best is None:
-            improved = True
-        elif math.isnan(value):
-            improved = False
-        elif math.isnan(self.best):
-            improved = True
-        elif self.mode == "max":
-            improved = value > self.best + self.min_delta
-        else:
-            improved = value < self.best - self.min_delta
-        if improved:
-            self.best, self.bad_epochs = value, 0
-        else:
-            self.bad_epochs += 1
-        return improved
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
-
-
-def metric_names(task: str, num_classes: int) -> list[str]:
-    """Every column of metrics.csv a tracker may watch."""
-    main = MAIN_METRIC[task]
-    val = _flat_metrics("val_", metrics_from_confusion(torch.eye(num_classes), task))
-    return ["train_loss", f"train_{main}", "val_loss", *val]
-
-
-def resolve_metric(name: str, names: list[str], key: str) -> str:
-    """``name`` as a metrics.csv column; a bare name means its validation value (``miou`` -> ``val_miou``)."""
-    for candidate in (name, f"val_{name}"):
-        if candidate in names:
-            return candidate
-    raise UserError(f"{key}: unknown metric {name!r}; choose one of {', '.join(names)}")
-
-
-def metric_mode(name: str, mode: str) -> str:
-    """``auto``: losses are minimized, every other metric maximized."""
-    return mode if mode != "auto" else ("min" if name.endswith("loss") else "max")
 
 
 def _call_epoch_hooks(loss_fn: nn.Module, epoch: int, drw_epoch: int | None) -> None:
@@ -502,7 +392,7 @@ def _fit(
             va = evaluate(eval_model, val_loader, loss_fn, metrics, device, f"{desc} val", autocast,
                           exp.channels_last, ctx)
             row = {"epoch": epoch, "stage": index + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr.loss,
-                   f"train_{main}": tr.metrics[main], "val_loss": va.loss, **_flat_metrics("val_", va.metrics)}
+                   f"train_{main}": tr.metrics[main], "val_loss": va.loss, **flat_metrics("val_", va.metrics)}
             if exp.nonfinite_loss == "skip":
                 row["skipped_steps"] = tr.skipped_steps
             if scheduler is not None and not loop.step_scheduler:
