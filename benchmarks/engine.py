@@ -22,6 +22,7 @@ import statistics
 import time
 
 import torch
+import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -32,7 +33,7 @@ from lossbench.engine.optim import build_optimizer, optimizer_param_groups
 from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
 from lossbench.metrics import TaskMetrics
-from lossbench.models import build_model, parameter_groups
+from lossbench.models import MODELS, build_model, parameter_groups
 
 
 def synthetic_tensors(images: int, size: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +44,15 @@ def synthetic_tensors(images: int, size: int, classes: int) -> tuple[torch.Tenso
     n = min(images, len(data.train))
     xs, ys = zip(*(data.train[i] for i in range(n)))
     return torch.stack(xs), torch.tensor(ys)
+
+
+def classifier(arch: str, classes: int) -> nn.Module:
+    """lossbench's registered model ``arch``, or torchvision's with the head named, before the registry has it."""
+    if arch in MODELS:
+        return build_model(ModelConfig(name=arch), "classification", classes)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=classes)
+    model.param_prefixes = {"head": ("fc.",)}
+    return model
 
 
 def bare_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -101,8 +111,8 @@ def main() -> None:
         amp, channels_last = "off", False
 
     torch.manual_seed(0)
-    bare_model = build_model(ModelConfig(name=arch), "classification", classes).to(device)
-    ours_model = build_model(ModelConfig(name=arch), "classification", classes).to(device)
+    bare_model = classifier(arch, classes).to(device)
+    ours_model = classifier(arch, classes).to(device)
     ours_model.load_state_dict(bare_model.state_dict())
     if channels_last:
         ours_model = ours_model.to(memory_format=torch.channels_last)
