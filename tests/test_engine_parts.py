@@ -191,6 +191,7 @@ class NanAt(nn.Module):
         return loss * float("nan") if self.calls in self.bad else loss
 
 
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")  # every batch skipped: no metric update
 def test_nonfinite_loss_stops_with_one_line_or_skips_and_counts():
     model = linear_model()
     loop = make_loop(model, OptimizerConfig(lr=0.1))
