@@ -13,6 +13,10 @@ two after a warm-up epoch each, and the median images/s of each is reported
 with their ratio. Goal on the CPU: lossbench within 5% of bare (ratio >= 0.95).
 On a GPU, lossbench runs with bf16 autocast and channels_last against the
 plain fp32 loop (goal: at least 2x).
+
+On a machine shared with other jobs, wall-clock rates swing widely; run with
+``--threads 1`` and read the CPU-time column (images per second of this
+process's CPU time), which other jobs barely move.
 """
 
 from __future__ import annotations
