@@ -136,7 +136,7 @@ class TrainLoop:
     nonfinite_loss: str = "stop"
     ctx: DistContext = field(default_factory=lambda: DistContext(0, 1, 0, torch.device("cpu")))
     wrapped: nn.Module | None = None
-    frozen_norms: list[nn.Module] = field(default_factory=list)
+    frozen_norms: list[nn.Module] = field(init=False)
 
     def __post_init__(self) -> None:
         if self.wrapped is None:
