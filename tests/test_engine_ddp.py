@@ -69,3 +69,49 @@ def test_two_process_ddp_metrics_equal_single_process_evaluation(tiny_config, tm
     for key in ["accuracy", "balanced_accuracy", "macro_f1"]:
         assert best[f"val_{key}"] == pytest.approx(single.metrics[key], abs=1e-12)
     assert best["val_loss"] == pytest.approx(single.loss, rel=1e-4)
+
+
+SKIP_SCRIPT = """
+import torch, torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, TensorDataset
+from lossbench.engine.distributed import session
+from lossbench.engine.fit import TrainLoop
+from lossbench.metrics import TaskMetrics
+
+class NanOnRank1(nn.Module):
+    # NaN on rank 1 only, on its 2nd and 5th batch: every rank must skip those accumulation groups
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+    def forward(self, logits, target):
+        self.calls += 1
+        loss = nn.functional.cross_entropy(logits, target)
+        return loss * float("nan") if dist.get_rank() == 1 and self.calls in (2, 5) else loss
+
+with session("cpu") as ctx:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loop = TrainLoop(model, NanOnRank1(), opt, ctx.device, grad_accumulation=2, nonfinite_loss="skip", ctx=ctx,
+                     wrapped=DistributedDataParallel(model))
+    g = torch.Generator().manual_seed(ctx.rank)
+    data = TensorDataset(torch.randn(12, 3, 2, 2, generator=g), torch.arange(12) % 3)
+    result = loop.train_epoch(DataLoader(data, batch_size=2), TaskMetrics("classification", 3))
+    w = model[1].weight.detach().clone()
+    dist.all_reduce(w)
+    print(f"rank {ctx.rank}: skipped {result.skipped_steps}, in step {torch.allclose(w / 2, model[1].weight)}")
+"""
+
+
+def test_ddp_ranks_agree_on_skipping_a_nonfinite_step(tmp_path):
+    script = tmp_path / "skip.py"
+    script.write_text(SKIP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           str(script)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # batches 2 and 5 of 6 fall in accumulation groups 1 and 3 of 3: two skipped steps on both ranks
+    assert "rank 0: skipped 2, in step True" in res.stdout and "rank 1: skipped 2, in step True" in res.stdout
