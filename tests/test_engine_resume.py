@@ -61,6 +61,8 @@ def test_killed_and_resumed_run_matches_uninterrupted_bit_for_bit(tiny_config, t
     runs = tmp_path / "runs"
     assert torch.load(runs / "cut" / "last.pt", weights_only=True)["epoch"] == 2
     assert not (runs / "cut" / "summary.json").exists()
+    with pytest.raises(UserError, match="holds an unfinished run; continue it with lossbench train --resume"):
+        train(load_experiment(cut))
     res = subprocess.run([sys.executable, "-m", "lossbench", "train", "--resume", str(runs / "cut")],
                          capture_output=True, text=True, env=ENV)
     assert res.returncode == 0, res.stderr
