@@ -12,17 +12,30 @@ from collections.abc import Sequence
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lossbench.config import load_experiments
-    from lossbench.engine import train
+    import os
 
-    experiments = load_experiments(args.config, args.set)
+    from lossbench.config import load_experiments
+    from lossbench.engine import resume, train
+    from lossbench.engine.distributed import session
+    from lossbench.errors import UserError
+
+    if (args.config is None) == (args.resume is None):
+        raise UserError("train: give either a CONFIG file or --resume RUN_DIR (not both)")
+    if args.resume is not None and (args.set or args.overwrite):
+        raise UserError("train --resume continues a run with its recorded config; drop --set / --overwrite")
+    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     start = time.perf_counter()
-    for exp in experiments:
-        summary = train(exp, overwrite=args.overwrite)
-        best = summary["best"]
-        main = summary["main_metric"]
-        print(f"{exp.name}: best val {main} {best[main]:.4f} at epoch {best['epoch']} -> {exp.run_dir}")
-    print(f"wall time: {time.perf_counter() - start:.1f}s for {len(experiments)} run(s)")
+    if args.resume is not None:
+        summaries = [resume(args.resume)]
+    else:
+        experiments = load_experiments(args.config, args.set)
+        with session(experiments[0].device):
+            summaries = [train(exp, overwrite=args.overwrite) for exp in experiments]
+    for summary in summaries if is_main else []:
+        name, best = summary["best_metric"], summary["best"]
+        print(f"{summary['name']}: best {name} {best[name]:.4f} at epoch {best['epoch']} -> {summary['run_dir']}")
+    if is_main:
+        print(f"wall time: {time.perf_counter() - start:.1f}s for {len(summaries)} run(s)")
     return 0
 
 
@@ -137,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train the experiment(s) in a config file", description="Train the "
-                       "experiment(s) in CONFIG and write one run folder each.")
-    p.add_argument("config", help="YAML config file (one or more experiments separated by ---)")
+                       "experiment(s) in CONFIG and write one run folder each, or continue one with --resume. "
+                       "Under torchrun (torchrun --nproc_per_node=N -m lossbench train CONFIG) it trains "
+                       "data-parallel.")
+    p.add_argument("config", nargs="?", help="YAML config file (one or more experiments separated by ---)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt, exactly")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optimizer.lr=0.01 (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")

@@ -161,15 +161,101 @@ class ModelConfig(StrictModel):
 
 
 class OptimizerConfig(StrictModel):
-    """The optimizer and its hyper-parameters."""
+    """The optimizer and its hyper-parameters.
 
-    name: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    Weight decay skips biases and normalization weights (every parameter with
+    fewer than two dimensions) unless ``decay_norm_and_bias`` is set: decaying
+    them only fights the normalization (Goyal et al. 2017; timm does the same).
+    """
+
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0, description="learning rate of the head (and of everything, with factor 1)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="SGD with Nesterov momentum")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam / AdamW betas")
     weight_decay: float = Field(0.0, ge=0)
+    decay_norm_and_bias: bool = Field(False, description="also apply weight decay to biases and norm weights")
+    backbone_lr_factor: float = Field(1.0, gt=0, description="discriminative lr: backbone lr = lr x this factor")
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "OptimizerConfig":
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov: true needs name: sgd and momentum > 0")
+        return self
 
 
 LossSpec = Union[str, dict[str, Any], list[Any]]
+
+
+class SchedulerConfig(StrictModel):
+    """Learning-rate schedule over a stage's epochs.
+
+    ``cosine``, ``step``, ``multistep`` and ``onecycle`` are stepped every
+    optimizer step (so warm-up and cosine are smooth and step decays land on
+    epoch boundaries); ``plateau`` is stepped once per epoch on the monitored
+    validation metric. ``warmup_epochs`` (linear from ``warmup_start_factor``)
+    applies to cosine, step and multistep.
+    """
+
+    name: Literal["none", "cosine", "step", "multistep", "plateau", "onecycle"] = "none"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up length in epochs (may be fractional)")
+    warmup_start_factor: float = Field(0.01, gt=0, le=1, description="lr factor at the first warm-up step")
+    min_lr_factor: float = Field(0.0, ge=0, le=1, description="cosine: final lr as a fraction of the base lr")
+    step_size: int = Field(30, gt=0, description="step: epochs between decays")
+    milestones: list[int] = Field(default_factory=list, description="multistep: epochs (within the stage) to decay at")
+    gamma: float = Field(0.1, gt=0, le=1, description="step / multistep / plateau: decay factor")
+    patience: int = Field(5, ge=0, description="plateau: epochs without improvement before decaying")
+    monitor: str | None = Field(None, description="plateau: validation metric to watch (default best_metric)")
+    pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle: fraction of steps spent increasing the lr")
+    div_factor: float = Field(25.0, gt=0, description="onecycle: initial lr = lr / div_factor")
+    final_div_factor: float = Field(1e4, gt=0, description="onecycle: final lr = initial lr / final_div_factor")
+
+    @model_validator(mode="after")
+    def _milestones_for_multistep(self) -> "SchedulerConfig":
+        if self.name == "multistep" and not self.milestones:
+            raise ValueError("multistep needs milestones, e.g. milestones: [160, 180]")
+        if sorted(self.milestones) != self.milestones or any(m <= 0 for m in self.milestones):
+            raise ValueError("milestones must be positive epochs in increasing order")
+        return self
+
+
+class StageConfig(StrictModel):
+    """One training phase: how many epochs, which parameter groups train, optional overrides.
+
+    ``train`` is ``all``, ``head``, or a list of the model's named groups
+    (``head``, ``backbone``). Groups not trained are frozen: out of the
+    optimizer, ``requires_grad=False``, and their batch-norm layers stay in
+    eval mode so running statistics do not move. Each stage starts a fresh
+    optimizer and scheduler; ``optimizer`` / ``scheduler`` overrides are merged
+    over the experiment's own sections, ``lr`` is a shortcut for ``optimizer.lr``.
+    """
+
+    epochs: int = Field(gt=0)
+    train: Union[Literal["all", "head"], list[str]] = "all"
+    lr: float | None = Field(None, gt=0, description="this stage's learning rate (optimizer.lr)")
+    optimizer: dict[str, Any] = Field(default_factory=dict, description="keys of optimizer: to change for this stage")
+    scheduler: dict[str, Any] = Field(default_factory=dict, description="keys of scheduler: to change for this stage")
+
+    @model_validator(mode="after")
+    def _groups_not_empty(self) -> "StageConfig":
+        if isinstance(self.train, list) and not self.train:
+            raise ValueError("train: name at least one parameter group, or use all")
+        return self
+
+
+class EmaConfig(StrictModel):
+    """Exponential moving average of the weights; validation and best.pt use the averaged model."""
+
+    decay: float = Field(0.999, gt=0, lt=1, description="ema = decay * ema + (1 - decay) * weights, every step")
+
+
+class EarlyStoppingConfig(StrictModel):
+    """Stop when a validation metric has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    metric: str | None = Field(None, description="metric to watch, e.g. val_macro_f1 or val_loss (default best_metric)")
+    patience: int = Field(10, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
 
 
 class Experiment(StrictModel):
@@ -181,16 +267,96 @@ class Experiment(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossSpec = Field("ce", description="loss spec, e.g. 'focal(gamma=2) + 0.5 * dice'")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    epochs: int = Field(1, gt=0)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    epochs: int = Field(1, gt=0, description="total epochs (the sum of the stages' epochs when stages are given)")
+    stages: list[StageConfig] = Field(default_factory=list, description="training phases; empty: one stage, all")
     batch_size: int = Field(32, gt=0)
+    grad_clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
+    grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision: bf16 autocast, or fp16 + scaler")
+    channels_last: bool = Field(False, description="channels-last memory format (faster convolutions on GPUs)")
+    ema: EmaConfig | None = Field(None, description="keep and evaluate an EMA of the weights")
+    best_metric: str | None = Field(None, description="metric choosing best.pt (default balanced_accuracy / miou)")
+    best_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
+    early_stopping: EarlyStoppingConfig | None = None
+    drw_epoch: int | None = Field(None, ge=1, description="deferred re-weighting (LDAM-DRW) from this epoch on (1-based); "
+                                   "same as the loss parameter ldam(drw_epoch=N)")
+    nonfinite_loss: Literal["stop", "skip"] = Field("stop", description="stop the run, or skip the step and count it")
+    deterministic: bool = Field(False, description="torch deterministic algorithms (slower on GPUs)")
     seed: int = Field(0, ge=0)
     output_dir: Path = Field(Path("runs"), description="parent folder of run folders")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     versions: dict[str, str] | None = Field(None, description="package versions a run recorded; ignored as input")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs_from_stages(cls, raw: Any) -> Any:
+        """With stages, ``epochs`` is their sum when absent, and cuts them short when smaller.
+
+        ``--set epochs=1`` on a recipe with stages (a smoke test) runs the
+        first epoch of the first stage; more epochs than the stages hold is an
+        error.
+        """
+        if not isinstance(raw, dict) or not isinstance(raw.get("stages"), list) or not raw["stages"]:
+            return raw
+        stages = [dict(s) if isinstance(s, dict) else s.model_dump() if isinstance(s, BaseModel) else s
+                  for s in raw["stages"]]
+        try:
+            lengths = [int(stage["epochs"]) for stage in stages]
+        except (TypeError, KeyError, ValueError):
+            return raw
+        total, epochs = sum(lengths), raw.get("epochs")
+        if epochs is None:
+            return {**raw, "epochs": total}
+        if not isinstance(epochs, int) or epochs <= 0 or epochs == total:
+            return raw
+        if epochs > total:
+            raise ValueError(f"epochs: {epochs} but the stages add up to {total}; drop epochs or lengthen the stages")
+        kept, left = [], epochs
+        for stage, length in zip(stages, lengths):
+            if left <= 0:
+                break
+            kept.append({**stage, "epochs": min(length, left)})
+            left -= length
+        return {**raw, "stages": kept}
+
+    @model_validator(mode="after")
+    def _stage_overrides_valid(self) -> "Experiment":
+        for i in range(len(self.stages)):
+            self.stage_optimizer(i)
+            self.stage_scheduler(i)
+        return self
+
+    def resolved_stages(self) -> list[StageConfig]:
+        """The stages to run: the configured ones, or one stage of ``epochs`` training everything."""
+        return list(self.stages) or [StageConfig(epochs=self.epochs)]
+
+    def stage_optimizer(self, index: int) -> OptimizerConfig:
+        """Stage ``index``'s optimizer: the experiment's, with the stage's overrides merged in."""
+        stages = self.resolved_stages()
+        stage = stages[index]
+        update = dict(stage.optimizer) | ({"lr": stage.lr} if stage.lr is not None else {})
+        return _merged(OptimizerConfig, self.optimizer, update, f"stages.{index}.optimizer")
+
+    def stage_scheduler(self, index: int) -> SchedulerConfig:
+        """Stage ``index``'s scheduler: the experiment's, with the stage's overrides merged in."""
+        stage = self.resolved_stages()[index]
+        return _merged(SchedulerConfig, self.scheduler, stage.scheduler, f"stages.{index}.scheduler")
+
     @property
     def run_dir(self) -> Path:
         return self.output_dir / (self.name or "run")
+
+
+def _merged(model: type[StrictModel], base: StrictModel, update: dict[str, Any], where: str) -> Any:
+    """``base`` with ``update``'s keys changed, validated; a problem becomes a ValueError naming ``where``."""
+    if not update:
+        return base
+    try:
+        return model.model_validate(base.model_dump() | update)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"{where}: {problems}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -252,10 +418,10 @@ def describe_validation_error(err: ValidationError, source: str, model: type[Bas
             valid = _fields_at(model, loc)
             msg = "unknown key" + (f"; valid keys here: {', '.join(valid)}" if valid else "")
         else:
-            msg = item["msg"]
+            msg = item["msg"].removeprefix("Value error, ")
             if item["type"] != "missing" and "input" in item and not isinstance(item["input"], (dict, list)):
                 msg += f" (got {item['input']!r})"
-        problems.append(f"{key}: {msg}")
+        problems.append(f"{key}: {msg}" if key else msg)
     seen = list(dict.fromkeys(problems))
     return f"{source}: " + "; ".join(seen)
 

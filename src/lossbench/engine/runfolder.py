@@ -88,6 +88,9 @@ def versions() -> dict[str, str]:
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Create the run folder, refusing to clobber a finished run and failing early if unwritable."""
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        if (run_dir / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
+            raise UserError(f"{run_dir}: holds an unfinished run; continue it with lossbench train --resume {run_dir}, "
+                            "or pass --overwrite to start again")
         raise UserError(
             f"{run_dir}: run folder already exists; pass --overwrite to replace it or set name: to another name"
         )

@@ -90,9 +90,14 @@ class LDAMLoss(nn.Module):
         self.reweight = False
         self.ignore_index = ctx.ignore_index
 
-    def on_epoch_start(self, epoch: int) -> None:
-        """Switch the class-balanced weights on once ``epoch`` reaches ``drw_epoch``."""
-        self.reweight = self.drw_epoch is not None and epoch >= self.drw_epoch
+    def on_epoch_start(self, epoch: int, drw_epoch: int | None = None) -> None:
+        """Switch the class-balanced weights on once ``epoch`` (1-based) reaches ``drw_epoch``.
+
+        The engine passes the experiment's ``drw_epoch`` when the config sets
+        one; it then takes the place of the loss's own parameter.
+        """
+        start = self.drw_epoch if drw_epoch is None else drw_epoch
+        self.reweight = start is not None and epoch >= start
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _index_only("ldam", logits, target)
