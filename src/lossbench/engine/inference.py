@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lossbench.config import DataConfig, Experiment, apply_overrides, describe_validation_error, load_experiment
 from lossbench.data import IGNORE_INDEX, build_data
-from lossbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from lossbench.data.transforms import SampleTransform, normalization
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
 from lossbench.metrics import TaskMetrics, metrics_from_confusion, normalized_confusion
@@ -56,6 +56,8 @@ class LoadedRun:
     model: nn.Module
     checkpoint: Path
     epoch: int | None
+    mean: list[float] | None = None
+    std: list[float] | None = None
 
 
 def _device(name: str) -> torch.device:
@@ -100,7 +102,24 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
         raise UserError(f"{ckpt}: does not fit the model of {config} "
                         f"({str(exc).splitlines()[0][:160]})") from None
     epoch = meta.get("epoch") if isinstance(meta.get("epoch"), int) else None
-    return LoadedRun(run_dir, exp, list(names), model.to(_device(device)).eval(), ckpt, epoch)
+    mean, std = run_normalization(run_dir, exp)
+    return LoadedRun(run_dir, exp, list(names), model.to(_device(device)).eval(), ckpt, epoch, mean, std)
+
+
+def run_normalization(run_dir: Path, exp: Experiment) -> tuple[list[float] | None, list[float] | None]:
+    """The per-channel ``(mean, std)`` the run trained with: its ``normalization.json``, else the config's."""
+    path = run_dir / "normalization.json"
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+            return found.get("mean"), found.get("std")
+        except (ValueError, AttributeError):
+            raise UserError(f"{path}: not valid JSON; delete it to fall back to the config's data.normalize") \
+                from None
+    if exp.data.normalize == "auto":
+        bundle = build_data(exp)
+        return bundle.mean, bundle.std
+    return normalization(exp.data.normalize, exp.model.in_channels)
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -269,11 +288,11 @@ def image_files(inputs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def preprocess(image, exp: Experiment) -> torch.Tensor:
+def preprocess(image, exp: Experiment, mean: list[float] | None, std: list[float] | None) -> torch.Tensor:
     """A PIL image as the run's network saw its data: channels, square ``image_size``, normalised.
 
-    Mirrors the data layer's evaluation path (resize, then
-    :class:`lossbench.data.transforms.Normalize`); keep the two in step.
+    Mirrors the data layer's evaluation path (resize at decode, then
+    :class:`lossbench.data.transforms.SampleTransform` without augmentation).
     """
     channels = exp.model.in_channels
     if channels not in (1, 3):
@@ -287,7 +306,7 @@ def preprocess(image, exp: Experiment) -> torch.Tensor:
     array = np.asarray(image, dtype=np.uint8)
     tensor = torch.from_numpy(array.copy()).unsqueeze(0) if array.ndim == 2 else torch.from_numpy(
         array.copy()).permute(2, 0, 1)
-    return Normalize()(tensor, None)[0]
+    return SampleTransform(size, channels, mean, std, None)(tensor, None)[0]
 
 
 def _open_image(path: Path):
@@ -339,7 +358,7 @@ def predict_paths(
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
         originals = [_open_image(p) for p in chunk]
-        batch = torch.stack([preprocess(im, run.exp) for im in originals]).to(dev)
+        batch = torch.stack([preprocess(im, run.exp, run.mean, run.std) for im in originals]).to(dev)
         with torch.inference_mode():
             probs = torch.softmax(run.model(batch).float(), 1).cpu()
         for path, original, p in zip(chunk, originals, probs):
@@ -448,11 +467,11 @@ def export_run(
     if diff is not None and diff > 1e-4 * scale:
         raise UserError(f"{path}: exported outputs differ from PyTorch by {diff:.2e} (> 1e-4 x output scale "
                         f"{scale:.3g}); the export is not trustworthy, please report this")
-    mean, std = IMAGENET_MEAN[:channels], IMAGENET_STD[:channels]
+    mean, std = run.mean, run.std
     runfolder.write_json(path.parent / "export.json", {
         "file": path.name, "format": fmt, "task": exp.task, "model": exp.model.name, "checkpoint": run.checkpoint.name,
         "epoch": run.epoch, "input": {"name": "images", "shape": ["batch", channels, size, size],
-                                      "scale": "pixel / 255", "mean": list(mean), "std": list(std)},
+                                      "scale": "pixel / 255", "mean": mean, "std": std},
         "output": {"name": "logits", "shape": ["batch", len(run.class_names)] + ([size, size] if exp.task ==
                                                                                  "segmentation" else [])},
         "class_names": run.class_names,

@@ -299,16 +299,12 @@ def plot_per_class(sweep_dir: Path, configs: list[Config]) -> bytes:
 
 def _predict_examples(run_dir: Path, count: int) -> tuple[list, list, list]:
     """Validation images, true masks and predicted masks of a run's best checkpoint (first ``count``)."""
-    from lossbench.config import load_experiment
     from lossbench.data import build_data
-    from lossbench.models import build_model
+    from lossbench.engine.inference import load_run
 
-    exp = load_experiment(run_dir / "config.yaml")
-    data = build_data(exp)
-    model = build_model(exp.model, exp.task, data.num_classes)
-    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    model.eval()
+    run = load_run(run_dir, "best", "cpu")
+    data = build_data(run.exp)
+    model = run.model
     images, masks, preds = [], [], []
     with torch.no_grad():
         for i in range(min(count, len(data.val))):
