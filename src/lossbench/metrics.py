@@ -163,6 +163,7 @@ class TaskMetrics(torch.nn.Module):
         cm = self.confusion.compute().cpu()
         out = metrics_from_confusion(cm, self.task)
         if self.calibration is not None:
-            out["ece"] = float(self.calibration.compute())
+            # nothing seen (every step skipped): no calibration either; the synced count decides on every rank
+            out["ece"] = float(self.calibration.compute()) if cm.sum() > 0 else float("nan")
         out["confusion_matrix"] = cm.tolist()
         return out
