@@ -39,6 +39,7 @@ from lossbench.data.transforms import SampleTransform, normalization
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
 from lossbench.metrics import TaskMetrics, metrics_from_confusion, normalized_confusion
+from lossbench.engine.distributed import resolve_device
 from lossbench.models import build_model
 from lossbench.models.weights import read_checkpoint
 from lossbench.plots import plot_confusion
@@ -61,16 +62,7 @@ class LoadedRun:
 
 
 def _device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an explicit CUDA device must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name!r}: no CUDA GPU is available; use --device cpu")
-    return device
+    return resolve_device(name, "--device")
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:

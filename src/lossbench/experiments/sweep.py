@@ -287,6 +287,7 @@ def _gpu_count() -> int:
 
 def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]:
     """Run every unfinished cell (``jobs`` at a time), keep results.csv current, return its rows."""
+    started = time.perf_counter()
     with SweepLock(plan.sweep_dir):
         todo = [c for c in plan.cells if cell_status(c)[0] != "done"]
         skipped = len(plan.cells) - len(todo)
@@ -309,5 +310,6 @@ def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]
         rows = collect_results(plan)
         write_results(plan)
     failed = [r for r in rows if r["status"] != "done"]
-    log(f"sweep finished: {len(rows) - len(failed)} done, {len(failed)} failed -> {plan.sweep_dir / 'results.csv'}")
+    log(f"sweep finished in {time.perf_counter() - started:.0f}s: {len(rows) - len(failed)} done, "
+        f"{len(failed)} failed -> {plan.sweep_dir / 'results.csv'}")
     return rows
