@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/lossbench sweep recipes/quickstart.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
