@@ -400,7 +400,7 @@ def _fit(
             if best_tracker.update(row[best_name]):
                 best = {"epoch": epoch, **{k: v for k, v in row.items() if k.startswith("val_")},
                         main: row[f"val_{main}"], best_name: row[best_name]}
-                best_cm = va.metrics["confusion_matrix"]
+                best_cm = va.metrics.get("confusion_matrix")  # none for sigmoid (binary / multi-label) outputs
                 run_on_main(ctx, lambda: runfolder.save_checkpoint(
                     run_dir / "best.pt", {"model": eval_model.state_dict(), "epoch": epoch, best_name: row[best_name]}))
             if stopper is not None:
@@ -455,11 +455,12 @@ def _fit(
     }
 
     def write_end_files() -> None:
-        runfolder.atomic_write_bytes(
-            run_dir / "confusion_matrix.png",
-            plot_confusion(torch.tensor(best_cm), data.class_names,
-                           f"{exp.name}: epoch {best['epoch']} (best {best_name})"),
-        )
+        if best_cm is not None:
+            runfolder.atomic_write_bytes(
+                run_dir / "confusion_matrix.png",
+                plot_confusion(torch.tensor(best_cm), data.class_names,
+                               f"{exp.name}: epoch {best['epoch']} (best {best_name})"),
+            )
         runfolder.write_json(run_dir / "summary.json", summary)
 
     run_on_main(ctx, write_end_files)
