@@ -312,3 +312,18 @@ def test_dsb2018_nested_unet(caches, capsys):
     md = (out / "report.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| configuration | seeds"))
     assert "miou" in header and "dice" in header
+
+    # the run folder of a sigmoid segmenter re-evaluates to its summary and predicts 0 / 1 masks
+    run = out / rows[0]["cell"]
+    assert main(["eval", str(run)]) == 0
+    evaluated = json.loads((run / "eval" / "metrics.json").read_text())
+    best = summary(out, rows[0])["best"]
+    assert evaluated["metrics"]["miou"] == pytest.approx(best["val_miou"])
+    assert evaluated["metrics"]["dice"] == pytest.approx(best["val_dice"])
+    assert evaluated["per_class"][0]["class"] == "nucleus" and evaluated["per_class"][0]["support"] > 0
+    assert main(["predict", str(run), str(prepared / "images"), "--out", str(caches / "pred")]) == 0
+    capsys.readouterr()
+    masks = {m.name.removesuffix("_mask.png"): np.asarray(Image.open(m)) for m in (caches / "pred").glob("*_mask.png")}
+    assert len(masks) == 8 and all(set(np.unique(m)) <= {0, 1} for m in masks.values())
+    val = [Path(name).stem for name in json.loads((run / "split.json").read_text())["val"]]
+    assert sum(int(masks[v].sum()) for v in val) == evaluated["per_class"][0]["predicted"]  # same pixels as eval
