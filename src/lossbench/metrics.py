@@ -151,6 +151,11 @@ class TaskMetrics(torch.nn.Module):
         if self.calibration is not None:
             self.calibration.update(torch.softmax(logits, 1), target.long())
 
+    @property
+    def sigmoid_outputs(self) -> bool:
+        """Whether the updates so far were sigmoid channels (per-channel counts, no confusion matrix)."""
+        return self._sigmoid
+
     def reset(self) -> None:
         self.confusion.reset()
         self.channels.reset()

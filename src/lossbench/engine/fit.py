@@ -285,6 +285,23 @@ def _fit(
     log: Callable[[str], Any],
     on_epoch_end: Callable[[int], Any] | None,
 ) -> dict[str, Any]:
+    """:func:`_fit_loop` with the config's trackers, which are told when the run fails."""
+    trackers = Trackers(exp, exp.run_dir, enabled=ctx.is_main)
+    try:
+        return _fit_loop(exp, ctx, overwrite, checkpoint, log, on_epoch_end, trackers)
+    finally:
+        trackers.finish(failed=True)  # a no-op after a finished run: _fit_loop has closed them
+
+
+def _fit_loop(
+    exp: Experiment,
+    ctx: DistContext,
+    overwrite: bool,
+    checkpoint: dict[str, Any] | None,
+    log: Callable[[str], Any],
+    on_epoch_end: Callable[[int], Any] | None,
+    trackers: Trackers,
+) -> dict[str, Any]:
     run_dir: Path = exp.run_dir
     log = log if ctx.is_main else (lambda *_: None)
     run_on_main(ctx, lambda: runfolder.prepare_run_dir(run_dir, overwrite or checkpoint is not None))
@@ -350,125 +367,122 @@ def _fit(
 
         run_on_main(ctx, write_start_files)
 
-    trackers = Trackers(exp, run_dir, done, enabled=ctx.is_main)
-    try:
-        start = time.perf_counter()
-        log(f"{exp.name}: {exp.task}, {len(data.train)} train / {len(data.val)} val images, "
-            f"{data.num_classes} classes, model {exp.model.name}, loss {exp.loss}, device {device}"
-            + (f", {ctx.world_size} processes" if ctx.distributed else ""))
-        stages = exp.resolved_stages()
-        for index, ((first, last_epoch), stage) in enumerate(zip(_stage_bounds(exp), stages)):
-            if last_epoch <= done or stopped_early:
-                continue
-            groups, trained = freeze_for_stage(model, stage.train)
-            opt_cfg, sched_cfg = exp.stage_optimizer(index), exp.stage_scheduler(index)
-            optimizer = build_optimizer(opt_cfg, optimizer_param_groups(groups, trained, opt_cfg))
-            steps_per_epoch = math.ceil(len(train_loader) / exp.grad_accumulation)
-            monitor = resolve_metric(sched_cfg.monitor or best_name, names, "scheduler.monitor")
-            scheduler = build_scheduler(sched_cfg, optimizer, stage.epochs, steps_per_epoch,
-                                        metric_mode(monitor, exp.best_mode if monitor == best_name else "auto"))
-            if checkpoint is not None and resume_stage == index:
-                optimizer.load_state_dict(checkpoint["optimizer"])
-                if scheduler is not None:
-                    scheduler.load_state_dict(checkpoint["scheduler"])
-            wrapped = model
-            if ctx.distributed:
-                wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-            loop = TrainLoop(model, loss_fn, optimizer, device, scheduler, scaler, ema, autocast, exp.channels_last,
-                             exp.grad_accumulation, exp.grad_clip_norm, exp.nonfinite_loss, ctx, wrapped)
-            if len(stages) > 1:
-                log(f"stage {index + 1}/{len(stages)}: epochs {first + 1}-{last_epoch}, training {', '.join(trained)}")
-            if checkpoint is not None:
-                set_rng_state(checkpoint["rng"][min(ctx.rank, len(checkpoint["rng"]) - 1)], generators)
-                checkpoint = None
-            for epoch in range(max(first, done) + 1, last_epoch + 1):
-                t0 = time.perf_counter()
-                if hasattr(train_loader.sampler, "set_epoch"):
-                    train_loader.sampler.set_epoch(epoch)
-                _call_epoch_hooks(loss_fn, epoch, exp.drw_epoch)
-                desc = f"epoch {epoch}/{exp.epochs}"
-                tr = loop.train_epoch(train_loader, metrics, f"{desc} train")
-                eval_model = ema.module if ema is not None else model
-                broadcast_buffers(ctx, model)
-                if ema is not None:
-                    broadcast_buffers(ctx, ema.module)
-                va = evaluate(eval_model, val_loader, loss_fn, metrics, device, f"{desc} val", autocast,
-                              exp.channels_last, ctx)
-                row = {"epoch": epoch, "stage": index + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr.loss,
-                       f"train_{main}": tr.metrics[main], "val_loss": va.loss, **flat_metrics("val_", va.metrics)}
-                if exp.nonfinite_loss == "skip":
-                    row["skipped_steps"] = tr.skipped_steps
-                if scheduler is not None and not loop.step_scheduler:
-                    scheduler.step(row[monitor])
-                if best_tracker.update(row[best_name]):
-                    best = {"epoch": epoch, **{k: v for k, v in row.items() if k.startswith("val_")},
-                            main: row[f"val_{main}"], best_name: row[best_name]}
-                    best_cm = va.metrics["confusion_matrix"]
-                    run_on_main(ctx, lambda: runfolder.save_checkpoint(
-                        run_dir / "best.pt", {"model": eval_model.state_dict(), "epoch": epoch, best_name: row[best_name]}))
-                if stopper is not None:
-                    stopper.update(row[stopper.name])
-                    stopped_early = stopper.bad_epochs >= exp.early_stopping.patience
-                row["seconds"] = time.perf_counter() - t0
-                rows.append(row)
-                rng = gather_objects(ctx, rng_state(generators))
-                state = {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "epoch": epoch, "stage": index, "stopped_early": stopped_early, "rng": rng,
-                    "best_tracker": best_tracker.state_dict(),
-                    "stopper": stopper.state_dict() if stopper is not None else None,
-                    "rows": rows, "best": best, "best_cm": best_cm,
-                }
+    trackers.open(done)
+    start = time.perf_counter()
+    log(f"{exp.name}: {exp.task}, {len(data.train)} train / {len(data.val)} val images, "
+        f"{data.num_classes} classes, model {exp.model.name}, loss {exp.loss}, device {device}"
+        + (f", {ctx.world_size} processes" if ctx.distributed else ""))
+    stages = exp.resolved_stages()
+    for index, ((first, last_epoch), stage) in enumerate(zip(_stage_bounds(exp), stages)):
+        if last_epoch <= done or stopped_early:
+            continue
+        groups, trained = freeze_for_stage(model, stage.train)
+        opt_cfg, sched_cfg = exp.stage_optimizer(index), exp.stage_scheduler(index)
+        optimizer = build_optimizer(opt_cfg, optimizer_param_groups(groups, trained, opt_cfg))
+        steps_per_epoch = math.ceil(len(train_loader) / exp.grad_accumulation)
+        monitor = resolve_metric(sched_cfg.monitor or best_name, names, "scheduler.monitor")
+        scheduler = build_scheduler(sched_cfg, optimizer, stage.epochs, steps_per_epoch,
+                                    metric_mode(monitor, exp.best_mode if monitor == best_name else "auto"))
+        if checkpoint is not None and resume_stage == index:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(checkpoint["scheduler"])
+        wrapped = model
+        if ctx.distributed:
+            wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        loop = TrainLoop(model, loss_fn, optimizer, device, scheduler, scaler, ema, autocast, exp.channels_last,
+                         exp.grad_accumulation, exp.grad_clip_norm, exp.nonfinite_loss, ctx, wrapped)
+        if len(stages) > 1:
+            log(f"stage {index + 1}/{len(stages)}: epochs {first + 1}-{last_epoch}, training {', '.join(trained)}")
+        if checkpoint is not None:
+            set_rng_state(checkpoint["rng"][min(ctx.rank, len(checkpoint["rng"]) - 1)], generators)
+            checkpoint = None
+        for epoch in range(max(first, done) + 1, last_epoch + 1):
+            t0 = time.perf_counter()
+            if hasattr(train_loader.sampler, "set_epoch"):
+                train_loader.sampler.set_epoch(epoch)
+            _call_epoch_hooks(loss_fn, epoch, exp.drw_epoch)
+            desc = f"epoch {epoch}/{exp.epochs}"
+            tr = loop.train_epoch(train_loader, metrics, f"{desc} train")
+            eval_model = ema.module if ema is not None else model
+            broadcast_buffers(ctx, model)
+            if ema is not None:
+                broadcast_buffers(ctx, ema.module)
+            va = evaluate(eval_model, val_loader, loss_fn, metrics, device, f"{desc} val", autocast,
+                          exp.channels_last, ctx)
+            row = {"epoch": epoch, "stage": index + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr.loss,
+                   f"train_{main}": tr.metrics[main], "val_loss": va.loss, **flat_metrics("val_", va.metrics)}
+            if exp.nonfinite_loss == "skip":
+                row["skipped_steps"] = tr.skipped_steps
+            if scheduler is not None and not loop.step_scheduler:
+                scheduler.step(row[monitor])
+            if best_tracker.update(row[best_name]):
+                best = {"epoch": epoch, **{k: v for k, v in row.items() if k.startswith("val_")},
+                        main: row[f"val_{main}"], best_name: row[best_name]}
+                best_cm = va.metrics.get("confusion_matrix")  # none for sigmoid (binary / multi-label) outputs
+                run_on_main(ctx, lambda: runfolder.save_checkpoint(
+                    run_dir / "best.pt", {"model": eval_model.state_dict(), "epoch": epoch, best_name: row[best_name]}))
+            if stopper is not None:
+                stopper.update(row[stopper.name])
+                stopped_early = stopper.bad_epochs >= exp.early_stopping.patience
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            rng = gather_objects(ctx, rng_state(generators))
+            state = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "ema": ema.state_dict() if ema is not None else None,
+                "epoch": epoch, "stage": index, "stopped_early": stopped_early, "rng": rng,
+                "best_tracker": best_tracker.state_dict(),
+                "stopper": stopper.state_dict() if stopper is not None else None,
+                "rows": rows, "best": best, "best_cm": best_cm,
+            }
 
-                def write_epoch_files() -> None:
-                    runfolder.write_csv(run_dir / "metrics.csv", rows)
-                    runfolder.save_checkpoint(run_dir / "last.pt", state)
+            def write_epoch_files() -> None:
+                runfolder.write_csv(run_dir / "metrics.csv", rows)
+                runfolder.save_checkpoint(run_dir / "last.pt", state)
 
-                run_on_main(ctx, write_epoch_files)
-                trackers.log_epoch(epoch, row)
-                log(f"{desc}: train loss {tr.loss:.4f}, val loss {va.loss:.4f}, val {main} {va.metrics[main]:.4f}"
-                    + (f", {tr.skipped_steps} non-finite steps skipped" if tr.skipped_steps else "")
-                    + f" ({row['seconds']:.1f}s)")
-                done = epoch
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch)
-                if stopped_early:
-                    log(f"early stopping: {stopper.name} has not improved for {stopper.bad_epochs} epochs")
-                    break
+            run_on_main(ctx, write_epoch_files)
+            trackers.log_epoch(epoch, row)
+            log(f"{desc}: train loss {tr.loss:.4f}, val loss {va.loss:.4f}, val {main} {va.metrics[main]:.4f}"
+                + (f", {tr.skipped_steps} non-finite steps skipped" if tr.skipped_steps else "")
+                + f" ({row['seconds']:.1f}s)")
+            done = epoch
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            if stopped_early:
+                log(f"early stopping: {stopper.name} has not improved for {stopper.bad_epochs} epochs")
+                break
 
-        summary = {
-            "name": exp.name,
-            "run_dir": str(run_dir),
-            "task": exp.task,
-            "main_metric": main,
-            "best_metric": best_name,
-            "best": best,
-            "final": {k: v for k, v in rows[-1].items() if k.startswith("val_")},
-            "best_confusion_matrix": best_cm,
-            "class_names": data.class_names,
-            "class_counts": data.class_counts,
-            "epochs": exp.epochs,
-            "epochs_trained": done,
-            "stopped_early": stopped_early,
-            "seed": exp.seed,
-            "world_size": ctx.world_size,
-            "wall_seconds": time.perf_counter() - start,
-        }
+    summary = {
+        "name": exp.name,
+        "run_dir": str(run_dir),
+        "task": exp.task,
+        "main_metric": main,
+        "best_metric": best_name,
+        "best": best,
+        "final": {k: v for k, v in rows[-1].items() if k.startswith("val_")},
+        "best_confusion_matrix": best_cm,
+        "class_names": data.class_names,
+        "class_counts": data.class_counts,
+        "epochs": exp.epochs,
+        "epochs_trained": done,
+        "stopped_early": stopped_early,
+        "seed": exp.seed,
+        "world_size": ctx.world_size,
+        "wall_seconds": time.perf_counter() - start,
+    }
 
-        def write_end_files() -> None:
+    def write_end_files() -> None:
+        if best_cm is not None:
             runfolder.atomic_write_bytes(
                 run_dir / "confusion_matrix.png",
                 plot_confusion(torch.tensor(best_cm), data.class_names,
                                f"{exp.name}: epoch {best['epoch']} (best {best_name})"),
             )
-            runfolder.write_json(run_dir / "summary.json", summary)
+        runfolder.write_json(run_dir / "summary.json", summary)
 
-        run_on_main(ctx, write_end_files)
-    except BaseException:
-        trackers.finish(failed=True)
-        raise
+    run_on_main(ctx, write_end_files)
     trackers.finish()
     return summary

@@ -129,9 +129,15 @@ TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker}
 class Trackers:
     """The config's trackers; a no-op when ``tracking`` is empty or on ranks other than 0."""
 
-    def __init__(self, exp: Experiment, run_dir: Path, resumed_epoch: int = 0, enabled: bool = True) -> None:
-        self.run_dir = run_dir
-        self.items = [TRACKERS[name](exp, run_dir, resumed_epoch) for name in exp.tracking] if enabled else []
+    def __init__(self, exp: Experiment, run_dir: Path, enabled: bool = True) -> None:
+        self.exp, self.run_dir, self.enabled = exp, run_dir, enabled
+        self.items: list[Any] = []
+
+    def open(self, resumed_epoch: int = 0) -> None:
+        """Start (or, after ``resumed_epoch`` epochs, continue) each tracker; the run folder exists by now."""
+        if self.enabled:
+            for name in self.exp.tracking:
+                self.items.append(TRACKERS[name](self.exp, self.run_dir, resumed_epoch))
 
     def log_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         for tracker in self.items:
