@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lossbench.config import Experiment, validate_experiment
+from lossbench.config import Experiment, read_documents, validate_experiment
 from lossbench.data import IGNORE_INDEX, build_data
 from lossbench.data.loaders import build_loaders
 from lossbench.engine import runfolder
@@ -256,6 +255,17 @@ def train(
         return _fit(exp, ctx, overwrite, None, log, on_epoch_end)
 
 
+#: what last.pt must hold for an exact resume
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "scaler", "ema", "epoch", "stage", "stopped_early",
+                             "rng", "best_tracker", "stopper", "rows", "best", "best_cm"})
+
+
+def _restore_error(path: Path, exc: Exception) -> UserError:
+    first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+    return UserError(f"{path}: checkpoint does not fit this run's config.yaml ({first}); it cannot be resumed, "
+                     "train the run again with --overwrite")
+
+
 def resume(
     run_dir: str | Path, log: Callable[[str], Any] = print, on_epoch_end: Callable[[int], Any] | None = None
 ) -> dict[str, Any]:
@@ -265,13 +275,20 @@ def resume(
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
         raise UserError(f"{run_dir}: cannot resume, {missing.name} is missing; train it from its config instead")
-    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    raw.update(output_dir=str(run_dir.parent), name=run_dir.name)
+    docs = read_documents(config)
+    if len(docs) != 1:
+        raise UserError(f"{config}: holds {len(docs)} YAML documents, a run's config holds one; it cannot be resumed")
+    raw = {**docs[0], "output_dir": str(run_dir.parent), "name": run_dir.name}
     exp = validate_experiment(raw, str(config))
     try:
         checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which and stop
         raise UserError(f"{last}: cannot read the checkpoint ({exc.__class__.__name__}); it cannot be resumed") from None
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEYS - set(checkpoint):
+        what = (f"missing {', '.join(sorted(CHECKPOINT_KEYS - set(checkpoint)))}" if isinstance(checkpoint, dict)
+                else f"it holds a {type(checkpoint).__name__}")
+        raise UserError(f"{last}: not a lossbench training checkpoint ({what}); it cannot be resumed, "
+                        "train the run again with --overwrite")
     with session(exp.device) as ctx:
         return _fit(exp, ctx, True, checkpoint, log, on_epoch_end)
 
@@ -327,16 +344,19 @@ def _fit(
     best_cm = None
     done, stopped_early, resume_stage = 0, False, None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        if ema is not None:
-            ema.load_state_dict(checkpoint["ema"])
-        if scaler is not None:
-            scaler.load_state_dict(checkpoint["scaler"])
-        best_tracker.load_state_dict(checkpoint["best_tracker"])
-        if stopper is not None and checkpoint.get("stopper") is not None:
-            stopper.load_state_dict(checkpoint["stopper"])
-        rows, best, best_cm = list(checkpoint["rows"]), dict(checkpoint["best"]), checkpoint["best_cm"]
-        done, stopped_early, resume_stage = checkpoint["epoch"], checkpoint["stopped_early"], checkpoint["stage"]
+        try:
+            model.load_state_dict(checkpoint["model"])
+            if ema is not None:
+                ema.load_state_dict(checkpoint["ema"])
+            if scaler is not None:
+                scaler.load_state_dict(checkpoint["scaler"])
+            best_tracker.load_state_dict(checkpoint["best_tracker"])
+            if stopper is not None and checkpoint.get("stopper") is not None:
+                stopper.load_state_dict(checkpoint["stopper"])
+            rows, best, best_cm = list(checkpoint["rows"]), dict(checkpoint["best"]), checkpoint["best_cm"]
+            done, stopped_early, resume_stage = checkpoint["epoch"], checkpoint["stopped_early"], checkpoint["stage"]
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise _restore_error(run_dir / "last.pt", exc) from None
         log(f"{exp.name}: resuming after epoch {done}/{exp.epochs} from {run_dir / 'last.pt'}")
     else:
         resolved = exp.model_dump(mode="json")
@@ -365,9 +385,12 @@ def _fit(
         scheduler = build_scheduler(sched_cfg, optimizer, stage.epochs, steps_per_epoch,
                                     metric_mode(monitor, exp.best_mode if monitor == best_name else "auto"))
         if checkpoint is not None and resume_stage == index:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(checkpoint["scheduler"])
+            try:
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                if scheduler is not None:
+                    scheduler.load_state_dict(checkpoint["scheduler"])
+            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                raise _restore_error(run_dir / "last.pt", exc) from None
         wrapped = model
         if ctx.distributed:
             wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -376,7 +399,10 @@ def _fit(
         if len(stages) > 1:
             log(f"stage {index + 1}/{len(stages)}: epochs {first + 1}-{last_epoch}, training {', '.join(trained)}")
         if checkpoint is not None:
-            set_rng_state(checkpoint["rng"][min(ctx.rank, len(checkpoint["rng"]) - 1)], generators)
+            try:
+                set_rng_state(checkpoint["rng"][min(ctx.rank, len(checkpoint["rng"]) - 1)], generators)
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+                raise _restore_error(run_dir / "last.pt", exc) from None
             checkpoint = None
         for epoch in range(max(first, done) + 1, last_epoch + 1):
             t0 = time.perf_counter()

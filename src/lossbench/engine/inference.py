@@ -90,7 +90,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     summary_path = run_dir / "summary.json"
     names = None
     if summary_path.is_file():
-        names = json.loads(summary_path.read_text(encoding="utf-8")).get("class_names")
+        try:
+            names = json.loads(summary_path.read_text(encoding="utf-8")).get("class_names")
+        except (ValueError, AttributeError):
+            raise UserError(f"{summary_path}: not valid JSON (a cut-off write?); delete it to take the class names "
+                            "from the data, or train the run again") from None
     if not names:
         names = build_data(exp).class_names
     model = build_model(exp.model.model_copy(update={"pretrained": None}), exp.task, len(names), log=lambda _: None)
