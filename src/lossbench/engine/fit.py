@@ -357,6 +357,8 @@ def _fit(
             done, stopped_early, resume_stage = checkpoint["epoch"], checkpoint["stopped_early"], checkpoint["stage"]
         except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _restore_error(run_dir / "last.pt", exc) from None
+        best_epoch = best.get("epoch")
+        run_on_main(ctx, lambda: runfolder.tidy_after_kill(run_dir, best_epoch))
         log(f"{exp.name}: resuming after epoch {done}/{exp.epochs} from {run_dir / 'last.pt'}")
     else:
         resolved = exp.model_dump(mode="json")
@@ -423,12 +425,12 @@ def _fit(
                 row["skipped_steps"] = tr.skipped_steps
             if scheduler is not None and not loop.step_scheduler:
                 scheduler.step(row[monitor])
+            best_state = None
             if best_tracker.update(row[best_name]):
                 best = {"epoch": epoch, **{k: v for k, v in row.items() if k.startswith("val_")},
                         main: row[f"val_{main}"], best_name: row[best_name]}
                 best_cm = va.metrics["confusion_matrix"]
-                run_on_main(ctx, lambda: runfolder.save_checkpoint(
-                    run_dir / "best.pt", {"model": eval_model.state_dict(), "epoch": epoch, best_name: row[best_name]}))
+                best_state = {"model": eval_model.state_dict(), "epoch": epoch, best_name: row[best_name]}
             if stopper is not None:
                 stopper.update(row[stopper.name])
                 stopped_early = stopper.bad_epochs >= exp.early_stopping.patience
@@ -447,8 +449,14 @@ def _fit(
             }
 
             def write_epoch_files() -> None:
+                # a new best.pt takes its place only once last.pt records it as the best; a kill in between
+                # leaves it pending, and resume commits or drops it (runfolder.tidy_after_kill)
+                if best_state is not None:
+                    runfolder.save_checkpoint(run_dir / runfolder.PENDING_BEST, best_state)
                 runfolder.write_csv(run_dir / "metrics.csv", rows)
                 runfolder.save_checkpoint(run_dir / "last.pt", state)
+                if best_state is not None:
+                    os.replace(run_dir / runfolder.PENDING_BEST, run_dir / "best.pt")
 
             run_on_main(ctx, write_epoch_files)
             log(f"{desc}: train loss {tr.loss:.4f}, val loss {va.loss:.4f}, val {main} {va.metrics[main]:.4f}"

@@ -67,6 +67,32 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+#: a new best.pt waits here until last.pt, which records which epoch is best, has been written
+PENDING_BEST = ".best.pending.pt"
+
+
+def tidy_after_kill(run_dir: Path, best_epoch: int | None) -> None:
+    """Before a resume, clear what a killed run left half done.
+
+    Temp files of interrupted writes are deleted. A pending best.pt is moved
+    into place when last.pt names its epoch as the best (the kill came after
+    last.pt was written), and dropped otherwise (its epoch will be trained again).
+    """
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    pending = run_dir / PENDING_BEST
+    if not pending.is_file():
+        return
+    try:
+        epoch = torch.load(pending, map_location="cpu", weights_only=True).get("epoch")
+    except Exception:  # noqa: BLE001 - an unreadable pending file is simply not committed
+        epoch = None
+    if epoch is not None and epoch == best_epoch:
+        os.replace(pending, run_dir / "best.pt")
+    else:
+        pending.unlink()
+
+
 def versions() -> dict[str, str]:
     """Versions of the packages that decide a run's numbers."""
     import segmentation_models_pytorch
