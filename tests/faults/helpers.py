@@ -41,10 +41,13 @@ def run_cli(argv: list[str], cwd: Path | None = None) -> CliResult:
     """``lossbench ARGV`` in this process (stdout / stderr captured); an escaping exception is a traceback."""
     import traceback
 
+    import torch
+
     from lossbench.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    old = Path.cwd()
+    old, threads = Path.cwd(), torch.get_num_threads()
+    torch.set_num_threads(1)  # spinning OpenMP threads on a small shared machine slow tiny runs many times over
     try:
         if cwd is not None:
             os.chdir(cwd)
@@ -58,6 +61,7 @@ def run_cli(argv: list[str], cwd: Path | None = None) -> CliResult:
                 code = 1
     finally:
         os.chdir(old)
+        torch.set_num_threads(threads)
     return CliResult(code, out.getvalue(), err.getvalue(), "in-process")
 
 

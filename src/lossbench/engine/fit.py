@@ -79,8 +79,9 @@ def _to_device(images: torch.Tensor, target: torch.Tensor, device: torch.device,
 
 
 def _progress(loader: DataLoader, desc: str, enabled: bool):
+    # disable=None: no bars when stderr is not a terminal (a log file, a sweep's cell), where they are noise
     return tqdm(loader, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
-                disable=not enabled)
+                disable=None if enabled else True)
 
 
 @torch.no_grad()
@@ -206,6 +207,11 @@ class TrainLoop:
         sums = sum_across_ranks(self.ctx, torch.tensor([total, count], dtype=torch.float64, device=self.device))
         loss_sum, n = sums.tolist()
         return EpochResult(loss_sum / max(n, 1), metrics.compute(), skipped)
+
+
+def _nonfinite_tensors(module: nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers of ``module`` holding inf or nan."""
+    return [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
 def _call_epoch_hooks(loss_fn: nn.Module, epoch: int, drw_epoch: int | None) -> None:
@@ -365,6 +371,7 @@ def _fit(
         resolved["versions"] = runfolder.versions()
 
         def write_start_files() -> None:
+            runfolder.clear_previous_run(run_dir)
             runfolder.write_yaml(run_dir / "config.yaml", resolved)
             for fname, text in getattr(data, "run_files", {}).items():
                 runfolder.atomic_write_text(run_dir / fname, text)
@@ -417,8 +424,19 @@ def _fit(
             broadcast_buffers(ctx, model)
             if ema is not None:
                 broadcast_buffers(ctx, ema.module)
+            kept = f"last.pt keeps epoch {done}" if done else "no checkpoint was written"
+            diverged = _nonfinite_tensors(model) + (_nonfinite_tensors(ema.module) if ema is not None else [])
+            if diverged:  # skipping steps cannot undo this: stop before the epoch is saved
+                raise UserError(
+                    f"{desc}: the weights became non-finite (inf or nan in {diverged[0]}"
+                    + (f" and {len(diverged) - 1} more tensors" if len(diverged) > 1 else "")
+                    + f") after a train loss of {tr.loss:.3g}; stopped, {kept}; lower optimizer.lr or set grad_clip_norm"
+                )
             va = evaluate(eval_model, val_loader, loss_fn, metrics, device, f"{desc} val", autocast,
                           exp.channels_last, ctx)
+            if not math.isfinite(va.loss) and exp.nonfinite_loss == "stop":
+                raise UserError(f"{desc}: val loss became {va.loss} (the model diverged); stopped, {kept}; "
+                                "lower optimizer.lr, set grad_clip_norm, or set nonfinite_loss: skip")
             row = {"epoch": epoch, "stage": index + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr.loss,
                    f"train_{main}": tr.metrics[main], "val_loss": va.loss, **flat_metrics("val_", va.metrics)}
             if exp.nonfinite_loss == "skip":

@@ -71,6 +71,19 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 PENDING_BEST = ".best.pending.pt"
 
 
+#: files of a finished or interrupted run that a fresh run (``--overwrite``) must not inherit
+PREVIOUS_RUN_FILES = ("summary.json", "last.pt", "best.pt", PENDING_BEST, "metrics.csv", "confusion_matrix.png",
+                      "skipped_files.json")
+
+
+def clear_previous_run(run_dir: Path) -> None:
+    """Delete an overwritten run's results, so a new run killed early never looks finished with old ones."""
+    for name in PREVIOUS_RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def tidy_after_kill(run_dir: Path, best_epoch: int | None) -> None:
     """Before a resume, clear what a killed run left half done.
 
