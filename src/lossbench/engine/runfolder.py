@@ -126,7 +126,7 @@ def versions() -> dict[str, str]:
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Create the run folder, refusing to clobber a finished run and failing early if unwritable."""
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
         if (run_dir / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
             raise UserError(f"{run_dir}: holds an unfinished run; continue it with lossbench train --resume {run_dir}, "
                             "or pass --overwrite to start again")
@@ -138,5 +138,6 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
         probe = run_dir / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{run_dir}: cannot write the run folder ({exc.strerror}); choose a writable output_dir") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in output_dir
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"{run_dir}: cannot write the run folder ({reason}); choose a writable output_dir") from None
