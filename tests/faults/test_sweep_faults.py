@@ -124,6 +124,8 @@ def test_second_sweep_on_the_folder_is_refused_in_one_line(faulty_sweep):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "another lossbench sweep" in lines[0] and str(faulty_sweep["dir"]) in lines[0], lines[0]
+    names = [r["cell"] for r in faulty_sweep["first_rows"]]  # the refused sweep added or lost no row
+    assert len(names) == len(set(names)) == 4
 
 
 def test_failed_cells_are_marked_with_their_error_and_the_others_finish(faulty_sweep):
