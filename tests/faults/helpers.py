@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ def run_cli(argv: list[str], cwd: Path | None = None) -> CliResult:
     try:
         if cwd is not None:
             os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            _process_warning_filters()  # warnings reach stderr as they would in a fresh `python -m lossbench`
             try:
                 code = main(argv)
             except SystemExit as exc:  # argparse
@@ -63,6 +65,17 @@ def run_cli(argv: list[str], cwd: Path | None = None) -> CliResult:
         os.chdir(old)
         torch.set_num_threads(threads)
     return CliResult(code, out.getvalue(), err.getvalue(), "in-process")
+
+
+def _process_warning_filters() -> None:
+    """Python's default warning filters, printing to the (redirected) sys.stderr."""
+    warnings.resetwarnings()
+    for action, category in (("ignore", ResourceWarning), ("ignore", ImportWarning),
+                             ("ignore", PendingDeprecationWarning), ("ignore", DeprecationWarning)):
+        warnings.simplefilter(action, category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+        warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def run_subprocess(argv: list[str], cwd: Path | None = None, timeout: float = 120) -> CliResult:

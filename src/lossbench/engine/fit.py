@@ -287,7 +287,7 @@ def resume(
     raw = {**docs[0], "output_dir": str(run_dir.parent), "name": run_dir.name}
     exp = validate_experiment(raw, str(config))
     try:
-        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+        checkpoint = runfolder.load_checkpoint(last)
     except Exception as exc:  # a truncated or foreign file: say which and stop
         raise UserError(f"{last}: cannot read the checkpoint ({exc.__class__.__name__}); it cannot be resumed") from None
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEYS - set(checkpoint):

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,17 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def load_checkpoint(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU, without torch's warnings about foreign pickles.
+
+    Whatever such a file holds, the caller reports it in one line; a warning
+    printed before that line would only bury it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` through an atomic rename (loadable with ``weights_only=True``)."""
     buf = io.BytesIO()
@@ -97,7 +109,7 @@ def tidy_after_kill(run_dir: Path, best_epoch: int | None) -> None:
     if not pending.is_file():
         return
     try:
-        epoch = torch.load(pending, map_location="cpu", weights_only=True).get("epoch")
+        epoch = load_checkpoint(pending).get("epoch")
     except Exception:  # noqa: BLE001 - an unreadable pending file is simply not committed
         epoch = None
     if epoch is not None and epoch == best_epoch:
