@@ -276,6 +276,25 @@ def _break_json(path: Path, tmp: Path) -> None:
     path.write_text(path.read_text()[:40])
 
 
+def predict_defect(write: Callable[[Path], object], *fragments: str):
+    def make(tmp: Path, run: Path) -> Setup:
+        image = tmp / "query.png"
+        write(image)
+        return Setup(["predict", str(run), str(image), "--device", "cpu"], [str(image), *fragments])
+
+    return make
+
+
+def _export_unwritable(tmp: Path, run: Path) -> Setup:
+    (tmp / "blocker").write_text("a regular file")
+    out = tmp / "blocker" / "model.onnx"
+    return Setup(["export", str(run), "--format", "torchscript", "--out", str(out)], [str(out.parent), "--out"])
+
+
+def _report_not_a_sweep(tmp: Path, run: Path) -> Setup:
+    return Setup(["report", str(run.parent)], [str(run.parent), "not a sweep folder"])
+
+
 DEFECTS: dict[str, Callable[[Path, Path], Setup]] = {
     # images
     "image-truncated-png": image_defect(_truncated_png, "truncated"),
@@ -350,6 +369,11 @@ DEFECTS: dict[str, Callable[[Path, Path], Setup]] = {
     "eval-truncated-best-pt": run_file_defect("eval", "best.pt", _truncate, "truncated"),
     "eval-best-pt-other-architecture": run_file_defect("eval", "best.pt", _replace_with_other_arch, "does not fit"),
     "eval-broken-summary-json": run_file_defect("eval", "summary.json", _break_json, "JSON"),
+    "predict-zero-byte-image": predict_defect(lambda p: p.write_bytes(b""), "cannot read"),
+    "predict-decompression-bomb-header": predict_defect(lambda p: png_header_only(p, 60000, 60000), "cannot read"),
+    "predict-missing-image": predict_defect(lambda p: None, "no such image"),
+    "report-not-a-sweep-folder": _report_not_a_sweep,
+    "export-out-under-a-file": _export_unwritable,
 }
 
 #: a real ``python -m lossbench`` process for a few (each costs seconds of imports; the in-process runs cover all)
@@ -361,7 +385,7 @@ CASES = [pytest.param(name, "in-process", id=name) for name in DEFECTS] + [
 
 def test_corpus_is_large_and_varied():
     kinds = {name.split("-")[0] for name in DEFECTS}
-    assert len(DEFECTS) >= 25 and kinds >= {"image", "csv", "mask", "config", "loss", "weights", "resume", "eval"}
+    assert len(DEFECTS) >= 25 and kinds >= {"image", "csv", "mask", "config", "loss", "weights", "resume", "eval", "predict"}
 
 
 @pytest.mark.parametrize("name, via", CASES)

@@ -320,7 +320,7 @@ def _open_image(path: Path):
         with Image.open(path) as im:
             im.load()
             return im.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"{path}: cannot read this image ({exc.__class__.__name__}); is it a valid image file?") \
             from None
 
@@ -431,7 +431,11 @@ def export_run(
     model, exp = run.model, run.exp
     size, channels = exp.data.image_size, exp.model.in_channels
     path = Path(out) if out else run.run_dir / "export" / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:  # checked before the (slow) export, like a run's output folder
+        raise UserError(f"{path.parent}: cannot write the export ({getattr(exc, 'strerror', None) or exc}); "
+                        "choose another --out") from None
     example = torch.randn(2, channels, size, size)
     probe = torch.randn(3, channels, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
