@@ -86,7 +86,8 @@ def cifar_batch(tmp, run, marker):
 
 def yaml_python_tag(tmp, run, marker):
     cfg = tmp / "evil.yaml"
-    cfg.write_text(f"name: !!python/object/apply:pathlib.Path.touch [!!python/object/apply:pathlib.Path ['{marker}']]\n")
+    touch = f"!!python/object/apply:pathlib.Path.touch [!!python/object/apply:pathlib.Path ['{marker}']]"
+    cfg.write_text(f"name: {touch}\n")
     return ["train", str(cfg)], cfg
 
 

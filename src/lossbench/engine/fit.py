@@ -289,7 +289,8 @@ def resume(
     try:
         checkpoint = runfolder.load_checkpoint(last)
     except Exception as exc:  # a truncated or foreign file: say which and stop
-        raise UserError(f"{last}: cannot read the checkpoint ({exc.__class__.__name__}); it cannot be resumed") from None
+        raise UserError(f"{last}: cannot read the checkpoint ({exc.__class__.__name__}); it cannot be resumed") \
+            from None
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEYS - set(checkpoint):
         what = (f"missing {', '.join(sorted(CHECKPOINT_KEYS - set(checkpoint)))}" if isinstance(checkpoint, dict)
                 else f"it holds a {type(checkpoint).__name__}")
@@ -430,7 +431,8 @@ def _fit(
                 raise UserError(
                     f"{desc}: the weights became non-finite (inf or nan in {diverged[0]}"
                     + (f" and {len(diverged) - 1} more tensors" if len(diverged) > 1 else "")
-                    + f") after a train loss of {tr.loss:.3g}; stopped, {kept}; lower optimizer.lr or set grad_clip_norm"
+                    + f") after a train loss of {tr.loss:.3g}; stopped, {kept}; "
+                    "lower optimizer.lr or set grad_clip_norm"
                 )
             va = evaluate(eval_model, val_loader, loss_fn, metrics, device, f"{desc} val", autocast,
                           exp.channels_last, ctx)

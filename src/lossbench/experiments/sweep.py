@@ -126,7 +126,8 @@ class SweepLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-            raise UserError(f"{self.path.parent}: cannot write the sweep folder ({getattr(exc, 'strerror', None) or exc}); "
+            reason = getattr(exc, "strerror", None) or exc
+            raise UserError(f"{self.path.parent}: cannot write the sweep folder ({reason}); "
                             "choose a writable --out or output_dir") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
