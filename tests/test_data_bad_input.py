@@ -114,8 +114,8 @@ def test_csv_skip_bad_drops_bad_rows(tmp_path, capsys):
     exp.data.skip_bad = True
     exp.data.val_fraction = 0.25
     b = build_data(exp)
-    assert len(b.train) + len(b.val) == 4
-    assert "skipped 2 bad file(s)" in capsys.readouterr().err
+    assert len(b.train) + len(b.val) == 3  # the missing 9.png, the label x and the second 1.png (a duplicate)
+    assert "skipped 3 bad file(s)" in capsys.readouterr().err
 
 
 def seg_exp(tmp_path, **seg):

@@ -15,8 +15,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from lossbench.config import load_experiments
-    from lossbench.engine import resume, train
-    from lossbench.engine.distributed import session
     from lossbench.errors import UserError
 
     if (args.config is None) == (args.resume is None):
@@ -24,11 +22,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None and (args.set or args.overwrite):
         raise UserError("train --resume continues a run with its recorded config; drop --set / --overwrite")
     is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    # a mistake in the config is reported before torch and the engine are imported (seconds sooner)
+    experiments = load_experiments(args.config, args.set) if args.resume is None else []
+
+    from lossbench.engine import resume, train
+    from lossbench.engine.distributed import session
+
     start = time.perf_counter()
     if args.resume is not None:
         summaries = [resume(args.resume)]
     else:
-        experiments = load_experiments(args.config, args.set)
         with session(experiments[0].device):
             summaries = [train(exp, overwrite=args.overwrite) for exp in experiments]
     for summary in summaries if is_main else []:

@@ -293,6 +293,15 @@ class Experiment(StrictModel):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     versions: dict[str, str] | None = Field(None, description="package versions a run recorded; ignored as input")
 
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, v: str | None) -> str | None:
+        """The run folder's name: one path component inside output_dir, never a way out of it."""
+        if v is not None and (not v.strip() or v in (".", "..") or any(c in v for c in "/\\\0")):
+            raise ValueError("must be a plain folder name (no '/', '\\', NUL, '.' or '..'); "
+                             "use output_dir for the parent folder")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _epochs_from_stages(cls, raw: Any) -> Any:

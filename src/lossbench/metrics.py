@@ -167,8 +167,7 @@ class TaskMetrics(torch.nn.Module):
             return metrics_from_stat_scores(self.channels.compute().cpu())
         cm = self.confusion.compute().cpu()
         out = metrics_from_confusion(cm, self.task)
-        if self.calibration is not None:
-            # nothing seen (every step skipped): no calibration either; the synced count decides on every rank
-            out["ece"] = float(self.calibration.compute()) if cm.sum() > 0 else float("nan")
+        if self.calibration is not None:  # nothing counted (every step of an epoch skipped as non-finite): nan
+            out["ece"] = float(self.calibration.compute()) if int(cm.sum()) > 0 else float("nan")
         out["confusion_matrix"] = cm.tolist()
         return out

@@ -18,6 +18,8 @@ from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 IGNORE_INDEX = 255
+#: an image whose long side is more than this many times its short side (1 x 5000) is refused, not squashed
+MAX_ASPECT_RATIO = 100
 
 
 class BadFile(Exception):
@@ -38,6 +40,8 @@ def _open(path: Path, what: str) -> Image.Image:
         raise BadFile(f"{path}: {what} file is empty (0 bytes); re-copy it or delete it")
     try:
         return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise BadFile(f"{path}: {what} too large to decode safely ({exc}); shrink it or delete it") from None
     except UnidentifiedImageError:
         raise BadFile(f"{path}: not an image (unreadable as any image format despite its name); "
                       f"replace it with a real {what} or delete it") from None
@@ -70,6 +74,10 @@ def read_image(path: Path, channels: int, size: int) -> tuple[np.ndarray, tuple[
     im = _open(path, "image")
     with im:
         original = im.size
+        if max(original) > MAX_ASPECT_RATIO * min(original):
+            raise BadFile(f"{path}: absurd image size {original[0]}x{original[1]} (one side over "
+                          f"{MAX_ASPECT_RATIO} times the other; squashed to {size}x{size} nothing of it would "
+                          "remain); crop it or delete it")
         if im.format == "JPEG":
             im.draft("RGB" if channels == 3 else "L", (size, size))
         _load(im, path, "image")

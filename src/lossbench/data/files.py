@@ -34,7 +34,7 @@ from lossbench.data.decode import BadFile, MaskSpec, read_image, read_target_mas
 from lossbench.data.samples import SampleSet, TensorSamples, View
 from lossbench.errors import UserError
 
-SCAN_VERSION = 1
+SCAN_VERSION = 2  # 2: images with an absurd aspect ratio are bad files
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lossbench.config import Experiment, validate_experiment
+from lossbench.config import Experiment, read_documents, validate_experiment
 from lossbench.data import IGNORE_INDEX, build_data
 from lossbench.data.loaders import build_loaders
 from lossbench.engine import runfolder
@@ -81,8 +80,9 @@ def _to_device(images: torch.Tensor, target: torch.Tensor, device: torch.device,
 
 
 def _progress(loader: DataLoader, desc: str, enabled: bool):
+    # disable=None: no bars when stderr is not a terminal (a log file, a sweep's cell), where they are noise
     return tqdm(loader, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
-                disable=not enabled)
+                disable=None if enabled else True)
 
 
 @torch.no_grad()
@@ -210,6 +210,11 @@ class TrainLoop:
         return EpochResult(loss_sum / max(n, 1), metrics.compute(), skipped)
 
 
+def _nonfinite_tensors(module: nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers of ``module`` holding inf or nan."""
+    return [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
 def _call_epoch_hooks(loss_fn: nn.Module, epoch: int, drw_epoch: int | None) -> None:
     """``on_epoch_start(epoch)`` on every loss module that has it, with ``drw_epoch`` when one is set.
 
@@ -257,6 +262,17 @@ def train(
         return _fit(exp, ctx, overwrite, None, log, on_epoch_end)
 
 
+#: what last.pt must hold for an exact resume
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "scaler", "ema", "epoch", "stage", "stopped_early",
+                             "rng", "best_tracker", "stopper", "rows", "best", "best_cm"})
+
+
+def _restore_error(path: Path, exc: Exception) -> UserError:
+    first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+    return UserError(f"{path}: checkpoint does not fit this run's config.yaml ({first}); it cannot be resumed, "
+                     "train the run again with --overwrite")
+
+
 def resume(
     run_dir: str | Path, log: Callable[[str], Any] = print, on_epoch_end: Callable[[int], Any] | None = None
 ) -> dict[str, Any]:
@@ -266,13 +282,21 @@ def resume(
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
         raise UserError(f"{run_dir}: cannot resume, {missing.name} is missing; train it from its config instead")
-    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    raw.update(output_dir=str(run_dir.parent), name=run_dir.name)
+    docs = read_documents(config)
+    if len(docs) != 1:
+        raise UserError(f"{config}: holds {len(docs)} YAML documents, a run's config holds one; it cannot be resumed")
+    raw = {**docs[0], "output_dir": str(run_dir.parent), "name": run_dir.name}
     exp = validate_experiment(raw, str(config))
     try:
-        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+        checkpoint = runfolder.load_checkpoint(last)
     except Exception as exc:  # a truncated or foreign file: say which and stop
-        raise UserError(f"{last}: cannot read the checkpoint ({exc.__class__.__name__}); it cannot be resumed") from None
+        raise UserError(f"{last}: cannot read the checkpoint ({exc.__class__.__name__}); it cannot be resumed") \
+            from None
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEYS - set(checkpoint):
+        what = (f"missing {', '.join(sorted(CHECKPOINT_KEYS - set(checkpoint)))}" if isinstance(checkpoint, dict)
+                else f"it holds a {type(checkpoint).__name__}")
+        raise UserError(f"{last}: not a lossbench training checkpoint ({what}); it cannot be resumed, "
+                        "train the run again with --overwrite")
     with session(exp.device) as ctx:
         return _fit(exp, ctx, True, checkpoint, log, on_epoch_end)
 
@@ -345,22 +369,28 @@ def _fit_loop(
     best_cm = None
     done, stopped_early, resume_stage = 0, False, None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        if ema is not None:
-            ema.load_state_dict(checkpoint["ema"])
-        if scaler is not None:
-            scaler.load_state_dict(checkpoint["scaler"])
-        best_tracker.load_state_dict(checkpoint["best_tracker"])
-        if stopper is not None and checkpoint.get("stopper") is not None:
-            stopper.load_state_dict(checkpoint["stopper"])
-        rows, best, best_cm = list(checkpoint["rows"]), dict(checkpoint["best"]), checkpoint["best_cm"]
-        done, stopped_early, resume_stage = checkpoint["epoch"], checkpoint["stopped_early"], checkpoint["stage"]
+        try:
+            model.load_state_dict(checkpoint["model"])
+            if ema is not None:
+                ema.load_state_dict(checkpoint["ema"])
+            if scaler is not None:
+                scaler.load_state_dict(checkpoint["scaler"])
+            best_tracker.load_state_dict(checkpoint["best_tracker"])
+            if stopper is not None and checkpoint.get("stopper") is not None:
+                stopper.load_state_dict(checkpoint["stopper"])
+            rows, best, best_cm = list(checkpoint["rows"]), dict(checkpoint["best"]), checkpoint["best_cm"]
+            done, stopped_early, resume_stage = checkpoint["epoch"], checkpoint["stopped_early"], checkpoint["stage"]
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise _restore_error(run_dir / "last.pt", exc) from None
+        best_epoch = best.get("epoch")
+        run_on_main(ctx, lambda: runfolder.tidy_after_kill(run_dir, best_epoch))
         log(f"{exp.name}: resuming after epoch {done}/{exp.epochs} from {run_dir / 'last.pt'}")
     else:
         resolved = exp.model_dump(mode="json")
         resolved["versions"] = runfolder.versions()
 
         def write_start_files() -> None:
+            runfolder.clear_previous_run(run_dir)
             runfolder.write_yaml(run_dir / "config.yaml", resolved)
             for fname, text in getattr(data, "run_files", {}).items():
                 runfolder.atomic_write_text(run_dir / fname, text)
@@ -384,9 +414,12 @@ def _fit_loop(
         scheduler = build_scheduler(sched_cfg, optimizer, stage.epochs, steps_per_epoch,
                                     metric_mode(monitor, exp.best_mode if monitor == best_name else "auto"))
         if checkpoint is not None and resume_stage == index:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(checkpoint["scheduler"])
+            try:
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                if scheduler is not None:
+                    scheduler.load_state_dict(checkpoint["scheduler"])
+            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                raise _restore_error(run_dir / "last.pt", exc) from None
         wrapped = model
         if ctx.distributed:
             wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -395,7 +428,10 @@ def _fit_loop(
         if len(stages) > 1:
             log(f"stage {index + 1}/{len(stages)}: epochs {first + 1}-{last_epoch}, training {', '.join(trained)}")
         if checkpoint is not None:
-            set_rng_state(checkpoint["rng"][min(ctx.rank, len(checkpoint["rng"]) - 1)], generators)
+            try:
+                set_rng_state(checkpoint["rng"][min(ctx.rank, len(checkpoint["rng"]) - 1)], generators)
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+                raise _restore_error(run_dir / "last.pt", exc) from None
             checkpoint = None
         for epoch in range(max(first, done) + 1, last_epoch + 1):
             t0 = time.perf_counter()
@@ -408,20 +444,32 @@ def _fit_loop(
             broadcast_buffers(ctx, model)
             if ema is not None:
                 broadcast_buffers(ctx, ema.module)
+            kept = f"last.pt keeps epoch {done}" if done else "no checkpoint was written"
+            diverged = _nonfinite_tensors(model) + (_nonfinite_tensors(ema.module) if ema is not None else [])
+            if diverged:  # skipping steps cannot undo this: stop before the epoch is saved
+                raise UserError(
+                    f"{desc}: the weights became non-finite (inf or nan in {diverged[0]}"
+                    + (f" and {len(diverged) - 1} more tensors" if len(diverged) > 1 else "")
+                    + f") after a train loss of {tr.loss:.3g}; stopped, {kept}; "
+                    "lower optimizer.lr or set grad_clip_norm"
+                )
             va = evaluate(eval_model, val_loader, loss_fn, metrics, device, f"{desc} val", autocast,
                           exp.channels_last, ctx)
+            if not math.isfinite(va.loss) and exp.nonfinite_loss == "stop":
+                raise UserError(f"{desc}: val loss became {va.loss} (the model diverged); stopped, {kept}; "
+                                "lower optimizer.lr, set grad_clip_norm, or set nonfinite_loss: skip")
             row = {"epoch": epoch, "stage": index + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr.loss,
                    f"train_{main}": tr.metrics[main], "val_loss": va.loss, **flat_metrics("val_", va.metrics)}
             if exp.nonfinite_loss == "skip":
                 row["skipped_steps"] = tr.skipped_steps
             if scheduler is not None and not loop.step_scheduler:
                 scheduler.step(row[monitor])
+            best_state = None
             if best_tracker.update(row[best_name]):
                 best = {"epoch": epoch, **{k: v for k, v in row.items() if k.startswith("val_")},
                         main: row[f"val_{main}"], best_name: row[best_name]}
                 best_cm = va.metrics.get("confusion_matrix")  # none for sigmoid (binary / multi-label) outputs
-                run_on_main(ctx, lambda: runfolder.save_checkpoint(
-                    run_dir / "best.pt", {"model": eval_model.state_dict(), "epoch": epoch, best_name: row[best_name]}))
+                best_state = {"model": eval_model.state_dict(), "epoch": epoch, best_name: row[best_name]}
             if stopper is not None:
                 stopper.update(row[stopper.name])
                 stopped_early = stopper.bad_epochs >= exp.early_stopping.patience
@@ -440,8 +488,14 @@ def _fit_loop(
             }
 
             def write_epoch_files() -> None:
+                # a new best.pt takes its place only once last.pt records it as the best; a kill in between
+                # leaves it pending, and resume commits or drops it (runfolder.tidy_after_kill)
+                if best_state is not None:
+                    runfolder.save_checkpoint(run_dir / runfolder.PENDING_BEST, best_state)
                 runfolder.write_csv(run_dir / "metrics.csv", rows)
                 runfolder.save_checkpoint(run_dir / "last.pt", state)
+                if best_state is not None:
+                    os.replace(run_dir / runfolder.PENDING_BEST, run_dir / "best.pt")
 
             run_on_main(ctx, write_epoch_files)
             trackers.log_epoch(epoch, row)

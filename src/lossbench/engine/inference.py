@@ -82,7 +82,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     summary_path = run_dir / "summary.json"
     names = None
     if summary_path.is_file():
-        names = json.loads(summary_path.read_text(encoding="utf-8")).get("class_names")
+        try:
+            names = json.loads(summary_path.read_text(encoding="utf-8")).get("class_names")
+        except (ValueError, AttributeError):
+            raise UserError(f"{summary_path}: not valid JSON (a cut-off write?); delete it to take the class names "
+                            "from the data, or train the run again") from None
     if not names:
         names = build_data(exp).class_names
     model = build_model(exp.model.model_copy(update={"pretrained": None}), exp.task, len(names), log=lambda _: None)
@@ -330,7 +334,7 @@ def _open_image(path: Path):
         with Image.open(path) as im:
             im.load()
             return im.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"{path}: cannot read this image ({exc.__class__.__name__}); is it a valid image file?") \
             from None
 
@@ -447,7 +451,11 @@ def export_run(
     model, exp = run.model, run.exp
     size, channels = exp.data.image_size, exp.model.in_channels
     path = Path(out) if out else run.run_dir / "export" / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:  # checked before the (slow) export, like a run's output folder
+        raise UserError(f"{path.parent}: cannot write the export ({getattr(exc, 'strerror', None) or exc}); "
+                        "choose another --out") from None
     example = torch.randn(2, channels, size, size)
     probe = torch.randn(3, channels, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,61 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def load_checkpoint(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU, without torch's warnings about foreign pickles.
+
+    Whatever such a file holds, the caller reports it in one line; a warning
+    printed before that line would only bury it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` through an atomic rename (loadable with ``weights_only=True``)."""
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+#: a new best.pt waits here until last.pt, which records which epoch is best, has been written
+PENDING_BEST = ".best.pending.pt"
+
+
+#: files of a finished or interrupted run that a fresh run (``--overwrite``) must not inherit
+PREVIOUS_RUN_FILES = ("summary.json", "last.pt", "best.pt", PENDING_BEST, "metrics.csv", "confusion_matrix.png",
+                      "skipped_files.json")
+
+
+def clear_previous_run(run_dir: Path) -> None:
+    """Delete an overwritten run's results, so a new run killed early never looks finished with old ones."""
+    for name in PREVIOUS_RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def tidy_after_kill(run_dir: Path, best_epoch: int | None) -> None:
+    """Before a resume, clear what a killed run left half done.
+
+    Temp files of interrupted writes are deleted. A pending best.pt is moved
+    into place when last.pt names its epoch as the best (the kill came after
+    last.pt was written), and dropped otherwise (its epoch will be trained again).
+    """
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    pending = run_dir / PENDING_BEST
+    if not pending.is_file():
+        return
+    try:
+        epoch = load_checkpoint(pending).get("epoch")
+    except Exception:  # noqa: BLE001 - an unreadable pending file is simply not committed
+        epoch = None
+    if epoch is not None and epoch == best_epoch:
+        os.replace(pending, run_dir / "best.pt")
+    else:
+        pending.unlink()
 
 
 def versions() -> dict[str, str]:
@@ -87,7 +138,7 @@ def versions() -> dict[str, str]:
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Create the run folder, refusing to clobber a finished run and failing early if unwritable."""
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
         if (run_dir / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
             raise UserError(f"{run_dir}: holds an unfinished run; continue it with lossbench train --resume {run_dir}, "
                             "or pass --overwrite to start again")
@@ -99,5 +150,6 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
         probe = run_dir / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{run_dir}: cannot write the run folder ({exc.strerror}); choose a writable output_dir") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in output_dir
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"{run_dir}: cannot write the run folder ({reason}); choose a writable output_dir") from None

@@ -132,8 +132,13 @@ class SweepLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "SweepLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            reason = getattr(exc, "strerror", None) or exc
+            raise UserError(f"{self.path.parent}: cannot write the sweep folder ({reason}); "
+                            "choose a writable --out or output_dir") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

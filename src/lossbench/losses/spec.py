@@ -31,8 +31,14 @@ class Term:
 _WORDS = {"true": True, "True": True, "false": False, "False": False, "null": None, "None": None}
 
 
+def _shown(spec: Any) -> str:
+    """The spec for a message, cut short when it is absurdly long."""
+    text = repr(spec)
+    return text if len(text) <= 120 else f"{text[:100]}... ({len(text)} characters)"
+
+
 def _fail(spec: str, why: str) -> UserError:
-    return UserError(f"loss {spec!r}: {why}; write e.g. 'focal(gamma=2) + 0.5 * dice'")
+    return UserError(f"loss {_shown(spec)}: {why}; write e.g. 'focal(gamma=2) + 0.5 * dice'")
 
 
 def _value(node: ast.AST, spec: str) -> Any:
@@ -96,10 +102,10 @@ def _from_mapping(item: dict[str, Any], spec: Any) -> Term:
     params = dict(item)
     name = params.pop("name", None)
     if not isinstance(name, str):
-        raise UserError(f"loss {spec!r}: each loss mapping needs a 'name' key, e.g. {{name: focal, gamma: 2}}")
+        raise UserError(f"loss {_shown(spec)}: each loss mapping needs a 'name' key, e.g. {{name: focal, gamma: 2}}")
     weight = params.pop("weight", 1.0)
     if not isinstance(weight, (int, float)):
-        raise UserError(f"loss {spec!r}: 'weight' must be a number, got {weight!r}")
+        raise UserError(f"loss {_shown(spec)}: 'weight' must be a number, got {weight!r}")
     return Term(name, params, float(weight))
 
 
@@ -115,9 +121,11 @@ def parse_spec(spec: str | dict[str, Any] | list[Any]) -> list[Term]:
             terms += [_from_mapping(item, spec)] if isinstance(item, dict) else parse_spec(item)
         return terms
     if not isinstance(spec, str) or not spec.strip():
-        raise UserError(f"loss {spec!r}: expected a loss spec such as 'ce' or 'focal(gamma=2) + 0.5 * dice'")
+        raise UserError(f"loss {_shown(spec)}: expected a loss spec such as 'ce' or 'focal(gamma=2) + 0.5 * dice'")
     try:
         tree = ast.parse(spec.strip(), mode="eval")
+        return _terms(tree.body, spec)
     except SyntaxError as exc:
         raise _fail(spec, f"syntax error at column {exc.offset}: {exc.msg}") from None
-    return _terms(tree.body, spec)
+    except (ValueError, RecursionError, MemoryError):  # NUL bytes; thousands of terms or parentheses
+        raise _fail(spec, "not a loss spec (unreadable characters, or nested or summed far too deeply)") from None

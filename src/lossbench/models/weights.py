@@ -13,8 +13,7 @@ fine-tune on another. Every file is read with ``torch.load(weights_only=True)``
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,9 +83,11 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
 
             obj = load_file(str(path), device="cpu")
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            with warnings.catch_warnings():  # e.g. "pickle protocol 4": the file is reported in one line below
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can fail in any way (pickle, zip, safetensors header)
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else exc.__class__.__name__
         raise UserError(f"{path}: not a loadable state dict (truncated, corrupt or not plain tensors: {first[:160]})") \
             from None
     meta: dict = {}

@@ -6,8 +6,8 @@ One-file form: a CSV with a header naming ``data.csv.id_column`` and
 header-less file of labels, row for row (``train`` + ``train_labels``). No
 header is ever guessed, so every row is used. Each row is checked when the
 dataset is opened: a label that is not an integer, negative or not below the
-number of classes, a path that leaves the image folder, and a missing file
-are each reported with the file and line.
+number of classes, a path that leaves the image folder, a missing file and
+an image listed twice are each reported with the file and line.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def _items(rows: list[tuple[str, str, str]], images: Path, opts: CsvOptions, num
            ) -> tuple[list[FileItem], list[tuple[int, str]]]:
     items, bad = [], []
     base = images.resolve()
+    seen: dict[str, str] = {}
     for idx, (where, ident, text) in enumerate(rows):
         if not _INT.fullmatch(text):
             hint = ("; the two-file form has no header row, remove it"
@@ -98,8 +99,16 @@ def _items(rows: list[tuple[str, str, str]], images: Path, opts: CsvOptions, num
         if not rel:
             bad.append((idx, f"{where}: empty image id; fill it in or remove the row"))
             continue
+        if "\0" in rel:
+            bad.append((idx, f"{where}: image id {ident!r} contains a NUL byte; fix the row"))
+            continue
         path = images / rel
-        if os.path.isabs(rel) or not path.resolve().is_relative_to(base):
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            bad.append((idx, f"{where}: path {ident!r} cannot be resolved ({exc}); fix the file or remove the row"))
+            continue
+        if os.path.isabs(rel) or not resolved.is_relative_to(base):
             bad.append((idx, f"{where}: path {ident!r} leaves the image folder {images}; "
                              f"use ids relative to data.csv.images"))
             continue
@@ -107,6 +116,13 @@ def _items(rows: list[tuple[str, str, str]], images: Path, opts: CsvOptions, num
             bad.append((idx, f"{where}: image {path} does not exist; fix the id (data.csv.images, "
                              f"data.csv.extension) or remove the row"))
             continue
+        key = str(resolved)
+        if key in seen:
+            first = seen[key]
+            bad.append((idx, f"{where}: image {ident!r} is listed again (first at {first}); "
+                             "remove the duplicate row"))
+            continue
+        seen[key] = where
         items.append(FileItem(path, Path(rel).as_posix(), label=label))
     return items, bad
 

@@ -1,0 +1,237 @@
+"""Small builders and runners shared by the fault tests: tiny datasets, configs, CLI runs, folder hashes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import struct
+import subprocess
+import sys
+import warnings
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+#: one thread per process: the test machine is small and shared
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+#: what the suite measured (defects refused, kills survived, rows lost), printed at the end of a run
+TALLY: Counter = Counter()
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+ENV["PYTHONPATH"] = SRC + (os.pathsep + ENV["PYTHONPATH"] if ENV.get("PYTHONPATH") else "")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+    via: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [ln for ln in self.err.splitlines() if ln.strip()]
+
+
+def run_cli(argv: list[str], cwd: Path | None = None) -> CliResult:
+    """``lossbench ARGV`` in this process (stdout / stderr captured); an escaping exception is a traceback."""
+    import traceback
+
+    import torch
+
+    from lossbench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old, threads = Path.cwd(), torch.get_num_threads()
+    torch.set_num_threads(1)  # spinning OpenMP threads on a small shared machine slow tiny runs many times over
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            _process_warning_filters()  # warnings reach stderr as they would in a fresh `python -m lossbench`
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:  # noqa: BLE001 - exactly what the tests look for
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(old)
+        torch.set_num_threads(threads)
+    return CliResult(code, out.getvalue(), err.getvalue(), "in-process")
+
+
+def _process_warning_filters() -> None:
+    """Python's default warning filters, printing to the (redirected) sys.stderr."""
+    warnings.resetwarnings()
+    for action, category in (("ignore", ResourceWarning), ("ignore", ImportWarning),
+                             ("ignore", PendingDeprecationWarning), ("ignore", DeprecationWarning)):
+        warnings.simplefilter(action, category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+        warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def run_subprocess(argv: list[str], cwd: Path | None = None, timeout: float = 120) -> CliResult:
+    """``python -m lossbench ARGV`` as a real process."""
+    res = subprocess.run([sys.executable, "-m", "lossbench", *argv], capture_output=True, text=True,
+                         env=ENV, cwd=cwd, timeout=timeout)
+    return CliResult(res.returncode, res.stdout, res.stderr, "subprocess")
+
+
+def tree_hash(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative path -> digest), symlinks by their target."""
+    out = {}
+    for path in sorted(Path(folder).rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            out[rel] = "link:" + os.readlink(path)
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def save_image(path: Path, array, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array), mode).save(path)
+    return path
+
+
+def class_folder(root: Path, classes=("a", "b"), n: int = 4, size: int = 8) -> Path:
+    """root/<class>/<i>.png: tiny distinct RGB images."""
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        for i in range(n):
+            save_image(root / name / f"{i}.png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    return root
+
+
+def csv_dataset(root: Path, rows: str, n: int = 4) -> Path:
+    """root/img/<i>.png plus root/labels.csv holding ``rows``."""
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        save_image(root / "img" / f"{i}.png", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    (root / "labels.csv").write_text(rows)
+    return root
+
+
+def seg_dataset(root: Path, n: int = 4) -> Path:
+    """root/images/<i>.png with index masks root/masks/<i>.png (classes 0, 1)."""
+    rng = np.random.default_rng(2)
+    for i in range(n):
+        save_image(root / "images" / f"{i}.png", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+        mask = np.zeros((8, 8), np.uint8)
+        mask[2:6, 1 + i % 3:5] = 1
+        save_image(root / "masks" / f"{i}.png", mask)
+    return root
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` with one tiny (wrong) data chunk."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+class Payload:
+    """A pickle whose loading would create ``marker`` (``__reduce__`` -> ``pathlib.Path.touch``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def write_evil_pickle(path: Path, marker: Path, torch_format: bool = True) -> Path:
+    """A weights / checkpoint file that runs code when unpickled without ``weights_only``."""
+    import pickle
+
+    import torch
+
+    obj = {"model": {"w": Payload(marker)}}
+    if torch_format:
+        torch.save(obj, path)
+    else:
+        path.write_bytes(pickle.dumps(obj))
+    return path
+
+
+# --- lossbench processes forked from a preloaded server (no seconds of imports per process) -----------
+
+
+def cli_child(argv: list[str], log_path: str, slow_fsync: float = 0.0) -> None:
+    """Body of a forked ``lossbench ARGV`` process: output to ``log_path``, exit with the CLI's code.
+
+    ``slow_fsync`` simulates a slow disk: every fsync of a checkpoint's temp file
+    (``.last.pt.*.tmp``, ``.best.pt.*.tmp``) takes that many seconds longer, so a
+    kill can be timed to land inside the write.
+    """
+    import time
+    import traceback
+
+    import torch
+
+    torch.set_num_threads(1)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    if slow_fsync:
+        real_fsync = os.fsync
+
+        def fsync(fileno: int) -> None:
+            if ".pt." in os.readlink(f"/proc/self/fd/{fileno}"):
+                time.sleep(slow_fsync)
+            real_fsync(fileno)
+
+        os.fsync = fsync
+    from lossbench.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - a traceback is what the tests look for in the log
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+_SERVER = None
+
+
+def forked_cli(argv: list[str], log_path: Path, slow_fsync: float = 0.0):
+    """Start ``lossbench ARGV`` as a process forked from a server that has lossbench imported; returns it."""
+    import multiprocessing
+
+    global _SERVER
+    if _SERVER is None:
+        _SERVER = multiprocessing.get_context("forkserver")
+        _SERVER.set_forkserver_preload(["torch", "lossbench.cli", "lossbench.engine.fit", __name__])
+        saved = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"
+        try:
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+        finally:
+            if saved is None:
+                del os.environ["OMP_NUM_THREADS"]
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved
+    proc = _SERVER.Process(target=cli_child, args=(list(argv), str(log_path), slow_fsync), daemon=True)
+    proc.start()
+    return proc
