@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/lossbench sweep recipes/quickstart.yaml
+	$(BIN)/lossbench sweep recipes/quickstart.yaml --jobs 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto
