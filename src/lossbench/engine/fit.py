@@ -46,7 +46,7 @@ from lossbench.engine.tracking import MetricTracker, flat_metrics, metric_mode, 
 from lossbench.errors import UserError
 from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
-from lossbench.metrics import MAIN_METRIC, TaskMetrics
+from lossbench.metrics import MAIN_METRIC, TaskMetrics, shot_accuracies
 from lossbench.models import build_model, parameter_groups
 from lossbench.plots import plot_confusion
 
@@ -391,6 +391,8 @@ def _fit(
                 broadcast_buffers(ctx, ema.module)
             va = evaluate(eval_model, val_loader, loss_fn, metrics, device, f"{desc} val", autocast,
                           exp.channels_last, ctx)
+            if exp.task == "classification" and "recall" in va.metrics:
+                va.metrics.update(shot_accuracies(va.metrics["recall"], data.class_counts))
             row = {"epoch": epoch, "stage": index + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr.loss,
                    f"train_{main}": tr.metrics[main], "val_loss": va.loss, **flat_metrics("val_", va.metrics)}
             if exp.nonfinite_loss == "skip":

@@ -237,6 +237,14 @@ def _gpu_count() -> int:
         return 0
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under ``taskset``), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]:
     """Run every unfinished cell (``jobs`` at a time), keep results.csv current, return its rows."""
     with SweepLock(plan.sweep_dir):
@@ -246,7 +254,7 @@ def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]
             f"{jobs} at a time")
         write_results(plan)
         gpus = _gpu_count()
-        threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+        threads = max(1, _usable_cpus() // max(1, jobs))
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = {
                 pool.submit(run_cell, cell, plan.sweep_dir, threads, (i % gpus) if gpus else None): cell
