@@ -94,3 +94,10 @@ def test_sweep_runs_records_failures_reports_and_resumes(tiny_config, tmp_path):
     assert "4 already done, 2 to run" in res.stdout
     for cell, stamp in stamps.items():
         assert (sweep_dir / cell / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_report_epoch_must_be_best_or_final(tiny_config):
+    with pytest.raises(UserError, match="report.epoch: 'last'; use best"):
+        plan_sweep(tiny_config(SWEEP.replace("  baseline: {loss: ce}\n", "  baseline: {loss: ce}\n  epoch: last\n")))
+    plan = plan_sweep(tiny_config(SWEEP.replace("  baseline: {loss: ce}\n", "  baseline: {loss: ce}\n  epoch: final\n")))
+    assert plan.report["tiny"]["epoch"] == "final"

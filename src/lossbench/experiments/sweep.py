@@ -94,6 +94,9 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
         doc_report = doc.pop("report", None) or {}
         if not isinstance(doc_report, dict):
             raise UserError(f"{path}: report: must be a mapping such as {{baseline: {{loss: ce}}}}")
+        if doc_report.get("epoch", "best") not in ("best", "final"):
+            raise UserError(f"{path}: report.epoch: {doc_report['epoch']!r}; use best (each run's best epoch) "
+                            f"or final (its last epoch)")
         report.setdefault(doc.get("name") or f"{path.stem}-{i}", doc_report)
         document = doc.get("name") or (path.stem if len(docs) == 1 else f"{path.stem}-{i}")
         if root is None:
