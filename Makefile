@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/lossbench sweep recipes/quickstart.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 # Speed benchmarks, small counts (python -m benchmarks without --quick for the full sizes, --gpu for CUDA).
 bench: $(STAMP)

@@ -77,3 +77,19 @@ def test_help_lists_only_existing_commands():
     for name in commands:
         assert name in res.stdout
         assert run_cli(name, "--help").returncode == 0
+
+
+def test_every_recipe_validates():
+    """Each file in recipes/ is a valid experiment (or sweep) config as shipped."""
+    from pathlib import Path
+
+    from lossbench.config import load_experiments, read_documents
+    from lossbench.experiments.sweep import plan_sweep
+
+    recipes = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        if any("grid" in doc for doc in read_documents(path)):
+            assert plan_sweep(path).cells, path
+        else:
+            assert load_experiments(path), path

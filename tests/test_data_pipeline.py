@@ -237,7 +237,7 @@ def test_prepare_dsb2018_merges_instance_masks(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("data: {normalize: foo}\n", "data.normalize: Value error, use imagenet, auto, none"),
+    ("data: {normalize: foo}\n", "data.normalize: use imagenet, auto, none"),
     ("data: {normalize: {mean: [0.5], std: [0.1, 0.2]}}\n", "mean has 1 values and std 2"),
     ("data: {augment: {hflip: 2}}\n", "data.augment.hflip: Input should be less than or equal to 1"),
     ("data: {csv: {id_col: x}}\n", "data.csv.id_col: unknown key; valid keys here:"),

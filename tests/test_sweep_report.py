@@ -101,3 +101,38 @@ def test_report_epoch_must_be_best_or_final(tiny_config):
         plan_sweep(tiny_config(SWEEP.replace("  baseline: {loss: ce}\n", "  baseline: {loss: ce}\n  epoch: last\n")))
     plan = plan_sweep(tiny_config(SWEEP.replace("  baseline: {loss: ce}\n", "  baseline: {loss: ce}\n  epoch: final\n")))
     assert plan.report["tiny"]["epoch"] == "final"
+
+
+def test_interrupted_cell_is_continued_with_resume_and_a_changed_one_restarts(tiny_config, tmp_path):
+    from lossbench.experiments.sweep import resumable, run_cell
+
+    text = SWEEP.replace("epochs: 1", "epochs: 2").replace(
+        '  loss: [ce, focal(gamma=2), "focal(gamma=-1)"]\n  seed: [0, 1]\n', "  seed: [0]\n")
+    plan = plan_sweep(tiny_config(text))
+    (cell,) = plan.cells
+    assert run_cell(cell, plan.sweep_dir, 1, None)[0] == "done"
+    rows_before = (cell.run_dir / "metrics.csv").read_text().splitlines()
+    # as if killed after the last checkpoint but before the summary
+    (cell.run_dir / "summary.json").unlink()
+    assert resumable(cell)
+    status, error, _ = run_cell(cell, plan.sweep_dir, 1, None)
+    assert (status, error) == ("done", "")
+    log = (plan.sweep_dir / "logs" / f"{cell.name}.log").read_text()
+    assert "train --resume" in log and "starting the cell again" not in log
+    assert (cell.run_dir / "metrics.csv").read_text().splitlines() == rows_before  # no epoch trained twice
+    # the sweep config changed (3 epochs): the old run is not continued but replaced
+    (cell.run_dir / "summary.json").unlink()
+    (changed,) = plan_sweep(tiny_config(text.replace("epochs: 2", "epochs: 3"))).cells
+    assert changed.run_dir == cell.run_dir and not resumable(changed)
+    # a cell that failed on its own (not killed) is retried from the start
+    (cell.run_dir / "error.txt").write_text("loss became nan (epoch 1, batch 2); stopped\n")
+    assert not resumable(cell)
+
+
+def test_sweep_cells_share_the_decode_cache_for_file_sources(tiny_config):
+    text = ("task: classification\noutput_dir: OUT\ndata: {source: folder, root: /nowhere}\n"
+            "grid: {seed: [0]}\n---\nname: b\ntask: classification\noutput_dir: OUT\n"
+            "data: {source: folder, root: /nowhere, cache: false}\ngrid: {seed: [0]}\n")
+    first, second = plan_sweep(tiny_config(text)).cells
+    assert first.experiment.data.cache is True and second.experiment.data.cache is False
+    assert plan_sweep(tiny_config(SWEEP)).cells[0].experiment.data.cache is False  # synthetic: nothing to decode

@@ -287,6 +287,11 @@ class Experiment(StrictModel):
                                    "same as the loss parameter ldam(drw_epoch=N)")
     nonfinite_loss: Literal["stop", "skip"] = Field("stop", description="stop the run, or skip the step and count it")
     deterministic: bool = Field(False, description="torch deterministic algorithms (slower on GPUs)")
+    tracking: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="copies of the per-epoch metrics for TensorBoard / MLflow "
+        "(pip install 'lossbench[tracking]')")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<output_dir>/mlflow.db")
+    tracking_experiment: str = Field("lossbench", min_length=1, description="MLflow experiment name")
     seed: int = Field(0, ge=0)
     output_dir: Path = Field(Path("runs"), description="parent folder of run folders")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")

@@ -172,6 +172,11 @@ class TaskMetrics(torch.nn.Module):
         if self.calibration is not None:
             self.calibration.update(torch.softmax(logits, 1), target.long())
 
+    @property
+    def sigmoid_outputs(self) -> bool:
+        """Whether the updates so far were sigmoid channels (per-channel counts, no confusion matrix)."""
+        return self._sigmoid
+
     def reset(self) -> None:
         self.confusion.reset()
         self.channels.reset()
@@ -184,6 +189,7 @@ class TaskMetrics(torch.nn.Module):
         cm = self.confusion.compute().cpu()
         out = metrics_from_confusion(cm, self.task)
         if self.calibration is not None:
-            out["ece"] = float(self.calibration.compute())
+            # nothing seen (every step skipped): no calibration either; the synced count decides on every rank
+            out["ece"] = float(self.calibration.compute()) if cm.sum() > 0 else float("nan")
         out["confusion_matrix"] = cm.tolist()
         return out

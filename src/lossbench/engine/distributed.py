@@ -42,16 +42,16 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; a named CUDA device must exist."""
+def resolve_device(name: str, key: str = "device:") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; a named CUDA device must exist (``key`` names the setting)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"{key} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device: {name!r} asked for but no CUDA GPU is available; use device: auto or cpu")
+        raise UserError(f"{key} {name!r} asked for but no CUDA GPU is available; use auto or cpu")
     return device
 
 

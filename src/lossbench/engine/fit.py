@@ -42,6 +42,7 @@ from lossbench.engine.ema import build_ema
 from lossbench.engine.rng import loader_generators, rng_state, seed_everything, set_rng_state
 from lossbench.engine.optim import Scheduler, build_optimizer, build_scheduler, optimizer_param_groups
 from lossbench.engine.stages import freeze_for_stage, frozen_norm_layers, set_train_mode, trained_groups
+from lossbench.engine.trackers import Trackers
 from lossbench.engine.tracking import MetricTracker, flat_metrics, metric_mode, metric_names, resolve_metric
 from lossbench.errors import UserError
 from lossbench.losses import build_loss
@@ -284,6 +285,23 @@ def _fit(
     log: Callable[[str], Any],
     on_epoch_end: Callable[[int], Any] | None,
 ) -> dict[str, Any]:
+    """:func:`_fit_loop` with the config's trackers, which are told when the run fails."""
+    trackers = Trackers(exp, exp.run_dir, enabled=ctx.is_main)
+    try:
+        return _fit_loop(exp, ctx, overwrite, checkpoint, log, on_epoch_end, trackers)
+    finally:
+        trackers.finish(failed=True)  # a no-op after a finished run: _fit_loop has closed them
+
+
+def _fit_loop(
+    exp: Experiment,
+    ctx: DistContext,
+    overwrite: bool,
+    checkpoint: dict[str, Any] | None,
+    log: Callable[[str], Any],
+    on_epoch_end: Callable[[int], Any] | None,
+    trackers: Trackers,
+) -> dict[str, Any]:
     run_dir: Path = exp.run_dir
     log = log if ctx.is_main else (lambda *_: None)
     run_on_main(ctx, lambda: runfolder.prepare_run_dir(run_dir, overwrite or checkpoint is not None))
@@ -349,6 +367,7 @@ def _fit(
 
         run_on_main(ctx, write_start_files)
 
+    trackers.open(done)
     start = time.perf_counter()
     log(f"{exp.name}: {exp.task}, {len(data.train)} train / {len(data.val)} val images, "
         f"{data.num_classes} classes, model {exp.model.name}, loss {exp.loss}, device {device}"
@@ -402,7 +421,7 @@ def _fit(
             if best_tracker.update(row[best_name]):
                 best = {"epoch": epoch, **{k: v for k, v in row.items() if k.startswith("val_")},
                         main: row[f"val_{main}"], best_name: row[best_name]}
-                best_cm = va.metrics["confusion_matrix"]
+                best_cm = va.metrics.get("confusion_matrix")  # none for sigmoid (binary / multi-label) outputs
                 run_on_main(ctx, lambda: runfolder.save_checkpoint(
                     run_dir / "best.pt", {"model": eval_model.state_dict(), "epoch": epoch, best_name: row[best_name]}))
             if stopper is not None:
@@ -427,6 +446,7 @@ def _fit(
                 runfolder.save_checkpoint(run_dir / "last.pt", state)
 
             run_on_main(ctx, write_epoch_files)
+            trackers.log_epoch(epoch, row)
             log(f"{desc}: train loss {tr.loss:.4f}, val loss {va.loss:.4f}, val {main} {va.metrics[main]:.4f}"
                 + (f", {tr.skipped_steps} non-finite steps skipped" if tr.skipped_steps else "")
                 + f" ({row['seconds']:.1f}s)")
@@ -457,12 +477,14 @@ def _fit(
     }
 
     def write_end_files() -> None:
-        runfolder.atomic_write_bytes(
-            run_dir / "confusion_matrix.png",
-            plot_confusion(torch.tensor(best_cm), data.class_names,
-                           f"{exp.name}: epoch {best['epoch']} (best {best_name})"),
-        )
+        if best_cm is not None:
+            runfolder.atomic_write_bytes(
+                run_dir / "confusion_matrix.png",
+                plot_confusion(torch.tensor(best_cm), data.class_names,
+                               f"{exp.name}: epoch {best['epoch']} (best {best_name})"),
+            )
         runfolder.write_json(run_dir / "summary.json", summary)
 
     run_on_main(ctx, write_end_files)
+    trackers.finish()
     return summary

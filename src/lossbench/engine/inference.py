@@ -39,6 +39,7 @@ from lossbench.data.transforms import SampleTransform, normalization
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
 from lossbench.metrics import TaskMetrics, metrics_from_confusion, normalized_confusion
+from lossbench.engine.distributed import resolve_device
 from lossbench.models import build_model
 from lossbench.models.weights import read_checkpoint
 from lossbench.plots import plot_confusion
@@ -61,16 +62,7 @@ class LoadedRun:
 
 
 def _device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an explicit CUDA device must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name!r}: no CUDA GPU is available; use --device cpu")
-    return device
+    return resolve_device(name, "--device")
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
@@ -202,6 +194,20 @@ def per_class_rows(cm: torch.Tensor, task: str, class_names: list[str]) -> list[
     return rows
 
 
+def per_channel_rows(stats: torch.Tensor, class_names: list[str]) -> list[dict[str, Any]]:
+    """One row per sigmoid channel from its (tp, fp, tn, fn, support) counts: the foreground's figures."""
+    stats = stats.double().reshape(-1, 5)
+    rows = []
+    for name, (tp, fp, _, fn, _) in zip(class_names, stats.tolist()):
+        def ratio(a: float, b: float) -> float:
+            return a / b if b > 0 else float("nan")
+
+        rows.append({"class": name, "support": int(tp + fn), "predicted": int(tp + fp),
+                     "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+                     "iou": ratio(tp, tp + fp + fn), "dice": ratio(2 * tp, 2 * tp + fp + fn)})
+    return rows
+
+
 def evaluate_run(
     run_dir: str | Path,
     data: Sequence[str] = (),
@@ -235,9 +241,14 @@ def evaluate_run(
     with torch.inference_mode():
         for images, target in loader:
             metrics.update(run.model(images.to(dev)), target.to(dev))
-    cm = metrics.confusion.compute().cpu()
-    values = metrics_from_confusion(cm, exp.task)
-    rows = per_class_rows(cm, exp.task, run.class_names)
+    sigmoid = metrics.sigmoid_outputs
+    if sigmoid:  # binary / multi-label channels: per-channel counts, no K x K confusion matrix
+        values = metrics.compute()
+        rows = per_channel_rows(metrics.channels.compute().cpu(), run.class_names)
+    else:
+        cm = metrics.confusion.compute().cpu()
+        values = metrics_from_confusion(cm, exp.task)
+        rows = per_class_rows(cm, exp.task, run.class_names)
     result = {
         "run": str(run.run_dir),
         "checkpoint": run.checkpoint.name,
@@ -248,21 +259,24 @@ def evaluate_run(
         "class_names": run.class_names,
         "metrics": values,
         "per_class": rows,
-        "confusion_matrix": cm.tolist(),
-        "normalized_confusion_matrix": normalized_confusion(cm).tolist(),
     }
+    if not sigmoid:
+        result["confusion_matrix"] = cm.tolist()
+        result["normalized_confusion_matrix"] = normalized_confusion(cm).tolist()
     out = run.run_dir / "eval" / name if name else run.run_dir / "eval"
     runfolder.write_json(out / "metrics.json", result)
     scalars = {k: v for k, v in values.items() if not isinstance(v, list)}
     runfolder.write_csv(out / "metrics.csv", [{"checkpoint": run.checkpoint.name, "epoch": run.epoch,
                                                "split": split, "num_images": len(dataset), **scalars}])
     runfolder.write_csv(out / "per_class.csv", rows)
-    norm = normalized_confusion(cm)
-    runfolder.write_csv(out / "confusion_matrix_normalized.csv",
-                        [{"true": n, **{p: float(v) for p, v in zip(run.class_names, r)}}
-                         for n, r in zip(run.class_names, norm.tolist())])
-    title = f"{exp.name}: {split}, {run.checkpoint.stem} checkpoint" + (f" (epoch {run.epoch})" if run.epoch else "")
-    runfolder.atomic_write_bytes(out / "confusion_matrix.png", plot_confusion(cm, run.class_names, title))
+    if not sigmoid:
+        norm = normalized_confusion(cm)
+        runfolder.write_csv(out / "confusion_matrix_normalized.csv",
+                            [{"true": n, **{p: float(v) for p, v in zip(run.class_names, r)}}
+                             for n, r in zip(run.class_names, norm.tolist())])
+        title = (f"{exp.name}: {split}, {run.checkpoint.stem} checkpoint"
+                 + (f" (epoch {run.epoch})" if run.epoch else ""))
+        runfolder.atomic_write_bytes(out / "confusion_matrix.png", plot_confusion(cm, run.class_names, title))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in scalars.items())
     log(f"{exp.name}: {split} ({len(dataset)} images): {shown} -> {out}")
     return result
@@ -360,7 +374,12 @@ def predict_paths(
         originals = [_open_image(p) for p in chunk]
         batch = torch.stack([preprocess(im, run.exp, run.mean, run.std) for im in originals]).to(dev)
         with torch.inference_mode():
-            probs = torch.softmax(run.model(batch).float(), 1).cpu()
+            logits = run.model(batch).float()
+        # sigmoid channels (binary / multi-label masks): a pixel is channel k's when its probability is the
+        # highest and above 0.5, index k + 1, else background 0
+        sigmoid = segment and (logits.shape[1] == 1 or run.exp.data.seg.target == "multilabel")
+        probs = (torch.sigmoid(logits) if sigmoid else torch.softmax(logits, 1)).cpu()
+        mask_names = ["background", *names] if sigmoid else names
         for path, original, p in zip(chunk, originals, probs):
             if not segment:
                 k = int(p.argmax())
@@ -375,9 +394,10 @@ def predict_paths(
                     i += 1
                     stem = f"{path.stem}-{i}"
                 used.add(stem)
-                mask = Image.fromarray(p.argmax(0).numpy().astype(np.uint8), mode="P")
+                labels = (p.argmax(0) + 1) * (p.amax(0) > 0.5) if sigmoid else p.argmax(0)
+                mask = Image.fromarray(labels.numpy().astype(np.uint8), mode="P")
                 mask = mask.resize(original.size, Image.NEAREST)
-                colours = palette(len(names))
+                colours = palette(len(mask_names))
                 mask.putpalette(colours.flatten().tolist())
                 index = np.asarray(mask)
                 rgb = np.asarray(original.convert("RGB"), dtype=np.float32)
@@ -386,10 +406,10 @@ def predict_paths(
                 mask_path, overlay_path = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
                 mask.save(mask_path)
                 Image.fromarray(overlay).save(overlay_path)
-                fractions = np.bincount(index.ravel(), minlength=len(names)) / index.size
+                fractions = np.bincount(index.ravel(), minlength=len(mask_names)) / index.size
                 result = {"path": str(path), "mask": str(mask_path), "overlay": str(overlay_path),
-                          "class_fractions": {n: float(f) for n, f in zip(names, fractions)}}
-                shown = ", ".join(f"{n} {f:.3f}" for n, f in zip(names, fractions) if f > 0)
+                          "class_fractions": {n: float(f) for n, f in zip(mask_names, fractions)}}
+                shown = ", ".join(f"{n} {f:.3f}" for n, f in zip(mask_names, fractions) if f > 0)
                 log(f"{path}: mask {mask_path}, overlay {overlay_path} | {shown}")
             results.append(result)
     return results

@@ -8,7 +8,8 @@ Cells that differ only in ``seed`` form one configuration. Each metric is
 shown as mean ± sample std over seeds with a 95 % Student-t interval
 (mean ± t_{0.975, n-1} · s / sqrt(n)). Each configuration is compared with the
 baseline (``report.baseline`` or the first grid value) by a paired t-test over
-the seeds both share, on the main metric; a difference is called significant
+the seeds both share, on the main metric (``report.metric``, default balanced
+accuracy / mean IoU); a difference is called significant
 only when p < 0.05 with at least two pairs.
 """
 
@@ -136,8 +137,17 @@ def _fmt(mean: float, std: float, ci: float) -> str:
     return f"{mean:.4f} ± {std:.4f} [{mean - ci:.4f}, {mean + ci:.4f}]"
 
 
-def _main_metric(configs: list[Config]) -> str:
-    return "balanced_accuracy" if configs[0].task == "classification" else "miou"
+def _main_metric(configs: list[Config], chosen: str | None = None) -> str:
+    """The metric compared with the baseline: ``report.metric`` when given, else the task's default."""
+    if not chosen:
+        return "balanced_accuracy" if configs[0].task == "classification" else "miou"
+    name = str(chosen).removeprefix("val_")
+    known = {k.removeprefix("best_") for c in configs for r in c.done for k in r
+             if k.startswith("best_") and k != "best_epoch"}
+    if known and name not in known:
+        raise UserError(f"report.metric: {chosen!r} is not a metric of {configs[0].document}; "
+                        f"choose one of {', '.join(sorted(known))}")
+    return name
 
 
 def metric_table(configs: list[Config], epoch: str = "best") -> tuple[list[str], list[list[str]]]:
@@ -165,8 +175,9 @@ def metric_table(configs: list[Config], epoch: str = "best") -> tuple[list[str],
     return header, body
 
 
-def comparison_table(configs: list[Config], base: Config, epoch: str = "best") -> tuple[list[str], list[list[str]]]:
-    main = _main_metric(configs)
+def comparison_table(configs: list[Config], base: Config, main: str | None = None, epoch: str = "best"
+                     ) -> tuple[list[str], list[list[str]]]:
+    main = main or _main_metric(configs)
     header = ["configuration", f"Δ {main} vs baseline", "pairs", "p (paired t)", "verdict"]
     body = []
     for c in configs:
@@ -210,14 +221,21 @@ def _curves(sweep_dir: Path, config: Config) -> dict[str, np.ndarray]:
     return {k: np.nanmean([[_num(run[i], k) for i in range(n)] for run in runs], axis=0) for k in keys}
 
 
+def _val_counts(summary: dict[str, Any]) -> list[int] | None:
+    """Validation count per class (row sums of the confusion matrix); None for sigmoid outputs, which have none."""
+    cm = summary.get("best_confusion_matrix")
+    return None if cm is None else [int(sum(row)) for row in cm]
+
+
 def plot_class_counts(summary: dict[str, Any], title: str) -> bytes:
     names = summary["class_names"]
     train = summary["class_counts"]
-    val = [int(sum(row)) for row in summary["best_confusion_matrix"]]
+    val = _val_counts(summary)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(names) + 2), 3.2))
     ax.bar(x - 0.2, train, 0.4, label="train")
-    ax.bar(x + 0.2, val, 0.4, label="validation")
+    if val is not None:
+        ax.bar(x + 0.2, val, 0.4, label="validation")
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("pixels" if summary["task"] == "segmentation" else "images")
     ax.set_yscale("log" if max(train) > 20 * max(1, min(train)) else "linear")
@@ -252,7 +270,7 @@ def plot_curves(sweep_dir: Path, configs: list[Config], main: str) -> bytes:
 def plot_confusions(sweep_dir: Path, configs: list[Config]) -> bytes:
     mats = []
     for c in configs:
-        sums = _summaries(sweep_dir, c)
+        sums = [s for s in _summaries(sweep_dir, c) if s.get("best_confusion_matrix") is not None]
         if sums:
             total = sum(np.asarray(s["best_confusion_matrix"], dtype=float) for s in sums)
             mats.append((c.label, normalized_confusion(torch.tensor(total)).numpy(), sums[0]["class_names"]))
@@ -422,8 +440,8 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
         by_doc[c.document].append(c)
     for n, (document, group) in enumerate(by_doc.items()):
         task = group[0].task
-        main = _main_metric(group)
         options = (meta.get("report") or {}).get(document, {})
+        main = _main_metric(group, options.get("metric"))
         base = _baseline(group, options.get("baseline"))
         epoch = options.get("epoch", "best")
         if epoch not in EPOCHS:
@@ -432,29 +450,32 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
         first = next((s for c in group for s in _summaries(sweep_dir, c)), None)
         if first is not None:
             doc.heading("Data", 3)
+            val = _val_counts(first) or ["–"] * len(first["class_names"])
             doc.table(["class", "train", "validation"], [
-                [name, str(t), str(int(sum(row)))]
-                for name, t, row in zip(first["class_names"], first["class_counts"], first["best_confusion_matrix"])
+                [name, str(t), str(v)] for name, t, v in zip(first["class_names"], first["class_counts"], val)
             ])
             doc.image(plot_class_counts(first, f"{document}: class counts"), f"{n}-class-counts.png",
                       f"{document}: class counts per split")
         doc.heading("Metrics" + (" (final epoch)" if epoch == "final" else ""), 3)
         doc.table(*metric_table(group, epoch))
         doc.heading(f"Against the baseline ({base.label})", 3)
-        doc.table(*comparison_table(group, base, epoch))
+        doc.table(*comparison_table(group, base, main, epoch))
         fails = failures(group)
         if fails:
             doc.heading("Failed cells", 3)
             doc.table(["cell", "status", "error"], fails)
         doc.heading("Training curves", 3)
         doc.image(plot_curves(sweep_dir, group, main), f"{n}-curves.png", f"{document}: loss and {main} per epoch")
-        doc.heading("Normalized confusion matrices of the best epoch (rows: true class)", 3)
-        doc.image(plot_confusions(sweep_dir, group), f"{n}-confusion.png", f"{document}: confusion matrices")
+        confusions = plot_confusions(sweep_dir, group)  # none for sigmoid outputs
+        if confusions:
+            doc.heading("Normalized confusion matrices of the best epoch (rows: true class)", 3)
+            doc.image(confusions, f"{n}-confusion.png", f"{document}: confusion matrices")
         doc.heading("Per class", 3)
         doc.image(plot_per_class(sweep_dir, group, epoch), f"{n}-per-class.png",
                   f"{document}: per-class {'recall' if task == 'classification' else 'IoU'}")
         if task == "segmentation":
-            scored = [(mean_ci([_num(r, f"best_{main}") for r in c.done])[0], c) for c in group if c.done]
+            sign = -1 if main in LOWER_IS_BETTER or main.endswith("loss") else 1
+            scored = [(sign * mean_ci([_num(r, f"best_{main}") for r in c.done])[0], c) for c in group if c.done]
             best = max(scored, key=lambda t: -math.inf if math.isnan(t[0]) else t[0])[1] if scored else base
             picks = [("best " + best.label, best)] + ([("baseline " + base.label, base)] if best is not base else [])
             doc.heading("Validation examples", 3)

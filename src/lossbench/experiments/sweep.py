@@ -7,8 +7,12 @@ each cell is a normal run folder inside the sweep folder, trained by a
 ``lossbench train`` subprocess, so a crash, NaN or out-of-memory in one cell
 is recorded as that cell's one-line error while the others go on.
 
-Re-running a sweep skips cells whose run folder has ``summary.json`` and
-retries the rest. A lock file keeps two sweeps from writing one folder.
+Re-running a sweep skips cells whose run folder has ``summary.json``,
+continues cells that were interrupted mid-run (``last.pt`` but no summary)
+with ``train --resume``, and retries failed cells from the start. A lock file
+keeps two sweeps from writing one folder. Cells of a file-based source share
+the decoded images through the data cache (``data.cache`` defaults to true in
+a sweep unless the config sets it).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from lossbench.engine import runfolder
 from lossbench.errors import UserError
 
 LOCK_NAME = ".sweep.lock"
+# sources generated or read as whole arrays: nothing to decode per image, so nothing to share
+NO_CACHE_SOURCES = ("synthetic", "cifar10", "fashion_mnist")
 
 
 @dataclass
@@ -91,6 +97,10 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
     for i, doc in enumerate(docs):
         doc = apply_overrides(doc, list(overrides or []))
         grid = _grid(doc, path)
+        data = doc.get("data")
+        if isinstance(data, dict) and data.get("source", "synthetic") not in NO_CACHE_SOURCES \
+                and "cache" not in data and "data.cache" not in grid:
+            data["cache"] = True  # decode once, shared by every cell (and by later sweeps)
         doc_report = doc.pop("report", None) or {}
         if not isinstance(doc_report, dict):
             raise UserError(f"{path}: report: must be a mapping such as {{baseline: {{loss: ce}}}}")
@@ -158,6 +168,36 @@ def cell_status(cell: Cell) -> tuple[str, str]:
     return "pending", ""
 
 
+def resumable(cell: Cell) -> bool:
+    """True when the cell's run stopped part-way without an error of its own (killed): it has
+    ``last.pt`` and no summary, and either no ``error.txt`` or one saying it was killed."""
+    run = cell.run_dir
+    if (run / "summary.json").is_file() or not (run / "last.pt").is_file() or not (run / "config.yaml").is_file():
+        return False
+    error = run / "error.txt"
+    if error.is_file() and not error.read_text(encoding="utf-8").startswith("killed by signal"):
+        return False
+    try:  # continue only the same experiment: a changed sweep config starts the cell again
+        from lossbench.config import load_experiment
+
+        recorded = load_experiment(run / "config.yaml").model_dump(mode="json", exclude={"versions", "output_dir"})
+    except UserError:
+        return False
+    return recorded == cell.experiment.model_dump(mode="json", exclude={"versions", "output_dir"})
+
+
+def _die_with_parent() -> None:
+    """In the cell's process: get SIGKILL when the sweep that started it dies (Linux), so a killed sweep
+    leaves no orphan training into a folder the next sweep will use."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _error_line(stderr: str, returncode: int) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for line in reversed(lines):
@@ -178,13 +218,21 @@ def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None) -> tupl
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     start = time.perf_counter()
+    fresh = [sys.executable, "-m", "lossbench", "train", str(config_path), "--overwrite"]
+    attempts = [[sys.executable, "-m", "lossbench", "train", "--resume", str(cell.run_dir)], fresh] \
+        if resumable(cell) else [fresh]
     (cell.run_dir / "error.txt").unlink(missing_ok=True)
-    with log_path.open("w", encoding="utf-8") as log:
-        proc = subprocess.run(
-            [sys.executable, "-m", "lossbench", "train", str(config_path), "--overwrite"],
-            stdout=log, stderr=subprocess.PIPE, text=True, env=env,
-        )
-        log.write(proc.stderr)
+    with log_path.open("a", encoding="utf-8") as log:
+        for i, command in enumerate(attempts):
+            log.write(f"$ {' '.join(command[1:])}\n")
+            log.flush()
+            proc = subprocess.run(command, stdout=log, stderr=subprocess.PIPE, text=True, env=env,
+                                  preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            log.write(proc.stderr)
+            if proc.returncode == 0 or proc.returncode < 0 or i == len(attempts) - 1:
+                break
+            # the interrupted run could not be continued (e.g. its checkpoint is damaged): start it again
+            log.write(f"resume failed ({_error_line(proc.stderr, proc.returncode)}); starting the cell again\n")
     seconds = time.perf_counter() - start
     if proc.returncode == 0 and (cell.run_dir / "summary.json").is_file():
         return "done", "", seconds
@@ -250,6 +298,7 @@ def _usable_cpus() -> int:
 
 def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]:
     """Run every unfinished cell (``jobs`` at a time), keep results.csv current, return its rows."""
+    started = time.perf_counter()
     with SweepLock(plan.sweep_dir):
         todo = [c for c in plan.cells if cell_status(c)[0] != "done"]
         skipped = len(plan.cells) - len(todo)
@@ -272,5 +321,6 @@ def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]
         rows = collect_results(plan)
         write_results(plan)
     failed = [r for r in rows if r["status"] != "done"]
-    log(f"sweep finished: {len(rows) - len(failed)} done, {len(failed)} failed -> {plan.sweep_dir / 'results.csv'}")
+    log(f"sweep finished in {time.perf_counter() - started:.0f}s: {len(rows) - len(failed)} done, "
+        f"{len(failed)} failed -> {plan.sweep_dir / 'results.csv'}")
     return rows
