@@ -22,5 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto
 
+# Speed benchmarks, small counts (python -m benchmarks without --quick for the full sizes, --gpu for CUDA).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks --quick
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

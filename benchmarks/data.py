@@ -89,14 +89,14 @@ def images_per_second(loader: DataLoader, epochs: int = 2) -> float:
     return rate
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--size", type=int, default=128, help="side images are resized to")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "lossbench-bench-data"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     root = Path(args.dir) / "jpegs"

@@ -80,14 +80,14 @@ def timed(fn, images: int, device: torch.device) -> tuple[float, float]:
     return images / (time.perf_counter() - t0), images / (time.process_time() - c0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", action="store_true", help="ResNet-50 at 224x224 on CUDA, bf16 + channels_last")
     parser.add_argument("--images", type=int, help="images per epoch (default 1024 CPU, 2048 GPU)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="timed epochs of each loop")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (CPU)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     classes = 10

@@ -76,7 +76,7 @@ def timed(fn: Callable, logits: torch.Tensor, target: torch.Tensor, device: torc
     return (time.perf_counter() - t0) * 1000
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--classes", type=int, default=5)
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1 keeps timings steady on a shared machine)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     n, c, s = args.n, args.classes, args.size

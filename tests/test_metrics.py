@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -68,3 +70,17 @@ def test_binary_and_multilabel_sigmoid_targets():
     binary = TaskMetrics("segmentation", 1)
     binary.update(logits[:, :1], target[:, :1])
     assert binary.compute()["iou"][0] == pytest.approx(out["iou"][0])
+
+
+def test_shot_accuracies_group_classes_by_training_count():
+    from lossbench.metrics import shot_accuracies
+
+    recall = [0.9, 0.8, 0.5, 0.4, 0.1, float("nan")]
+    counts = [5000, 101, 100, 20, 19, 3]  # > 100 many; 20-100 medium; < 20 few
+    out = shot_accuracies(recall, counts)
+    assert out["many_shot_accuracy"] == pytest.approx(0.85)
+    assert out["medium_shot_accuracy"] == pytest.approx(0.45)
+    assert out["few_shot_accuracy"] == pytest.approx(0.1)  # an absent class (NaN recall) is left out
+    assert math.isnan(shot_accuracies([0.5, 0.7], [500, 300])["few_shot_accuracy"])
+    with pytest.raises(ValueError):
+        shot_accuracies([0.5], [1, 2])

@@ -96,6 +96,13 @@ def test_sweep_runs_records_failures_reports_and_resumes(tiny_config, tmp_path):
         assert (sweep_dir / cell / "summary.json").stat().st_mtime_ns == stamp
 
 
+def test_report_epoch_must_be_best_or_final(tiny_config):
+    with pytest.raises(UserError, match="report.epoch: 'last'; use best"):
+        plan_sweep(tiny_config(SWEEP.replace("  baseline: {loss: ce}\n", "  baseline: {loss: ce}\n  epoch: last\n")))
+    plan = plan_sweep(tiny_config(SWEEP.replace("  baseline: {loss: ce}\n", "  baseline: {loss: ce}\n  epoch: final\n")))
+    assert plan.report["tiny"]["epoch"] == "final"
+
+
 def test_interrupted_cell_is_continued_with_resume_and_a_changed_one_restarts(tiny_config, tmp_path):
     from lossbench.experiments.sweep import resumable, run_cell
 

@@ -103,6 +103,10 @@ class DataConfig(StrictModel):
     channels: Literal["auto", 1, 3] = Field("auto", description="channels images are decoded to; auto = model.in_channels")
     classes: list[int | str] | None = Field(None, min_length=1, description="class subset (indices or names), remapped to 0..K-1")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of train split off (stratified) when there is no val split")
+    eval_split: Literal["val", "test"] = Field(
+        "val", description="split evaluated every epoch: val, or the source's test split (the long-tail papers' "
+        "protocol: train on all of train, evaluate on the balanced test set; no validation split is taken)"
+    )
     sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: class-balanced weighted sampling")
     normalize: Literal["imagenet", "auto", "none"] | NormalizeStats = Field(
         "imagenet", description="imagenet, auto (mean/std of the training images, cached), none, or {mean, std}"

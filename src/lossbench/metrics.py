@@ -69,6 +69,27 @@ def metrics_from_confusion(cm: torch.Tensor, task: str) -> dict[str, float | lis
     return out
 
 
+SHOT_METRICS = ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
+
+
+def shot_accuracies(recall: list[float], train_counts: list[int], many: int = 100, few: int = 20
+                    ) -> dict[str, float]:
+    """Mean per-class recall over many-, medium- and few-shot classes by their training image count.
+
+    The long-tail convention (Liu et al. 2019, OLTR; Kang et al. 2020): many-shot
+    classes have more than ``many`` training images, few-shot fewer than ``few``,
+    medium-shot the rest (``few`` to ``many`` inclusive). A group with no class,
+    or whose classes are all absent from the evaluated set, is NaN.
+    """
+    if len(recall) != len(train_counts):
+        raise ValueError(f"{len(recall)} per-class recalls but {len(train_counts)} class counts")
+    groups: dict[str, list[float]] = {name: [] for name in SHOT_METRICS}
+    for r, n in zip(recall, train_counts):
+        name = SHOT_METRICS[0] if n > many else SHOT_METRICS[2] if n < few else SHOT_METRICS[1]
+        groups[name].append(r)
+    return {name: _nanmean(torch.tensor(vals, dtype=torch.float64)) for name, vals in groups.items()}
+
+
 def quadratic_weighted_kappa(cm: torch.Tensor) -> float:
     """Cohen's kappa with quadratic disagreement weights (i - j)^2 / (K - 1)^2 from a confusion matrix."""
     cm = cm.double()

@@ -112,6 +112,11 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         raise UserError("data.sampler: balanced sampling is for classification; use shuffle for segmentation")
     splits: Splits = SOURCES.get(cfg.source)(cfg, exp.task, exp.seed)
     train, val = splits.train, splits.val
+    if cfg.eval_split == "test":
+        if splits.test is None:
+            raise UserError(f"data.eval_split: test, but source {cfg.source!r} found no test split; "
+                            f"use eval_split: val")
+        val = splits.test
     generated_val = val is None
     if val is None:
         tr, va = stratified_split(_labels(train), len(train), cfg.val_fraction, exp.seed)
@@ -119,7 +124,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
             raise UserError(f"data.val_fraction: {len(train)} training images leave none for validation; "
                             f"add images or a validation split")
         train, val = View(train, tr), View(train, va)
-    test = splits.test
+    test = splits.test if cfg.eval_split == "val" else None
     names = list(splits.class_names)
     if cfg.classes:
         try:

@@ -46,7 +46,7 @@ from lossbench.engine.tracking import MetricTracker, flat_metrics, metric_mode, 
 from lossbench.errors import UserError
 from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
-from lossbench.metrics import MAIN_METRIC, TaskMetrics
+from lossbench.metrics import MAIN_METRIC, TaskMetrics, shot_accuracies
 from lossbench.models import build_model, parameter_groups
 from lossbench.plots import plot_confusion
 
@@ -458,6 +458,8 @@ def _fit_loop(
             if not math.isfinite(va.loss) and exp.nonfinite_loss == "stop":
                 raise UserError(f"{desc}: val loss became {va.loss} (the model diverged); stopped, {kept}; "
                                 "lower optimizer.lr, set grad_clip_norm, or set nonfinite_loss: skip")
+            if exp.task == "classification" and "recall" in va.metrics:
+                va.metrics.update(shot_accuracies(va.metrics["recall"], data.class_counts))
             row = {"epoch": epoch, "stage": index + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr.loss,
                    f"train_{main}": tr.metrics[main], "val_loss": va.loss, **flat_metrics("val_", va.metrics)}
             if exp.nonfinite_loss == "skip":

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from lossbench.errors import UserError
-from lossbench.metrics import MAIN_METRIC, metrics_from_confusion
+from lossbench.metrics import MAIN_METRIC, SHOT_METRICS, metrics_from_confusion
 
 
 def flat_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -66,7 +66,8 @@ def metric_names(task: str, num_classes: int) -> list[str]:
     """Every column of metrics.csv a tracker may watch."""
     main = MAIN_METRIC[task]
     val = flat_metrics("val_", metrics_from_confusion(torch.eye(num_classes), task))
-    return ["train_loss", f"train_{main}", "val_loss", *val]
+    shots = [f"val_{name}" for name in SHOT_METRICS] if task == "classification" else []
+    return ["train_loss", f"train_{main}", "val_loss", *val, *shots]
 
 
 def resolve_metric(name: str, names: list[str], key: str) -> str:

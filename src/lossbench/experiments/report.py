@@ -35,10 +35,12 @@ from lossbench.metrics import normalized_confusion
 from lossbench.plots import figure_png, plt
 
 TABLE_METRICS = {
-    "classification": ["balanced_accuracy", "accuracy", "macro_f1", "quadratic_kappa", "ece"],
+    "classification": ["balanced_accuracy", "accuracy", "macro_f1", "quadratic_kappa", "ece",
+                       "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"],
     "segmentation": ["miou", "dice", "pixel_accuracy"],
 }
 LOWER_IS_BETTER = {"ece"}
+EPOCHS = ("best", "final")
 ALPHA = 0.05
 
 
@@ -123,8 +125,8 @@ def _baseline(configs: list[Config], baseline: dict[str, Any] | None) -> Config:
     return configs[0]
 
 
-def _by_seed(config: Config, metric: str) -> dict[int, float]:
-    return {int(r["seed"]): _num(r, f"best_{metric}") for r in config.done}
+def _by_seed(config: Config, metric: str, epoch: str = "best") -> dict[int, float]:
+    return {int(r["seed"]): _num(r, f"{epoch}_{metric}") for r in config.done}
 
 
 def _fmt(mean: float, std: float, ci: float) -> str:
@@ -148,10 +150,15 @@ def _main_metric(configs: list[Config], chosen: str | None = None) -> str:
     return name
 
 
-def metric_table(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of mean ± std [95 % CI] per metric; the best mean per column is marked with ★."""
+def metric_table(configs: list[Config], epoch: str = "best") -> tuple[list[str], list[list[str]]]:
+    """Header and rows of mean ± std [95 % CI] per metric; the best mean per column is marked with ★.
+
+    ``epoch`` picks each run's best-epoch or final-epoch values. A metric no
+    finished run has (e.g. few-shot accuracy without few-shot classes) gets no column.
+    """
     metrics = TABLE_METRICS[configs[0].task]
-    means = {m: [mean_ci([_num(r, f"best_{m}") for r in c.done])[0] for c in configs] for m in metrics}
+    means = {m: [mean_ci([_num(r, f"{epoch}_{m}") for r in c.done])[0] for c in configs] for m in metrics}
+    metrics = [m for m in metrics if any(not math.isnan(v) for v in means[m]) or m == _main_metric(configs)]
     best = {}
     for m, vals in means.items():
         finite = [v for v in vals if not math.isnan(v)]
@@ -162,13 +169,13 @@ def metric_table(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
     for i, c in enumerate(configs):
         cells = [c.label, str(len(c.done)), str(len(c.rows) - len(c.done))]
         for m in metrics:
-            text = _fmt(*mean_ci([_num(r, f"best_{m}") for r in c.done]))
+            text = _fmt(*mean_ci([_num(r, f"{epoch}_{m}") for r in c.done]))
             cells.append(("★ " + text) if m in best and means[m][i] == best[m] else text)
         body.append(cells)
     return header, body
 
 
-def comparison_table(configs: list[Config], base: Config, main: str | None = None
+def comparison_table(configs: list[Config], base: Config, main: str | None = None, epoch: str = "best"
                      ) -> tuple[list[str], list[list[str]]]:
     main = main or _main_metric(configs)
     header = ["configuration", f"Δ {main} vs baseline", "pairs", "p (paired t)", "verdict"]
@@ -177,7 +184,7 @@ def comparison_table(configs: list[Config], base: Config, main: str | None = Non
         if c is base:
             body.append([c.label, "baseline", str(len(c.done)), "", ""])
             continue
-        cmp = paired_comparison(_by_seed(base, main), _by_seed(c, main))
+        cmp = paired_comparison(_by_seed(base, main, epoch), _by_seed(c, main, epoch))
         p = "" if math.isnan(cmp["p"]) else f"{cmp['p']:.4f}"
         diff = "–" if math.isnan(cmp["diff"]) else f"{cmp['diff']:+.4f}"
         body.append([c.label, diff, str(cmp["pairs"]), p, cmp["verdict"]])
@@ -288,7 +295,7 @@ def plot_confusions(sweep_dir: Path, configs: list[Config]) -> bytes:
     return figure_png(fig)
 
 
-def plot_per_class(sweep_dir: Path, configs: list[Config]) -> bytes:
+def plot_per_class(sweep_dir: Path, configs: list[Config], epoch: str = "best") -> bytes:
     task = configs[0].task
     key = "recall" if task == "classification" else "iou"
     bars = []
@@ -297,7 +304,7 @@ def plot_per_class(sweep_dir: Path, configs: list[Config]) -> bytes:
         if not sums:
             continue
         names = sums[0]["class_names"]
-        vals = [np.nanmean([s["best"].get(f"val_{key}_{i}", math.nan) for s in sums]) for i in range(len(names))]
+        vals = [np.nanmean([s[epoch].get(f"val_{key}_{i}", math.nan) for s in sums]) for i in range(len(names))]
         bars.append((c.label, vals, names))
     if not bars:
         return b""
@@ -425,8 +432,9 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
     doc.heading(f"lossbench report: {sweep_dir.name}", 1)
     done = sum(r["status"] == "done" for r in rows)
     doc.para(f"{len(rows)} cells, {done} finished, {len(rows) - done} failed or pending. Metrics are those of each "
-             "run's best epoch on the validation split, as mean ± std over seeds [95 % t-interval]; ★ marks the best "
-             f"mean per column. Differences against the baseline use a paired t-test over shared seeds (α = {ALPHA}).")
+             "run's best epoch on the evaluated split (or its final epoch where a section says so), as mean ± std "
+             "over seeds [95 % t-interval]; ★ marks the best mean per column. Differences against the baseline use "
+             f"a paired t-test over shared seeds (α = {ALPHA}).")
     by_doc: dict[str, list[Config]] = defaultdict(list)
     for c in configs:
         by_doc[c.document].append(c)
@@ -435,6 +443,9 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
         options = (meta.get("report") or {}).get(document, {})
         main = _main_metric(group, options.get("metric"))
         base = _baseline(group, options.get("baseline"))
+        epoch = options.get("epoch", "best")
+        if epoch not in EPOCHS:
+            raise UserError(f"report.epoch: {epoch!r} in {document}; use best or final")
         doc.heading(f"{document} ({task})")
         first = next((s for c in group for s in _summaries(sweep_dir, c)), None)
         if first is not None:
@@ -445,10 +456,10 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
             ])
             doc.image(plot_class_counts(first, f"{document}: class counts"), f"{n}-class-counts.png",
                       f"{document}: class counts per split")
-        doc.heading("Metrics", 3)
-        doc.table(*metric_table(group))
+        doc.heading("Metrics" + (" (final epoch)" if epoch == "final" else ""), 3)
+        doc.table(*metric_table(group, epoch))
         doc.heading(f"Against the baseline ({base.label})", 3)
-        doc.table(*comparison_table(group, base, main))
+        doc.table(*comparison_table(group, base, main, epoch))
         fails = failures(group)
         if fails:
             doc.heading("Failed cells", 3)
@@ -457,10 +468,10 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
         doc.image(plot_curves(sweep_dir, group, main), f"{n}-curves.png", f"{document}: loss and {main} per epoch")
         confusions = plot_confusions(sweep_dir, group)  # none for sigmoid outputs
         if confusions:
-            doc.heading("Normalized confusion matrices (rows: true class)", 3)
+            doc.heading("Normalized confusion matrices of the best epoch (rows: true class)", 3)
             doc.image(confusions, f"{n}-confusion.png", f"{document}: confusion matrices")
         doc.heading("Per class", 3)
-        doc.image(plot_per_class(sweep_dir, group), f"{n}-per-class.png",
+        doc.image(plot_per_class(sweep_dir, group, epoch), f"{n}-per-class.png",
                   f"{document}: per-class {'recall' if task == 'classification' else 'IoU'}")
         if task == "segmentation":
             sign = -1 if main in LOWER_IS_BETTER or main.endswith("loss") else 1

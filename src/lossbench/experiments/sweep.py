@@ -104,6 +104,9 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
         doc_report = doc.pop("report", None) or {}
         if not isinstance(doc_report, dict):
             raise UserError(f"{path}: report: must be a mapping such as {{baseline: {{loss: ce}}}}")
+        if doc_report.get("epoch", "best") not in ("best", "final"):
+            raise UserError(f"{path}: report.epoch: {doc_report['epoch']!r}; use best (each run's best epoch) "
+                            f"or final (its last epoch)")
         report.setdefault(doc.get("name") or f"{path.stem}-{i}", doc_report)
         document = doc.get("name") or (path.stem if len(docs) == 1 else f"{path.stem}-{i}")
         if root is None:
@@ -290,6 +293,14 @@ def _gpu_count() -> int:
         return 0
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under ``taskset``), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]:
     """Run every unfinished cell (``jobs`` at a time), keep results.csv current, return its rows."""
     started = time.perf_counter()
@@ -300,7 +311,7 @@ def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]
             f"{jobs} at a time")
         write_results(plan)
         gpus = _gpu_count()
-        threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+        threads = max(1, _usable_cpus() // max(1, jobs))
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = {
                 pool.submit(run_cell, cell, plan.sweep_dir, threads, (i % gpus) if gpus else None): cell

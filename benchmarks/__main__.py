@@ -1,0 +1,121 @@
+"""Every speed benchmark, each printing its measured ratio against a baseline run in the same process.
+
+    PYTHONPATH=src python -m benchmarks                      # all four, full size (CPU)
+    PYTHONPATH=src python -m benchmarks --quick              # all four, small counts (minutes)
+    PYTHONPATH=src python -m benchmarks engine data --quick  # only some
+    PYTHONPATH=src python -m benchmarks losses engine --gpu  # GPU columns: 512x512 losses; ResNet-50 bf16
+
+``losses``: forward + backward of each loss vs segmentation_models_pytorch's
+equivalent (benchmarks/losses.py); ``engine``: lossbench's training loop vs a
+bare PyTorch loop (benchmarks/engine.py); ``data``: the cached loader vs a
+per-item PIL pipeline (benchmarks/data.py); ``quickstart``: the wall time of
+``lossbench sweep recipes/quickstart.yaml`` into a temporary folder, against
+the training time its cells report (the rest is process start-up, data
+building and the report). The header gives the machine, versions, date and
+load average, which the numbers need beside them: on a shared machine ratios
+near 1 move from run to run. ``make bench`` runs ``python -m benchmarks --quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("losses", "engine", "data", "quickstart")
+
+
+def header() -> str:
+    """Machine, versions, date and load: what a reader needs to weigh the ratios below."""
+    import segmentation_models_pytorch as smp
+    import torch
+    import torchvision
+
+    import lossbench
+
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    return (f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} CPUs, load average {load}; GPU: {gpu}\n"
+            f"# Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+            f"smp {smp.__version__}, lossbench {getattr(lossbench, '__version__', '?')}")
+
+
+def losses(quick: bool, gpu: bool) -> None:
+    from benchmarks import losses as bench
+
+    argv = ["--repeats", "5" if quick else "31"]
+    if gpu:
+        argv += ["--device", "cuda", "--size", "512"]
+    bench.main(argv)
+
+
+def engine(quick: bool, gpu: bool) -> None:
+    from benchmarks import engine as bench
+
+    if gpu:
+        argv = ["--gpu"] + (["--images", "512", "--rounds", "3"] if quick else [])
+    else:
+        argv = ["--threads", "1"] + (["--images", "256", "--rounds", "3"] if quick else [])
+    bench.main(argv)
+
+
+def data(quick: bool, gpu: bool) -> None:
+    from benchmarks import data as bench
+
+    bench.main(["--images", "600", "--workers", "0"] if quick else [])
+
+
+def quickstart(quick: bool, gpu: bool) -> None:
+    """Wall time of the quickstart sweep in a fresh folder vs the training seconds its cells record."""
+    with tempfile.TemporaryDirectory(prefix="lossbench-quickstart-") as tmp:
+        out = Path(tmp) / "quickstart"
+        cmd = [sys.executable, "-m", "lossbench", "sweep", str(ROOT / "recipes" / "quickstart.yaml"), "--out", str(out)]
+        if quick:
+            cmd += ["--set", "epochs=1"]
+        env = dict(os.environ, LOSSBENCH_CACHE=str(Path(tmp) / "cache"))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"quickstart sweep failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        cells = [json.loads(p.read_text()) for p in out.glob("*/summary.json")]
+        train = sum(c.get("wall_seconds", 0.0) for c in cells)
+    print(f"lossbench sweep recipes/quickstart.yaml{' --set epochs=1' if quick else ''}: {len(cells)} cells")
+    print(f"{'wall time, whole sweep (s)':<46}{wall:9.1f}")
+    print(f"{'training time its cells record (s)':<46}{train:9.1f}")
+    print(f"ratio whole sweep / training: {wall / max(train, 1e-9):.2f}  "
+          "(the rest: process start-up, data building, report)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run, of {', '.join(NAMES)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small counts: minutes instead of tens of minutes")
+    parser.add_argument("--gpu", action="store_true",
+                        help="GPU columns: losses at 512x512 on CUDA, engine ResNet-50 224 bf16 + channels_last")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in NAMES]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(NAMES)}")
+    names = args.names or list(NAMES)
+    print(header(), flush=True)
+    for name in names:
+        print(f"\n## {name}{' (quick)' if args.quick else ''}", flush=True)
+        start = time.perf_counter()
+        globals()[name](args.quick, args.gpu)
+        print(f"# {name}: {time.perf_counter() - start:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The benchmark entry point's command line, and the long-tail table printed from a sweep folder."""
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_entry_point_rejects_an_unknown_benchmark():
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "nope"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "unknown benchmark 'nope'; choose from losses, engine, data, quickstart" in proc.stderr
+
+
+def _lt_table():
+    spec = importlib.util.spec_from_file_location("lt_table", ROOT / "benchmarks" / "lt_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lt_table_uses_final_epoch_pairs_seeds_and_lists_missing_cells(tmp_path, capsys):
+    cells, rows = [], []
+    finals = {("ce", 0): 0.60, ("ce", 1): 0.64, ("ldam", 0): 0.70, ("ldam", 1): 0.75, ("dice", 0): 0.50}
+    for loss in ("ce", "ldam", "dice"):
+        for seed in (0, 1):
+            name = f"lt--seed-{seed}_loss-{loss}"
+            cells.append({"name": name, "document": "lt", "values": {"seed": seed, "loss": loss}})
+            row = {"cell": name, "document": "lt", "task": "classification", "seed": seed, "loss": loss,
+                   "status": "pending", "best_balanced_accuracy": "", "final_balanced_accuracy": ""}
+            if (loss, seed) in finals:
+                row.update(status="done", best_balanced_accuracy=0.99, final_balanced_accuracy=finals[loss, seed],
+                           final_many_shot_accuracy=0.9, final_few_shot_accuracy="nan")
+            rows.append(row)
+    (tmp_path / "sweep.json").write_text(json.dumps({
+        "grid_keys": ["seed", "loss"], "cells": cells,
+        "report": {"lt": {"baseline": {"loss": "ce"}, "epoch": "final"}}}))
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "cell", k))
+    with (tmp_path / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    _lt_table().main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.startswith("final-epoch metrics")
+    assert "| `ce` | 2 | 62.00 ± 2.83 | – | 90.00 ± 0.00 | – | – | baseline |  |" in out
+    p = stats.ttest_rel([0.70, 0.75], [0.60, 0.64]).pvalue
+    assert "| `ldam` | 2 | 72.50 ± 3.54 |" in out and f"| +10.50 | {p:.3f} |" in out
+    assert "| `dice` | 1 | 50.00 |" in out and "| -10.00 |  |" in out
+    assert "Not finished (1): lt--seed-1_loss-dice" in out

@@ -1,0 +1,95 @@
+"""recipes/fashion_mnist_lt.yaml end to end on tiny IDX files in Fashion-MNIST's exact layout."""
+
+import csv
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lossbench.data import prepare_splits
+from lossbench.errors import UserError
+from lossbench.experiments.sweep import plan_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "fashion_mnist_lt.yaml"
+CPU_RECIPE = ROOT / "recipes" / "fashion_mnist_lt_cpu.yaml"
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """A gzip'd uint8 IDX file: magic 0 0 0x08 ndim, big-endian dims, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_fashion_mnist(root: Path, train_per_class: int = 120, test_per_class: int = 4) -> Path:
+    """Balanced train and t10k IDX files, 10 classes of 28x28 images whose brightness follows the class."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, per_class in (("train", train_per_class), ("t10k", test_per_class)):
+        labels = np.repeat(np.arange(10), per_class)
+        rng.shuffle(labels)
+        images = rng.integers(0, 60, (len(labels), 28, 28)) + labels[:, None, None] * 19
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def test_recipes_plan_every_loss_seed_zero_first():
+    for recipe, seeds in ((RECIPE, 3), (CPU_RECIPE, 2)):
+        plan = plan_sweep(recipe, sweep_dir="/nonexistent")
+        assert len(plan.cells) == 9 * seeds
+        assert [c.experiment.seed for c in plan.cells[:9]] == [0] * 9
+        exp = plan.cells[0].experiment
+        assert exp.data.source == "fashion_mnist" and exp.data.eval_split == "test"
+        assert exp.data.imbalance_ratio == 100 and exp.model.in_channels == 1
+        assert plan.report[plan.cells[0].document] == {"baseline": {"loss": "ce"}, "epoch": "final"}
+    full = plan_sweep(RECIPE, sweep_dir="/nonexistent").cells[0].experiment
+    assert (full.model.name, full.epochs, full.batch_size) == ("resnet32", 200, 128)
+    assert (full.optimizer.name, full.optimizer.lr, full.optimizer.weight_decay) == ("sgd", 0.1, 2e-4)
+    assert full.scheduler.milestones == [160, 180] and full.scheduler.warmup_epochs == 5
+
+
+def test_eval_split_test_evaluates_the_balanced_test_set(tmp_path):
+    root = fake_fashion_mnist(tmp_path / "fm")
+    exp = plan_sweep(RECIPE, [f"data.root={root}"], tmp_path / "sweep").cells[0].experiment
+    prepared = prepare_splits(exp)
+    assert len(prepared.val) == 40 and prepared.test is None  # the t10k files, all of them
+    assert len(prepared.train) == sum(prepared.class_counts)
+    assert prepared.class_counts[0] == 120 and prepared.class_counts[-1] == 1  # 120 * 100^(-k/9), at least 1
+    (root / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(UserError, match="eval_split: test"):
+        prepare_splits(exp)
+
+
+def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path):
+    root = fake_fashion_mnist(tmp_path / "fm")
+    out = tmp_path / "sweep"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               LOSSBENCH_CACHE=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "lossbench", "sweep", str(RECIPE), "--out", str(out),
+           "--set", f"data.root={root}", "--set", "epochs=1", "--set", "batch_size=32",
+           "--set", "grid.seed=[0]", "--set", 'grid.loss=[ce, "ldam(s=1, drw_epoch=161)", dice]']
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["status"] for r in rows] == ["done"] * 3
+    summary = json.loads((out / rows[0]["cell"] / "summary.json").read_text())
+    assert summary["class_counts"][0] == 120 and sum(summary["class_counts"]) < 1200
+    assert sum(map(sum, summary["best_confusion_matrix"])) == 40
+    final = summary["final"]
+    recall = [final[f"val_recall_{k}"] for k in range(10)]
+    counts = summary["class_counts"]
+    many = [r for r, n in zip(recall, counts) if n > 100]
+    few = [r for r, n in zip(recall, counts) if n < 20]
+    assert final["val_many_shot_accuracy"] == pytest.approx(np.mean(many))
+    assert final["val_few_shot_accuracy"] == pytest.approx(np.mean(few))
+    assert float(rows[0]["final_many_shot_accuracy"]) == pytest.approx(np.mean(many))
+    report = (out / "report.md").read_text()
+    assert "Metrics (final epoch)" in report
+    assert "many_shot_accuracy" in report and "few_shot_accuracy" in report
