@@ -191,16 +191,25 @@ def resumable(cell: Cell) -> bool:
     return recorded == cell.experiment.model_dump(mode="json", exclude={"versions", "output_dir"})
 
 
-def _die_with_parent() -> None:
-    """In the cell's process: get SIGKILL when the sweep that started it dies (Linux), so a killed sweep
-    leaves no orphan training into a folder the next sweep will use."""
+def _death_signal_setter() -> Any:
+    """A ``preexec_fn`` that makes the cell's process get SIGKILL when the sweep's thread that started it
+    dies (Linux ``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphan training into a folder the next
+    sweep will use; None elsewhere.
+
+    libc is looked up here, in the sweep, not in the forked child: with ``--jobs`` other threads may hold
+    the dynamic loader's lock at fork time, and the child must only call an already resolved function.
+    """
+    if sys.platform != "linux":
+        return None
     try:
         import ctypes
         import signal
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    sigkill = int(signal.SIGKILL)
+    return lambda: prctl(1, sigkill)  # 1 = PR_SET_PDEATHSIG
 
 
 def _error_line(stderr: str, returncode: int) -> str:
@@ -227,12 +236,13 @@ def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None) -> tupl
     attempts = [[sys.executable, "-m", "lossbench", "train", "--resume", str(cell.run_dir)], fresh] \
         if resumable(cell) else [fresh]
     (cell.run_dir / "error.txt").unlink(missing_ok=True)
+    preexec = _death_signal_setter()
     with log_path.open("a", encoding="utf-8") as log:
         for i, command in enumerate(attempts):
             log.write(f"$ {' '.join(command[1:])}\n")
             log.flush()
             proc = subprocess.run(command, stdout=log, stderr=subprocess.PIPE, text=True, env=env,
-                                  preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                  preexec_fn=preexec)
             log.write(proc.stderr)
             if proc.returncode == 0 or proc.returncode < 0 or i == len(attempts) - 1:
                 break
