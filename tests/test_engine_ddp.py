@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lossbench.config import load_experiment
-from lossbench.data import IGNORE_INDEX, build_data
+from lossbench.contract import IGNORE_INDEX
+from lossbench.data import build_data
 from lossbench.engine.distributed import ShardSampler
 from lossbench.engine.fit import evaluate
 from lossbench.losses import build_loss

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lossbench.config import ModelConfig
-from lossbench.data.sources import SOURCES
+from lossbench.data.registry import SOURCES
 from lossbench.errors import UserError
 from lossbench.losses import LOSSES, build_loss
 from lossbench.models import MODELS, build_model, parameter_groups

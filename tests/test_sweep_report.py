@@ -103,6 +103,14 @@ def test_report_epoch_must_be_best_or_final(tiny_config):
     assert plan.report["tiny"]["epoch"] == "final"
 
 
+def test_report_options_of_a_single_unnamed_document_are_keyed_by_its_cells_document(tiny_config):
+    """Regression: without ``name:`` a one-document sweep keyed ``report:`` under '<stem>-0' while its cells were
+    '<stem>', so the report silently ignored ``baseline`` and ``metric``."""
+    plan = plan_sweep(tiny_config(SWEEP.replace("name: tiny\n", "")))
+    assert {c.document for c in plan.cells} == {"exp"}
+    assert plan.report == {"exp": {"baseline": {"loss": "ce"}}}
+
+
 def test_interrupted_cell_is_continued_with_resume_and_a_changed_one_restarts(tiny_config, tmp_path):
     from lossbench.experiments.sweep import resumable, run_cell
 

@@ -1,7 +1,7 @@
 import torch
 
 from lossbench.data.imbalance import class_counts, long_tail_counts
-from lossbench.data.synthetic import make_classification, make_segmentation, make_splits
+from lossbench.data.formats.synthetic import make_classification, make_segmentation, make_splits
 
 
 def test_same_seed_same_tensors_other_seed_differs():

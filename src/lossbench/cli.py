@@ -76,11 +76,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, entry in MODELS.items():
             print(f"{name:<16} {entry.task:<15} {entry.description.splitlines()[0] if entry.description else ''}")
     else:
-        from lossbench.data.sources import SOURCES
+        from lossbench.data import SOURCES
 
-        for name, fn in SOURCES.items():
-            doc = (fn.__doc__ or "").strip().splitlines()
-            print(f"{name:<16} {doc[0] if doc else ''}")
+        for name, entry in SOURCES.items():
+            print(f"{name:<16} {entry.description.splitlines()[0] if entry.description else ''}")
     return 0
 
 
@@ -98,7 +97,7 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_prepare_dsb2018(args: argparse.Namespace) -> int:
-    from lossbench.data.dsb2018 import prepare_dsb2018
+    from lossbench.data.formats.dsb2018 import prepare_dsb2018
 
     n = prepare_dsb2018(args.src, args.dst, args.size)
     print(f"wrote {n} images and merged masks ({args.size}x{args.size}) to {args.dst} "

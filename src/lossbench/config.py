@@ -474,6 +474,12 @@ def validate_experiment(raw: dict[str, Any], source: str) -> Experiment:
         raise UserError(describe_validation_error(err, source)) from None
 
 
+def document_name(doc: dict[str, Any], path: Path, index: int, count: int) -> str:
+    """The name of document ``index`` of ``count`` in config file ``path``: its ``name:``, else the file's stem
+    (with ``-<index>`` when the file holds several documents). Runs, sweep cells and report options go by it."""
+    return doc.get("name") or (path.stem if count == 1 else f"{path.stem}-{index}")
+
+
 def load_experiments(path: str | Path, overrides: list[str] | None = None) -> list[Experiment]:
     """Every experiment in a config file, with ``--set`` overrides applied to each."""
     path = Path(path)
@@ -483,8 +489,7 @@ def load_experiments(path: str | Path, overrides: list[str] | None = None) -> li
         if "grid" in doc:
             raise UserError(f"{path}: has a grid: of several runs; run it with `lossbench sweep {path}`")
         raw = apply_overrides(doc, list(overrides or []))
-        if not raw.get("name"):
-            raw["name"] = path.stem if len(docs) == 1 else f"{path.stem}-{i}"
+        raw["name"] = document_name(raw, path, i, len(docs))
         experiments.append(validate_experiment(raw, str(path)))
     return experiments
 

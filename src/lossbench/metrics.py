@@ -26,6 +26,7 @@ from torchmetrics.classification import (
     MultilabelStatScores,
 )
 
+from lossbench.contract import IGNORE_INDEX
 from lossbench.losses.common import is_sigmoid_target
 
 MAIN_METRIC = {"classification": "balanced_accuracy", "segmentation": "miou"}
@@ -134,7 +135,7 @@ class TaskMetrics(torch.nn.Module):
     per-channel stat scores. All are torchmetrics states, synced across DDP ranks.
     """
 
-    def __init__(self, task: str, num_classes: int, ignore_index: int = 255, calibration_bins: int = 15) -> None:
+    def __init__(self, task: str, num_classes: int, ignore_index: int = IGNORE_INDEX, calibration_bins: int = 15) -> None:
         super().__init__()
         self.task = task
         self.num_classes = num_classes

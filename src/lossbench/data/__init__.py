@@ -3,20 +3,24 @@
 :func:`build_data` opens the configured source (which scans its files once),
 makes a stratified validation split when the source has none, applies the
 class subset and the long-tail subsample, counts classes, resolves
-normalization and wraps the splits in joint image / mask transforms.
+normalization and wraps the splits in joint image / mask transforms. Sources
+are the registered formats of :mod:`lossbench.data.formats` (see
+:mod:`lossbench.data.registry`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from lossbench.config import DataConfig, Experiment
-from lossbench.data import cache
+from lossbench.contract import IGNORE_INDEX
+from lossbench.data import cache, formats  # noqa: F401  (formats: registers every source)
 from lossbench.data.imbalance import (
     channel_mean_std,
     class_counts,
@@ -24,12 +28,16 @@ from lossbench.data.imbalance import (
     long_tail_indices,
     stratified_split,
 )
+from lossbench.data.registry import SOURCES, Splits
 from lossbench.data.samples import SampleSet, View
-from lossbench.data.sources import SOURCES, Splits
 from lossbench.data.transforms import SampleTransform, Transformed, normalization
 from lossbench.errors import UserError
 
-IGNORE_INDEX = 255
+__all__ = ["DataBundle", "PreparedSplits", "SOURCES", "Splits", "TargetKind", "build_data", "prepare_splits",
+           "resolve_config"]
+
+#: what a sample's target is: a class label, an index mask, or C binary mask channels (sigmoid outputs)
+TargetKind = Literal["label", "index", "multilabel"]
 
 
 @dataclass
@@ -41,6 +49,8 @@ class DataBundle:
     ``class_counts.json``; ``normalization.json``; ``skipped_files.json`` when
     bad files were skipped). ``sample_weights`` is set for class-balanced
     sampling and used by :func:`lossbench.data.loaders.build_loaders`.
+    ``target`` says what the targets are; the run folder records it so that
+    predictions read the network's outputs the way training did.
     """
 
     train: Dataset
@@ -52,6 +62,7 @@ class DataBundle:
     std: list[float] | None = None
     sample_weights: list[float] | None = None
     run_files: dict[str, str] = field(default_factory=dict)
+    target: TargetKind = "label"
 
     @property
     def num_classes(self) -> int:
@@ -68,7 +79,7 @@ class PreparedSplits:
     class_names: list[str]
     class_counts: list[int]
     channels: int
-    target: str
+    target: TargetKind
     generated_val: bool
     skipped: list[str]
 
@@ -92,7 +103,8 @@ def _keep(samples: SampleSet, indices: list[int], label_map: dict[int, int] | No
     return View(samples, indices, label_map)
 
 
-def _counts(samples: SampleSet, num_classes: int) -> list[int]:
+def count_classes(samples: SampleSet, num_classes: int) -> list[int]:
+    """Images per class (labels), else pixels per class (masks), without decoding where the set knows them."""
     labels = _labels(samples)
     if labels is not None:
         return class_counts(labels, num_classes, IGNORE_INDEX)
@@ -110,7 +122,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         raise UserError("data.classes: class subsets are for classification; remove it for segmentation")
     if cfg.sampler == "balanced" and exp.task != "classification":
         raise UserError("data.sampler: balanced sampling is for classification; use shuffle for segmentation")
-    splits: Splits = SOURCES.get(cfg.source)(cfg, exp.task, exp.seed)
+    splits: Splits = SOURCES.get(cfg.source).load(cfg, exp.task, exp.seed)
     train, val = splits.train, splits.val
     if cfg.eval_split == "test":
         if splits.test is None:
@@ -139,16 +151,15 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         train, val = subset(train), subset(val)
         test = subset(test) if test is not None else None
         names = [names[k] for k in mapping]
-    if cfg.imbalance_ratio > 1 and not splits.extra.get("long_tail_applied"):
+    if cfg.imbalance_ratio > 1 and not splits.long_tail_applied:
         if exp.task != "classification":
             raise UserError("data.imbalance_ratio: long-tail subsampling is for classification; "
                             "remove it for segmentation")
         train = _keep(train, long_tail_indices(_labels(train), len(names), cfg.imbalance_ratio, exp.seed))
-    skipped = [m for s in (splits.train, splits.val, splits.test) if s is not None for m in getattr(s, "skipped", [])]
-    return PreparedSplits(
-        train, val, test, names, _counts(train, len(names)), int(cfg.channels),
-        splits.extra.get("target", "index" if exp.task == "segmentation" else "label"), generated_val, skipped,
-    )
+    skipped = [m for s in (splits.train, splits.val, splits.test) if s is not None for m in s.skipped]
+    target = splits.target if exp.task == "segmentation" else "label"
+    return PreparedSplits(train, val, test, names, count_classes(train, len(names)), int(cfg.channels), target,
+                          generated_val, skipped)
 
 
 def resolve_normalization(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float] | None, list[float] | None]:
@@ -206,6 +217,7 @@ def build_data(exp: Experiment) -> DataBundle:
         val=Transformed(prepared.val, eval_tf),
         class_names=prepared.class_names,
         class_counts=prepared.class_counts,
+        target=prepared.target,
         test=Transformed(prepared.test, eval_tf) if prepared.test is not None else None,
         mean=mean,
         std=std,

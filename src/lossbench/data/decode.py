@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from lossbench.contract import IGNORE_INDEX
+
+#: file endings read as images, by every source and by ``lossbench predict``
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
-IGNORE_INDEX = 255
 #: an image whose long side is more than this many times its short side (1 x 5000) is refused, not squashed
 MAX_ASPECT_RATIO = 100
 
@@ -159,7 +161,7 @@ def read_target_mask(
             lut_vals = np.array([mapping[k] for k in lut_keys], dtype=np.uint8)
             values = lut_vals[np.searchsorted(lut_keys, values)]
         else:
-            bad = np.unique(values[(values != IGNORE_INDEX) & ((values < 0) | (values >= (spec.num_classes or 255)))])
+            bad = np.unique(values[(values != IGNORE_INDEX) & ((values < 0) | (values >= (spec.num_classes or IGNORE_INDEX)))])
             if bad.size:
                 hint = (f"classes are 0..{spec.num_classes - 1}" if spec.num_classes else "values must be below 255")
                 raise BadFile(f"{path}: mask values {bad[:5].tolist()} outside the classes ({hint}, 255 = ignore); "

@@ -166,12 +166,14 @@ def report_bad(bad: Sequence[tuple[int, str]] | Sequence[list], skip_bad: bool, 
     return messages
 
 
-def open_files(items: Sequence[FileItem], decoder: Decoder, cfg: DataConfig, what: str, tag: str) -> SampleSet:
+def open_files(items: Sequence[FileItem], decoder: Decoder, cfg: DataConfig, what: str, tag: str,
+               skipped: Sequence[str] = ()) -> SampleSet:
     """Scan (or reuse an earlier scan / cache of) ``items`` and return the usable ones as a sample set.
 
     ``what`` names the split in messages (e.g. the folder), ``tag`` names cache
-    entries (e.g. ``"folder-train"``). Skipped items' messages are kept on the
-    returned set as ``skipped``.
+    entries (e.g. ``"folder-train"``). The returned set's ``skipped`` lists
+    ``skipped`` (what the source already left out, e.g. bad CSV rows) and the
+    messages of the items skipped here.
     """
     if not items:
         raise UserError(f"{what}: no images found; check data.root and the layout described in the README")
@@ -202,7 +204,7 @@ def open_files(items: Sequence[FileItem], decoder: Decoder, cfg: DataConfig, wha
             scan = _scan(items, decoder, None)
             cache.write_json_atomic(memo, scan)
 
-    skipped = report_bad(scan["bad"], cfg.skip_bad, what)
+    skipped = [*skipped, *report_bad(scan["bad"], cfg.skip_bad, what)]
     good = [i for i, s in enumerate(scan["sizes"]) if s is not None]
     if not good:
         raise UserError(f"{what}: every image is bad; check data.root")

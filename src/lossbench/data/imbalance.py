@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from lossbench.contract import IGNORE_INDEX
+
 
 def long_tail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> list[int]:
     """Per-class sizes of the exponential long-tail profile of Cui et al. 2019.
@@ -19,7 +21,7 @@ def long_tail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> li
     return [max(1, int(n_max * imbalance_ratio ** (-k / (num_classes - 1)))) for k in range(num_classes)]
 
 
-def class_counts(targets: Sequence[int] | torch.Tensor, num_classes: int, ignore_index: int = 255) -> list[int]:
+def class_counts(targets: Sequence[int] | torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> list[int]:
     """How many samples (classification) or pixels (index masks) each class has."""
     t = torch.as_tensor(targets).reshape(-1).long()
     t = t[(t != ignore_index) & (t >= 0) & (t < num_classes)]

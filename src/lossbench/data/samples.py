@@ -19,10 +19,14 @@ from torch.utils.data import Dataset
 
 
 class SampleSet(Dataset):
-    """Common interface: ``names``, ``targets`` (labels or None), ``sizes`` and ``pixel_counts``."""
+    """Common interface: ``names``, ``targets`` (labels or None), ``sizes`` and ``pixel_counts``.
+
+    ``skipped`` holds the messages of bad files left out of the set (``data.skip_bad``).
+    """
 
     names: list[str]
     sizes: list[tuple[int, int]]
+    skipped: Sequence[str] = ()
 
     @property
     def targets(self) -> torch.Tensor | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lossbench.config import Experiment
-from lossbench.data import PreparedSplits, _counts, auto_mean_std, prepare_splits
+from lossbench.data import PreparedSplits, count_classes, auto_mean_std, prepare_splits
 
 
 def _size_range(samples) -> str:
@@ -30,7 +30,7 @@ def split_counts(prepared: PreparedSplits) -> dict[str, list[int]]:
     for split in ("val", "test"):
         samples = getattr(prepared, split)
         if samples is not None:
-            out[split] = _counts(samples, len(prepared.class_names))
+            out[split] = count_classes(samples, len(prepared.class_names))
     return out
 
 

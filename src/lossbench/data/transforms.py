@@ -21,12 +21,12 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from lossbench.config import AugmentConfig
+from lossbench.contract import IGNORE_INDEX
 from lossbench.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_GRAY = ((0.449,), (0.226,))
-IGNORE_INDEX = 255
 
 
 def adapt_channels(image: torch.Tensor, channels: int) -> torch.Tensor:

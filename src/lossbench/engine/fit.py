@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lossbench.config import Experiment, read_documents, validate_experiment
-from lossbench.data import IGNORE_INDEX, build_data
+from lossbench.contract import IGNORE_INDEX
+from lossbench.data import build_data
 from lossbench.data.loaders import build_loaders
 from lossbench.engine import runfolder
 from lossbench.engine.distributed import (

@@ -34,7 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lossbench.config import DataConfig, Experiment, apply_overrides, describe_validation_error, load_experiment
-from lossbench.data import IGNORE_INDEX, build_data
+from lossbench.contract import IGNORE_INDEX
+from lossbench.data import build_data
 from lossbench.data.transforms import SampleTransform, normalization
 from lossbench.engine import runfolder
 from lossbench.errors import UserError

@@ -34,13 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import Experiment, read_documents, set_key, validate_experiment
+from lossbench.config import Experiment, document_name, read_documents, set_key, validate_experiment
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
 
 LOCK_NAME = ".sweep.lock"
-# sources generated or read as whole arrays: nothing to decode per image, so nothing to share
-NO_CACHE_SOURCES = ("synthetic", "cifar10", "fashion_mnist")
 
 
 @dataclass
@@ -84,6 +82,13 @@ def _grid(doc: dict[str, Any], path: Path) -> dict[str, list[Any]]:
     return grid
 
 
+def _decodes_files(source: Any) -> bool:
+    """Whether ``source`` decodes image files one by one, so the cells should share the decode-once cache."""
+    from lossbench.data import SOURCES
+
+    return isinstance(source, str) and source in SOURCES and SOURCES.get(source).decodes_files
+
+
 def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: str | Path | None = None) -> SweepPlan:
     """Expand every document's grid into validated cells (all errors surface before anything runs)."""
     from lossbench.config import apply_overrides
@@ -98,7 +103,7 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
         doc = apply_overrides(doc, list(overrides or []))
         grid = _grid(doc, path)
         data = doc.get("data")
-        if isinstance(data, dict) and data.get("source", "synthetic") not in NO_CACHE_SOURCES \
+        if isinstance(data, dict) and _decodes_files(data.get("source", "synthetic")) \
                 and "cache" not in data and "data.cache" not in grid:
             data["cache"] = True  # decode once, shared by every cell (and by later sweeps)
         doc_report = doc.pop("report", None) or {}
@@ -107,8 +112,8 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
         if doc_report.get("epoch", "best") not in ("best", "final"):
             raise UserError(f"{path}: report.epoch: {doc_report['epoch']!r}; use best (each run's best epoch) "
                             f"or final (its last epoch)")
-        report.setdefault(doc.get("name") or f"{path.stem}-{i}", doc_report)
-        document = doc.get("name") or (path.stem if len(docs) == 1 else f"{path.stem}-{i}")
+        document = document_name(doc, path, i, len(docs))
+        report.setdefault(document, doc_report)
         if root is None:
             root = Path(doc.get("output_dir") or "runs") / path.stem
         grid_keys += [k for k in grid if k not in grid_keys]

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from lossbench.contract import IGNORE_INDEX
 from lossbench.registry import Registry
 
 
@@ -18,7 +19,7 @@ class LossContext:
     num_classes: int
     task: str = "classification"
     class_counts: tuple[int, ...] | None = None
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
 
 
 LOSSES: Registry[type[nn.Module]] = Registry("loss")

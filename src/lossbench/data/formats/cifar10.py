@@ -20,7 +20,7 @@ import torch
 from lossbench.config import DataConfig
 from lossbench.data.formats.common import require_root, require_task, resize_images
 from lossbench.data.samples import TensorSamples
-from lossbench.data.sources import SOURCES, Splits
+from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -61,7 +61,7 @@ def _batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(data.copy()), torch.from_numpy(labels)
 
 
-@SOURCES.register("cifar10")
+@register_source("cifar10")
 def cifar10_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """CIFAR-10 python batches (cifar-10-batches-py/), any subset of batches, read without checksums."""
     require_task("cifar10", task, "classification")

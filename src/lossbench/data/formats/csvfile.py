@@ -20,7 +20,7 @@ from pathlib import Path
 from lossbench.config import CsvOptions, DataConfig
 from lossbench.data.files import Decoder, FileItem, open_files, report_bad
 from lossbench.data.formats.common import channels_of, require_root, require_task
-from lossbench.data.sources import SOURCES, Splits
+from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
 
 _INT = re.compile(r"[+-]?\d+")
@@ -127,7 +127,7 @@ def _items(rows: list[tuple[str, str, str]], images: Path, opts: CsvOptions, num
     return items, bad
 
 
-@SOURCES.register("csv")
+@register_source("csv", decodes_files=True)
 def csv_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """CSV of image ids / paths and integer labels (one file with a header, or header-less ids + labels files)."""
     require_task("csv", task, "classification")
@@ -151,7 +151,7 @@ def csv_source(cfg: DataConfig, task: str, seed: int) -> Splits:
             num_classes = max(labels, default=0) + 1
         items, bad = _items(rows, images, opts, num_classes)
         skipped = report_bad(bad, cfg.skip_bad, str(root / getattr(opts, split)))
-        sets[split] = open_files(items, decoder, cfg, str(root / getattr(opts, split)), f"csv-{split}")
-        sets[split].skipped = skipped + sets[split].skipped
+        sets[split] = open_files(items, decoder, cfg, str(root / getattr(opts, split)), f"csv-{split}",
+                                 skipped=skipped)
     names = list(opts.class_names) if opts.class_names else [str(k) for k in range(num_classes)]
     return Splits(sets["train"], sets.get("val"), names, test=sets.get("test"))

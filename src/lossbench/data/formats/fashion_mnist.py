@@ -18,7 +18,7 @@ import torch
 from lossbench.config import DataConfig
 from lossbench.data.formats.common import require_root, require_task, resize_images
 from lossbench.data.samples import TensorSamples
-from lossbench.data.sources import SOURCES, Splits
+from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -67,7 +67,7 @@ def _split(root: Path, prefix: str, size: int) -> TensorSamples | None:
     return TensorSamples(tensor, torch.from_numpy(labels.astype(np.int64)), names, sizes=[(w, h)] * len(labels))
 
 
-@SOURCES.register("fashion_mnist")
+@register_source("fashion_mnist")
 def fashion_mnist_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """Fashion-MNIST IDX .gz files (default /usr/share/datasets/fashion-mnist, Debian's package)."""
     require_task("fashion_mnist", task, "classification")

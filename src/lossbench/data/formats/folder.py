@@ -15,7 +15,7 @@ from lossbench.config import DataConfig
 from lossbench.data.decode import is_image_file
 from lossbench.data.files import Decoder, FileItem, open_files
 from lossbench.data.formats.common import channels_of, require_root, require_task
-from lossbench.data.sources import SOURCES, Splits
+from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
 
 
@@ -28,7 +28,7 @@ def _images_under(folder: Path) -> list[Path]:
                   if is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-@SOURCES.register("folder")
+@register_source("folder", decodes_files=True)
 def folder_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """One folder per class: root/train/<class>/, root/val/<class>/ or root/<class>/."""
     require_task("folder", task, "classification")

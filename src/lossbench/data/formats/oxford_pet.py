@@ -14,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from lossbench.config import DataConfig
-from lossbench.data.decode import IGNORE_INDEX, MaskSpec
+from lossbench.contract import IGNORE_INDEX
+from lossbench.data.decode import MaskSpec
 from lossbench.data.files import Decoder, FileItem, open_files
 from lossbench.data.formats.common import channels_of, require_root, require_task
-from lossbench.data.sources import SOURCES, Splits
+from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
 
 TRIMAP_3 = ((1, 1), (2, 0), (3, 2))
@@ -41,7 +42,7 @@ def _read_list(path: Path) -> list[tuple[str, int, str]]:
     return out
 
 
-@SOURCES.register("oxford_pet")
+@register_source("oxford_pet", decodes_files=True)
 def oxford_pet_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """Oxford-IIIT Pet: trimap segmentation (3 classes, or pet/background) or 37-breed classification."""
     require_task("oxford_pet", task, "segmentation", "classification")

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from lossbench.config import DataConfig
-from lossbench.data.decode import IGNORE_INDEX, MaskSpec, is_image_file
+from lossbench.contract import IGNORE_INDEX
+from lossbench.data.decode import MaskSpec, is_image_file
 from lossbench.data.files import Decoder, FileItem, open_files
 from lossbench.data.formats.common import channels_of, require_root, require_task
-from lossbench.data.sources import SOURCES, Splits
+from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
 
 
@@ -56,7 +57,7 @@ def _items(base: Path, cfg: DataConfig, nested: list[str]) -> list[FileItem]:
     return items
 
 
-@SOURCES.register("seg_folder")
+@register_source("seg_folder", decodes_files=True)
 def seg_folder_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """images/ + masks/<class>/ binary masks (pytorch-nested-unet) or masks/ index PNGs."""
     require_task("seg_folder", task, "segmentation")
@@ -96,5 +97,5 @@ def seg_folder_source(cfg: DataConfig, task: str, seed: int) -> Splits:
             raise UserError(f"data.seg.class_names has {len(opts.class_names)} names but the masks give "
                             f"{len(names)} classes ({', '.join(names)}); list one name per class")
         names = list(opts.class_names)
-    extra = {"target": "multilabel"} if spec.kind == "multilabel" else {}
-    return Splits(sets["train"], sets.get("val"), names, test=sets.get("test"), extra=extra)
+    target = "multilabel" if spec.kind == "multilabel" else "index"
+    return Splits(sets["train"], sets.get("val"), names, test=sets.get("test"), target=target)

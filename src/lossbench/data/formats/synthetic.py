@@ -1,4 +1,4 @@
-"""The built-in synthetic dataset: procedurally drawn shapes, no download.
+"""``synthetic``: the built-in dataset of procedurally drawn shapes, no download.
 
 Classification: class k is a shape (one of eight) filled with a texture (solid,
 stripes or checker); position, size, colours and noise vary per image. Up to
@@ -19,7 +19,11 @@ import math
 
 import torch
 
+from lossbench.config import DataConfig
 from lossbench.data.imbalance import long_tail_counts
+from lossbench.data.registry import Splits, register_source
+from lossbench.data.samples import TensorSamples
+from lossbench.errors import UserError
 
 MAX_CLASSES = 24
 SHAPES = ("disc", "square", "triangle", "ring", "cross", "diamond", "bar", "ellipse")
@@ -153,3 +157,19 @@ def make_splits(
         "train": make_segmentation(train_per_class, num_classes, size, train_seed),
         "val": make_segmentation(val_per_class, num_classes, size, val_seed),
     }
+
+
+@register_source("synthetic")
+def synthetic_source(cfg: DataConfig, task: str, seed: int) -> Splits:
+    """Procedural shapes (classification) or shape masks (segmentation); no download."""
+    num_classes = cfg.num_classes or (4 if task == "classification" else 3)
+    limit = MAX_CLASSES + (task == "segmentation")
+    if num_classes > limit or (task == "segmentation" and num_classes < 2):
+        raise UserError(f"data.num_classes: the synthetic {task} set takes 2 to {limit} classes, got {num_classes}")
+    splits = make_splits(
+        task, num_classes, cfg.image_size, cfg.train_per_class, cfg.val_per_class, cfg.imbalance_ratio, seed
+    )
+    names = class_names(num_classes)
+    if task == "segmentation":
+        names = ["background"] + names[: num_classes - 1]
+    return Splits(TensorSamples(*splits["train"]), TensorSamples(*splits["val"]), names, long_tail_applied=True)

@@ -1,0 +1,71 @@
+"""The registry the data formats fill: source name -> :class:`SourceEntry`.
+
+A source is a function ``load(cfg, task, seed) -> Splits`` registered with
+:func:`register_source`; every module of :mod:`lossbench.data.formats` is
+imported (and so registered) by :func:`lossbench.data.formats.discover`.
+Images are uint8 C x H x W tensors; targets follow the sample contract of
+ARCHITECTURE.md. A source without a validation split returns ``val=None`` and
+:func:`lossbench.data.build_data` makes a stratified one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from lossbench.config import DataConfig
+from lossbench.data.samples import SampleSet
+from lossbench.registry import Registry
+
+#: what a segmentation target holds: one index mask, or C binary channels (sigmoid outputs)
+SegTarget = Literal["index", "multilabel"]
+
+
+@dataclass
+class Splits:
+    """What a source returns: the splits, the names of the classes, and what the generic steps must know.
+
+    ``long_tail_applied``: the source already drew the long-tail profile
+    (``data.imbalance_ratio``), so it is not subsampled again. ``target``:
+    for segmentation, whether masks are index masks or C binary channels.
+    """
+
+    train: SampleSet
+    val: SampleSet | None
+    class_names: list[str]
+    test: SampleSet | None = None
+    long_tail_applied: bool = False
+    target: SegTarget = "index"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """A registered source: its loader and what it declares about itself.
+
+    ``decodes_files``: it decodes image files one by one, so the decode-once
+    cache (``data.cache``) saves later epochs and runs that work; a sweep
+    turns the cache on for such sources. Sources that generate their images or
+    read them as whole arrays (synthetic, CIFAR-10, Fashion-MNIST) do not.
+    """
+
+    load: Callable[[DataConfig, str, int], Splits]
+    description: str = ""
+    decodes_files: bool = False
+
+
+SOURCES: Registry[SourceEntry] = Registry("source")
+
+
+def register_source(name: str, *, decodes_files: bool = False):
+    """Decorator: file ``load(cfg, task, seed) -> Splits`` as data source ``name``."""
+
+    def add(load: Callable[[DataConfig, str, int], Splits]) -> Callable[[DataConfig, str, int], Splits]:
+        SOURCES.register(name)(SourceEntry(load, (load.__doc__ or "").strip(), decodes_files))
+        return load
+
+    return add
