@@ -51,12 +51,10 @@ def synthetic_tensors(images: int, size: int, classes: int) -> tuple[torch.Tenso
 
 
 def classifier(arch: str, classes: int) -> nn.Module:
-    """lossbench's registered model ``arch``, or torchvision's with the head named, before the registry has it."""
+    """lossbench's registered model ``arch``, or torchvision's (head ``fc``) before the registry has it."""
     if arch in MODELS:
         return build_model(ModelConfig(name=arch), "classification", classes)
-    model = getattr(torchvision.models, arch)(weights=None, num_classes=classes)
-    model.param_prefixes = {"head": ("fc.",)}
-    return model
+    return getattr(torchvision.models, arch)(weights=None, num_classes=classes)
 
 
 def bare_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -122,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         ours_model = ours_model.to(memory_format=torch.channels_last)
     cfg = OptimizerConfig(name="sgd", lr=0.01, momentum=0.9)
     bare_opt = torch.optim.SGD(bare_model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    ours_opt = build_optimizer(cfg, optimizer_param_groups(parameter_groups(ours_model), ["head", "backbone"], cfg))
+    ours_opt = build_optimizer(cfg, optimizer_param_groups(parameter_groups(ours_model, ("fc.",)), ["head", "backbone"], cfg))
     loss_fn = DeepSupervision(build_loss("ce", classes, "classification", [1] * classes, 255)).to(device)
     loop = TrainLoop(ours_model, loss_fn, ours_opt, device, autocast=autocast_for(amp, device),
                      channels_last=channels_last)

@@ -14,7 +14,7 @@ from lossbench.engine.optim import build_optimizer, build_scheduler, optimizer_p
 from lossbench.engine.stages import freeze_for_stage
 from lossbench.errors import UserError
 from lossbench.metrics import TaskMetrics
-from lossbench.models import build_model, parameter_groups
+from lossbench.models import build_model, model_layout, parameter_groups
 from lossbench.config import ModelConfig
 
 
@@ -35,13 +35,11 @@ def tiny_loader(n=16, size=16, classes=3, batch=8, seed=0):
 
 
 def linear_model(classes=3, size=4):
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, classes))
-    model.param_prefixes = {"head": ("1.",)}
-    return model
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, classes))
 
 
-def make_loop(model, opt_cfg, trained=None, **kwargs):
-    groups = parameter_groups(model)
+def make_loop(model, opt_cfg, trained=None, head=("1.",), **kwargs):
+    groups = parameter_groups(model, head)
     optimizer = build_optimizer(opt_cfg, optimizer_param_groups(groups, trained or list(groups), opt_cfg))
     return TrainLoop(model, nn.CrossEntropyLoss(), optimizer, torch.device("cpu"), **kwargs)
 
@@ -49,10 +47,10 @@ def make_loop(model, opt_cfg, trained=None, **kwargs):
 def test_frozen_backbone_is_out_of_optimizer_and_keeps_weights_and_bn_stats():
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="resnet18"), "classification", 3)
-    groups, trained = freeze_for_stage(model, "head")
+    groups, trained = freeze_for_stage(model, "head", ("fc.",))
     assert trained == ["head"]
     cfg = OptimizerConfig(name="sgd", lr=0.1, weight_decay=0.01)
-    loop = make_loop(model, cfg, trained)
+    loop = make_loop(model, cfg, trained, head=("fc.",))
     in_optimizer = {id(p) for g in loop.optimizer.param_groups for p in g["params"]}
     assert all(not p.requires_grad and id(p) not in in_optimizer for p in groups["backbone"])
     assert {id(p) for p in groups["head"]} == in_optimizer
@@ -65,20 +63,21 @@ def test_frozen_backbone_is_out_of_optimizer_and_keeps_weights_and_bn_stats():
             assert not torch.equal(value, after[key]), key
         else:  # backbone weights and batch-norm running statistics did not move
             assert torch.equal(value, after[key]), key
-    freeze_for_stage(model, "all")
+    freeze_for_stage(model, "all", ("fc.",))
     assert all(p.requires_grad for p in model.parameters())
 
 
 def test_unknown_stage_group_is_one_line():
     model = build_model(ModelConfig(name="resnet18"), "classification", 3)
     with pytest.raises(UserError, match="unknown parameter group 'neck'; this model has head, backbone"):
-        freeze_for_stage(model, ["neck"])
+        freeze_for_stage(model, ["neck"], ("fc.",))
 
 
 def test_weight_decay_skips_norms_and_biases_and_backbone_lr_is_scaled():
     model = build_model(ModelConfig(name="resnet18"), "classification", 3)
     cfg = OptimizerConfig(name="adamw", lr=0.01, weight_decay=0.05, backbone_lr_factor=0.1)
-    groups = optimizer_param_groups(parameter_groups(model), ["head", "backbone"], cfg)
+    groups = optimizer_param_groups(parameter_groups(model, model_layout(ModelConfig(name="resnet18"), model).head),
+                                    ["head", "backbone"], cfg)
     by_name = {g["name"]: g for g in groups}
     assert set(by_name) == {"head", "head/no_decay", "backbone", "backbone/no_decay"}
     assert by_name["head"]["lr"] == 0.01 and by_name["backbone"]["lr"] == pytest.approx(0.001)

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from lossbench.config import ModelConfig
 from lossbench.errors import UserError
-from lossbench.models import build_model, parameter_groups
+from lossbench.models import build_model, model_layout, parameter_groups
 
 
 @pytest.fixture
@@ -71,11 +71,12 @@ def test_timm_imagenet_from_hf_cache_and_missing_message(offline_caches):
     torch.manual_seed(2)
     state = timm.create_model("resnet10t", pretrained=False).state_dict()
     put_in_hf_cache(offline_caches, "timm/resnet10t.c3_in1k", "model.safetensors", state)
-    model = build_model(ModelConfig(name="timm:resnet10t", pretrained="imagenet", in_channels=1), "classification", 3)
+    cfg = ModelConfig(name="timm:resnet10t", pretrained="imagenet", in_channels=1)
+    model = build_model(cfg, "classification", 3)
     assert torch.equal(model.layer4[0].conv2.weight, state["layer4.0.conv2.weight"])
     assert torch.allclose(model.conv1[0].weight, state["conv1.0.weight"].sum(1, keepdim=True), atol=1e-6)
     assert model.fc.out_features == 3
-    assert [p is model.fc.weight for p in parameter_groups(model)["head"]].count(True) == 1
+    assert [p is model.fc.weight for p in parameter_groups(model, model_layout(cfg, model).head)["head"]].count(True) == 1
 
 
 def test_smp_encoder_imagenet_from_pinned_hf_revision(offline_caches):

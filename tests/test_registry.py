@@ -5,7 +5,7 @@ from lossbench.config import ModelConfig
 from lossbench.data.registry import SOURCES
 from lossbench.errors import UserError
 from lossbench.losses import LOSSES, build_loss
-from lossbench.models import MODELS, build_model, parameter_groups
+from lossbench.models import MODELS, build_model, model_layout, parameter_groups
 
 
 @pytest.mark.parametrize("registry, name", [(LOSSES, "focall"), (MODELS, "resnet19"), (SOURCES, "synthetik")])
@@ -30,7 +30,7 @@ def test_models_give_logits_of_the_contract():
     assert clf(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
     seg = build_model(ModelConfig(name="unet", encoder="resnet18"), "segmentation", 3).eval()
     assert seg(torch.zeros(2, 3, 64, 64)).shape == (2, 3, 64, 64)
-    groups = parameter_groups(clf)
+    groups = parameter_groups(clf, model_layout(ModelConfig(name="resnet18"), clf).head)
     assert len(groups["head"]) == 2 and len(groups["backbone"]) > 10
 
 

@@ -48,7 +48,7 @@ from lossbench.errors import UserError
 from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
 from lossbench.metrics import MAIN_METRIC, TaskMetrics, shot_accuracies
-from lossbench.models import build_model, parameter_groups
+from lossbench.models import build_model, model_layout, parameter_groups
 from lossbench.plots import plot_confusion
 
 __all__ = ["EpochResult", "TrainLoop", "evaluate", "resolve_device", "resume", "seed_everything", "train"]
@@ -343,8 +343,9 @@ def _fit_loop(
     model = build_model(exp.model, exp.task, data.num_classes).to(device)
     if exp.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    head = model_layout(exp.model, model).head
     for stage in exp.resolved_stages():
-        trained_groups(parameter_groups(model), stage.train)
+        trained_groups(parameter_groups(model, head), stage.train)
     loss_fn = DeepSupervision(build_loss(exp.loss, data.num_classes, exp.task, data.class_counts, IGNORE_INDEX))
     loss_fn = loss_fn.to(device)
     train_loader, val_loader = build_loaders(data, batch_size=exp.batch_size, num_workers=exp.data.num_workers,
@@ -407,7 +408,7 @@ def _fit_loop(
     for index, ((first, last_epoch), stage) in enumerate(zip(_stage_bounds(exp), stages)):
         if last_epoch <= done or stopped_early:
             continue
-        groups, trained = freeze_for_stage(model, stage.train)
+        groups, trained = freeze_for_stage(model, stage.train, head)
         opt_cfg, sched_cfg = exp.stage_optimizer(index), exp.stage_scheduler(index)
         optimizer = build_optimizer(opt_cfg, optimizer_param_groups(groups, trained, opt_cfg))
         steps_per_epoch = math.ceil(len(train_loader) / exp.grad_accumulation)

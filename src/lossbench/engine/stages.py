@@ -11,6 +11,8 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from collections.abc import Sequence
+
 from lossbench.errors import UserError
 from lossbench.models import parameter_groups
 
@@ -26,9 +28,11 @@ def trained_groups(groups: dict[str, list[nn.Parameter]], train: str | list[str]
     return names
 
 
-def freeze_for_stage(model: nn.Module, train: str | list[str]) -> tuple[dict[str, list[nn.Parameter]], list[str]]:
-    """Set ``requires_grad`` for a stage; return the model's groups and the names of those that train."""
-    groups = parameter_groups(model)
+def freeze_for_stage(model: nn.Module, train: str | list[str], head: Sequence[str]
+                     ) -> tuple[dict[str, list[nn.Parameter]], list[str]]:
+    """Set ``requires_grad`` for a stage; return the model's groups (``head`` names the head's parameter
+    prefixes) and the names of those that train."""
+    groups = parameter_groups(model, head)
     names = trained_groups(groups, train)
     for name, params in groups.items():
         for p in params:

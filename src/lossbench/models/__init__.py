@@ -1,33 +1,44 @@
 """The model registry: ``build_model(cfg, task, num_classes) -> nn.Module``.
 
-Every model built here carries ``param_prefixes``: which parameter-name
-prefixes form its ``head``; all other parameters are its ``backbone``, so the
-engine can freeze, unfreeze and give each group its own learning rate.
-``pretrained`` weights other than ImageNet (a file, a run folder) are loaded
-here, strict about the backbone and tolerant of the head (see weights.py).
+Every module of this package is imported when the package is, so adding a
+model is one new file here with one ``@register_model`` builder (see
+ARCHITECTURE.md). A registry entry declares its model's head (the parameter
+prefixes of the ``head`` group; all other parameters are the ``backbone``),
+so the engine can freeze, unfreeze and give each group its own learning rate:
+:func:`model_layout` gives it. ``pretrained`` weights other than ImageNet (a
+file, a run folder) are loaded here, strict about the backbone and tolerant
+of the head (see weights.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from lossbench.config import ModelConfig
 from lossbench.errors import UserError
-from lossbench.models.registry import MODELS, ModelEntry
-from lossbench.models import cifar_resnet as _cifar_resnet  # noqa: F401  (registers models)
-from lossbench.models import classifiers as _classifiers  # noqa: F401
-from lossbench.models import segmenters as _segmenters  # noqa: F401
-from lossbench.models.classifiers import TIMM_PREFIX
+from lossbench.models.registry import MODELS, ModelEntry, ModelLayout
 from lossbench.models.weights import load_backbone_strict, read_state_dict, resolve_pretrained_file
 
-__all__ = ["MODELS", "build_model", "parameter_groups", "registry_key"]
+__all__ = ["MODELS", "ModelLayout", "build_model", "model_layout", "parameter_groups", "registry_key"]
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+from lossbench.models.classifiers import TIMM_PREFIX  # noqa: E402
 
 
 def registry_key(name: str) -> str:
     """The registry entry of a model name (every ``timm:<name>`` shares one entry)."""
     return TIMM_PREFIX + "<name>" if name.startswith(TIMM_PREFIX) else name
+
+
+def model_layout(cfg: ModelConfig, model: nn.Module) -> ModelLayout:
+    """Head prefixes and skippable weights-file prefixes of ``model``, built from ``cfg``."""
+    return MODELS.get(registry_key(cfg.name)).layout(model)
 
 
 def build_model(cfg: ModelConfig, task: str, num_classes: int, log: Callable[[str], None] = print) -> nn.Module:
@@ -43,24 +54,19 @@ def build_model(cfg: ModelConfig, task: str, num_classes: int, log: Callable[[st
     if cfg.pretrained == "imagenet" and not entry.imagenet:
         raise UserError(f"model.pretrained: {cfg.name!r} has no ImageNet weights; use null, a weights file or a run")
     model = entry.build(cfg, num_classes)
-    if "param_prefixes" not in model.__dict__:
-        model.param_prefixes = entry.param_prefixes
     if cfg.pretrained not in (None, "imagenet"):
         path = resolve_pretrained_file(cfg.pretrained)
-        load_backbone_strict(model, read_state_dict(path), str(path), log)
+        load_backbone_strict(model, read_state_dict(path), str(path), entry.layout(model), log)
     return model
 
 
-def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Parameters split into the model's named groups: ``head`` and ``backbone`` (always both keys)."""
-    prefixes: dict[str, tuple[str, ...]] = getattr(model, "param_prefixes", {"head": ("",)})
-    groups: dict[str, list[nn.Parameter]] = {name: [] for name in prefixes}
-    groups.setdefault("backbone", [])
+def parameter_groups(model: nn.Module, head: Sequence[str]) -> dict[str, list[nn.Parameter]]:
+    """Parameters split into the named groups ``head`` (names starting with a ``head`` prefix) and ``backbone``.
+
+    Both keys are always there; ``head=("",)`` puts every parameter in the head.
+    """
+    prefixes = tuple(head)
+    groups: dict[str, list[nn.Parameter]] = {"head": [], "backbone": []}
     for pname, param in model.named_parameters():
-        for group, starts in prefixes.items():
-            if pname.startswith(starts):
-                groups[group].append(param)
-                break
-        else:
-            groups["backbone"].append(param)
+        groups["head" if pname.startswith(prefixes) else "backbone"].append(param)
     return groups

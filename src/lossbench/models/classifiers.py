@@ -18,6 +18,7 @@ from torch import nn
 from lossbench.config import ModelConfig
 from lossbench.errors import UserError
 from lossbench.models.registry import register_model
+from lossbench.models.segmenters import dropped_encoder_stages, smp_model
 from lossbench.models.weights import timm_imagenet, torchvision_imagenet
 
 TIMM_PREFIX = "timm:"
@@ -77,7 +78,17 @@ for _arch, _depth in [("resnet18", 18), ("resnet34", 34), ("resnet50", 50), ("re
     _register_torchvision(_arch, _depth)
 
 
-@register_model("timm:<name>", "classification", head=("fc.",), imagenet=True)
+def timm_head(model: nn.Module) -> tuple[str, ...]:
+    """A timm model's head: the module(s) its ``pretrained_cfg`` names as the classifier."""
+    heads = model.pretrained_cfg.get("classifier") or "fc"
+    return tuple(h + "." for h in ((heads,) if isinstance(heads, str) else heads))
+
+
+#: the classifier names timm models use: another timm model's weights file may hold any of them
+TIMM_HEADS = ("fc.", "head.", "classifier.", "linear.")
+
+
+@register_model("timm:<name>", "classification", head=timm_head, imagenet=True, other_heads=TIMM_HEADS)
 def timm_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     """Any timm model by name, e.g. timm:resnet10t or timm:resnet50.a1_in1k; classifier resized."""
     import timm
@@ -94,9 +105,6 @@ def timm_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state), **kwargs)
     else:
         model = timm.create_model(name, pretrained=False, **kwargs)
-    heads = model.pretrained_cfg.get("classifier") or "fc"
-    heads = (heads,) if isinstance(heads, str) else tuple(heads)
-    model.param_prefixes = {"head": tuple(h + "." for h in heads)}
     return model
 
 
@@ -114,16 +122,14 @@ class UNetClassifier(nn.Module):
         super().__init__()
         self.encoder = unet.encoder
         self.classification_head = unet.classification_head
-        self.foreign_head_prefixes = ("decoder.", "segmentation_head.")
-        self.unused_prefixes = getattr(unet, "unused_prefixes", ())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classification_head(self.encoder(x)[-1])
 
 
-@register_model("resnet_unet", "classification", head=("classification_head.",), imagenet=True)
+@register_model("resnet_unet", "classification", head=("classification_head.",), imagenet=True,
+                other_heads=("decoder.", "segmentation_head."), unused=dropped_encoder_stages)
 def resnet_unet(cfg: ModelConfig, num_classes: int) -> nn.Module:
     """smp U-Net with a ResNet encoder (model.encoder) and an aux_params classification head; class logits only."""
-    from lossbench.models.segmenters import smp_model
 
     return UNetClassifier(smp_model("Unet", cfg, 1, aux_params={"classes": num_classes}))

@@ -49,31 +49,41 @@ def smp_model(arch: str, cfg: ModelConfig, classes: int, **kwargs) -> nn.Module:
     return model
 
 
+#: the stages of a ResNet encoder, deepest last
+RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
 def drop_unused_stages(model: nn.Module, depth: int) -> None:
     """Replace the ResNet stages a depth-``depth`` smp encoder never runs by ``nn.Identity``.
 
     smp keeps them (a depth-3 ResNet encoder still holds layer3 and layer4);
     parameters that never get a gradient would make DDP fail and would be
     frozen / unfrozen / decayed for nothing. Files that still hold them load
-    with those tensors skipped.
+    with those tensors skipped (:func:`dropped_encoder_stages`).
     """
     from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
 
     if not isinstance(model.encoder, ResNetEncoder):
         return
-    unused = [f"layer{i}" for i in range(max(depth, 1), 5)]
-    for name in unused:
+    for name in RESNET_STAGES[max(depth, 1) - 1:]:
         setattr(model.encoder, name, nn.Identity())
-    model.unused_prefixes = tuple(f"encoder.{name}." for name in unused)
 
 
-@register_model("unet", "segmentation", head=("decoder.", "segmentation_head."), imagenet=True)
+def dropped_encoder_stages(model: nn.Module) -> tuple[str, ...]:
+    """Prefixes of the encoder stages :func:`drop_unused_stages` replaced: a full-size file's tensors to skip."""
+    return tuple(f"encoder.{name}." for name in RESNET_STAGES
+                 if isinstance(getattr(model.encoder, name, None), nn.Identity))
+
+
+@register_model("unet", "segmentation", head=("decoder.", "segmentation_head."), imagenet=True,
+                unused=dropped_encoder_stages)
 def unet(cfg: ModelConfig, num_classes: int) -> nn.Module:
     """smp U-Net (Ronneberger et al. 2015) with a ResNet encoder (model.encoder)."""
     return smp_model("Unet", cfg, num_classes)
 
 
-@register_model("unetplusplus", "segmentation", head=("decoder.", "segmentation_head."), imagenet=True)
+@register_model("unetplusplus", "segmentation", head=("decoder.", "segmentation_head."), imagenet=True,
+                unused=dropped_encoder_stages)
 def unetplusplus(cfg: ModelConfig, num_classes: int) -> nn.Module:
     """smp U-Net++ (Zhou et al. 2018) with a ResNet encoder (model.encoder)."""
     return smp_model("UnetPlusPlus", cfg, num_classes)

@@ -21,13 +21,9 @@ import torch
 from torch import nn
 
 from lossbench.errors import UserError
+from lossbench.models.registry import ModelLayout
 
 StateDict = dict[str, torch.Tensor]
-
-#: Prefixes of every head a registered model may have: keys under them are skipped, not errors,
-#: when a state dict comes from a model with a different head (classifier <-> segmenter, other classes).
-KNOWN_HEAD_PREFIXES = ("fc.", "classification_head.", "decoder.", "segmentation_head.", "heads.",
-                       "head.", "classifier.", "linear.")
 
 
 # --- where the caches are ------------------------------------------------------------------------
@@ -130,39 +126,28 @@ def _strip(key: str, prefix: str) -> str:
 KEYINGS: tuple[Callable[[str], str], ...] = (lambda k: k, lambda k: "encoder." + k, lambda k: _strip(k, "encoder."))
 
 
-def _skippable_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """Keys a file may hold that this model does not need: any head, and layers the model left out.
-
-    ``foreign_head_prefixes`` names heads of related models (a U-Net decoder for
-    the U-Net classifier); ``unused_prefixes`` names layers a full-size model
-    has but this one drops (the deep stages of a shallow smp encoder).
-    """
-    prefixes = getattr(model, "param_prefixes", {}).get("head", ())
-    return (tuple(prefixes) + tuple(getattr(model, "foreign_head_prefixes", ()))
-            + tuple(getattr(model, "unused_prefixes", ())) + KNOWN_HEAD_PREFIXES)
-
-
 def _shape(t: torch.Tensor) -> str:
     return "x".join(str(s) for s in t.shape)
 
 
 def load_backbone_strict(
-    model: nn.Module, state: StateDict, source: str, log: Callable[[str], None] = print
+    model: nn.Module, state: StateDict, source: str, layout: ModelLayout, log: Callable[[str], None] = print
 ) -> list[str]:
     """Load ``state`` into ``model``: every backbone tensor must be there with its shape; head tensors may differ.
 
     Keys saved by DDP (``module.``) or ``torch.compile`` (``_orig_mod.``) are
     unwrapped, and a ResNet's keys move between a classifier and a U-Net
     encoder (``encoder.`` prefix) when that is what matches. A 3-channel first
-    convolution loaded into a 1-channel model is summed over RGB. Head tensors
-    of another shape or another kind of head are skipped and reported in one
-    line; anything else that does not fit is a UserError naming ``source``.
-    Returns the skipped keys.
+    convolution loaded into a 1-channel model is summed over RGB. Tensors
+    under ``layout.skippable`` that the model lacks (another kind of head,
+    layers it drops) and head tensors of another shape are skipped and
+    reported in one line; anything else that does not fit is a UserError
+    naming ``source``. Returns the skipped keys.
     """
     state = {_strip(_strip(k, "module."), "_orig_mod."): v for k, v in state.items()}
     target = model.state_dict()
-    heads = _skippable_prefixes(model)
-    own_heads = tuple(getattr(model, "param_prefixes", {}).get("head", ()))
+    heads = layout.skippable
+    own_heads = layout.head
     backbone = [k for k in target if not k.startswith(own_heads)]
 
     rename = max(KEYINGS, key=lambda f: sum(f(k) in target for k in state))
