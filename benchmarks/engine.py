@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lossbench.config import Experiment, ModelConfig, OptimizerConfig
 from lossbench.data import build_data
-from lossbench.engine.fit import TrainLoop, autocast_for
+from lossbench.engine.loop import TrainLoop, autocast_for
 from lossbench.engine.optim import build_optimizer, optimizer_param_groups
 from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
@@ -120,10 +120,11 @@ def main(argv: list[str] | None = None) -> None:
         ours_model = ours_model.to(memory_format=torch.channels_last)
     cfg = OptimizerConfig(name="sgd", lr=0.01, momentum=0.9)
     bare_opt = torch.optim.SGD(bare_model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    ours_opt = build_optimizer(cfg, optimizer_param_groups(parameter_groups(ours_model, ("fc.",)), ["head", "backbone"], cfg))
+    groups = optimizer_param_groups(parameter_groups(ours_model, ("fc.",)), ["head", "backbone"], cfg)
+    ours_opt = build_optimizer(cfg, groups)
     loss_fn = DeepSupervision(build_loss("ce", classes, "classification", [1] * classes, 255)).to(device)
-    loop = TrainLoop(ours_model, loss_fn, ours_opt, device, autocast=autocast_for(amp, device),
-                     channels_last=channels_last)
+    loop = TrainLoop(model=ours_model, loss_fn=loss_fn, optimizer=ours_opt, device=device,
+                     autocast=autocast_for(amp, device), channels_last=channels_last)
     metrics = TaskMetrics("classification", classes).to(device)
 
     run_bare = lambda: bare_epoch(bare_model, make_batches(), bare_opt, device)  # noqa: E731

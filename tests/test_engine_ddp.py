@@ -13,7 +13,7 @@ from lossbench.config import load_experiment
 from lossbench.contract import IGNORE_INDEX
 from lossbench.data import build_data
 from lossbench.engine.distributed import ShardSampler
-from lossbench.engine.fit import evaluate
+from lossbench.engine.loop import evaluate
 from lossbench.losses import build_loss
 from lossbench.metrics import TaskMetrics
 from lossbench.models import build_model
@@ -79,7 +79,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 from lossbench.engine.distributed import session
-from lossbench.engine.fit import TrainLoop
+from lossbench.engine.loop import TrainLoop
 from lossbench.metrics import TaskMetrics
 
 class NanOnRank1(nn.Module):
@@ -96,8 +96,8 @@ with session("cpu") as ctx:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loop = TrainLoop(model, NanOnRank1(), opt, ctx.device, grad_accumulation=2, nonfinite_loss="skip", ctx=ctx,
-                     wrapped=DistributedDataParallel(model))
+    loop = TrainLoop(model=model, loss_fn=NanOnRank1(), optimizer=opt, device=ctx.device, grad_accumulation=2,
+                     nonfinite_loss="skip", ctx=ctx, wrapped=DistributedDataParallel(model))
     g = torch.Generator().manual_seed(ctx.rank)
     data = TensorDataset(torch.randn(12, 3, 2, 2, generator=g), torch.arange(12) % 3)
     result = loop.train_epoch(DataLoader(data, batch_size=2), TaskMetrics("classification", 3))

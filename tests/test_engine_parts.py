@@ -8,8 +8,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lossbench.config import Experiment, OptimizerConfig, SchedulerConfig, validate_experiment
-from lossbench.engine.fit import TrainLoop, _call_epoch_hooks, autocast_for
-from lossbench.engine.tracking import MetricTracker, metric_names, resolve_metric
+from lossbench.engine.fit import _call_epoch_hooks
+from lossbench.engine.loop import TrainLoop, autocast_for
+from lossbench.engine.monitor import MetricMonitor, metric_names, resolve_metric
 from lossbench.engine.optim import build_optimizer, build_scheduler, optimizer_param_groups
 from lossbench.engine.stages import freeze_for_stage
 from lossbench.errors import UserError
@@ -41,7 +42,8 @@ def linear_model(classes=3, size=4):
 def make_loop(model, opt_cfg, trained=None, head=("1.",), **kwargs):
     groups = parameter_groups(model, head)
     optimizer = build_optimizer(opt_cfg, optimizer_param_groups(groups, trained or list(groups), opt_cfg))
-    return TrainLoop(model, nn.CrossEntropyLoss(), optimizer, torch.device("cpu"), **kwargs)
+    return TrainLoop(model=model, loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer, device=torch.device("cpu"),
+                     **kwargs)
 
 
 def test_frozen_backbone_is_out_of_optimizer_and_keeps_weights_and_bn_stats():
@@ -221,10 +223,10 @@ def test_ema_averages_the_weights():
 
 
 def test_tracker_patience_min_delta_and_modes():
-    t = MetricTracker("val_loss", "min", min_delta=0.1)
+    t = MetricMonitor("val_loss", "min", min_delta=0.1)
     assert [t.update(v) for v in [1.0, 0.95, 0.85, 0.9]] == [True, False, True, False]
     assert t.best == 0.85 and t.bad_epochs == 1
-    t = MetricTracker("val_miou", "max")
+    t = MetricMonitor("val_miou", "max")
     assert [t.update(v) for v in [float("nan"), 0.2, float("nan"), 0.3]] == [True, True, False, True]
 
 

@@ -7,6 +7,7 @@ Every mistake in it is reported as one line naming the file and the key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -500,3 +501,60 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if len(experiments) != 1:
         raise UserError(f"{path}: holds {len(experiments)} experiments; this command takes a file with one")
     return experiments[0]
+
+
+def load_run_config(run_dir: str | Path) -> Experiment:
+    """The experiment a run folder recorded in ``config.yaml``, placed where the folder is now.
+
+    ``output_dir`` and ``name`` are the folder's parent and name, so a moved
+    run folder continues where it lies.
+    """
+    run_dir = Path(run_dir)
+    config = run_dir / "config.yaml"
+    docs = read_documents(config)
+    if len(docs) != 1:
+        raise UserError(f"{config}: holds {len(docs)} YAML documents, a run's config holds one; it cannot be resumed")
+    raw = {**docs[0], "output_dir": str(run_dir.parent), "name": run_dir.name}
+    return validate_experiment(raw, str(config))
+
+
+def read_data_section(spec: str) -> dict[str, Any] | None:
+    """The ``data`` mapping of a YAML file given as ``--data``, or None when ``spec`` is not a file."""
+    path = Path(spec)
+    if "=" in spec and not path.is_file():
+        return None
+    if not path.is_file():
+        raise UserError(f"--data {spec!r}: neither a config file nor KEY=VALUE (e.g. --data root=/data/other)")
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: YAML syntax error ({str(exc).splitlines()[0]})") from None
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise UserError(f"{path}: --data takes a file with one experiment or one data section")
+    doc = docs[0]
+    section = doc.get("data", doc)
+    if not isinstance(section, dict):
+        raise UserError(f"{path}: its data section is not a mapping")
+    return section
+
+
+def with_data(exp: Experiment, data: Sequence[str] = ()) -> Experiment:
+    """``exp`` with its data section replaced by config files and/or changed by ``KEY=VALUE`` items of ``data``.
+
+    ``KEY`` is relative to the data section (``root=/data/other``) or
+    written in full (``data.root=/data/other``). Later items win.
+    """
+    raw = exp.model_dump(mode="json")
+    raw.pop("versions", None)
+    for item in data:
+        section = read_data_section(item)
+        if section is not None:
+            raw["data"] = dict(section)
+        else:
+            key = item if item.startswith("data.") else f"data.{item}"
+            apply_overrides(raw, [key])
+    try:
+        DataConfig.model_validate(raw["data"])
+    except ValidationError as err:
+        raise UserError(describe_validation_error(err, "--data", DataConfig)) from None
+    return Experiment.model_validate(raw)

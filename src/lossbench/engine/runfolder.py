@@ -96,6 +96,29 @@ def clear_previous_run(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def start_run(run_dir: Path, config: dict[str, Any], run_files: dict[str, str]) -> None:
+    """Clear an overwritten run's results, then write the resolved ``config.yaml`` and the data layer's files."""
+    clear_previous_run(run_dir)
+    write_yaml(run_dir / "config.yaml", config)
+    for name, text in run_files.items():
+        atomic_write_text(run_dir / name, text)
+
+
+def save_epoch(run_dir: Path, rows: list[dict[str, Any]], last: dict[str, Any], best: dict[str, Any] | None) -> None:
+    """Write an epoch's ``metrics.csv`` and ``last.pt``, and ``best.pt`` when the epoch is the new best.
+
+    A new best.pt takes its place only once last.pt records it as the best; a
+    kill in between leaves it pending, and a resume commits or drops it
+    (:func:`tidy_after_kill`).
+    """
+    if best is not None:
+        save_checkpoint(run_dir / PENDING_BEST, best)
+    write_csv(run_dir / "metrics.csv", rows)
+    save_checkpoint(run_dir / "last.pt", last)
+    if best is not None:
+        os.replace(run_dir / PENDING_BEST, run_dir / "best.pt")
+
+
 def tidy_after_kill(run_dir: Path, best_epoch: int | None) -> None:
     """Before a resume, clear what a killed run left half done.
 

@@ -1,4 +1,6 @@
-"""Watching a validation metric across epochs: the best checkpoint and early stopping.
+"""Monitoring a metric across epochs: which epoch is best (best.pt) and when to stop early.
+
+(Copies of the metrics for TensorBoard and MLflow are :mod:`lossbench.engine.trackers`.)
 
 A metric is any metrics.csv column (``val_macro_f1``, ``val_iou_2``,
 ``val_loss``, ``train_loss``); a bare name means its validation value.
@@ -29,7 +31,7 @@ def flat_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
     return row
 
 
-class MetricTracker:
+class MetricMonitor:
     """Best value of a metric so far and epochs since it improved by more than ``min_delta``."""
 
     def __init__(self, name: str, mode: str, min_delta: float = 0.0) -> None:
