@@ -41,27 +41,50 @@ def _nanmean(x: torch.Tensor) -> float:
     return float(x.mean()) if x.numel() else float("nan")
 
 
+def per_class_figures(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-class support, predictions, precision, recall, F1 (= Dice) and IoU from float64 TP / FP / FN counts.
+
+    A figure whose denominator is empty is NaN.
+    """
+    return {
+        "support": tp + fn,
+        "predicted": tp + fp,
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "iou": _ratio(tp, tp + fp + fn),
+    }
+
+
+def confusion_figures(cm: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`per_class_figures` of a confusion matrix (rows = true class, columns = predicted)."""
+    cm = cm.double()
+    tp = cm.diag()
+    return per_class_figures(tp, cm.sum(0) - tp, cm.sum(1) - tp)
+
+
+def channel_figures(stats: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`per_class_figures` of sigmoid channels from their (tp, fp, tn, fn, support) rows: each foreground's."""
+    stats = stats.double().reshape(-1, 5)
+    return per_class_figures(stats[:, 0], stats[:, 1], stats[:, 3])
+
+
 def metrics_from_confusion(cm: torch.Tensor, task: str) -> dict[str, float | list[float]]:
     """Every metric of a task from a confusion matrix (rows = true class, columns = predicted)."""
     cm = cm.double()
-    tp = cm.diag()
-    true = cm.sum(1)
-    pred = cm.sum(0)
+    figures = confusion_figures(cm)
     total = cm.sum()
-    fp, fn = pred - tp, true - tp
     out: dict[str, float | list[float]] = {}
-    accuracy = float(tp.sum() / total) if total > 0 else float("nan")
+    accuracy = float(cm.diag().sum() / total) if total > 0 else float("nan")
     if task == "classification":
-        recall = _ratio(tp, true)
-        f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+        recall = figures["recall"]
         out["accuracy"] = accuracy
         out["balanced_accuracy"] = _nanmean(recall)
-        out["macro_f1"] = _nanmean(f1)
+        out["macro_f1"] = _nanmean(figures["f1"])
         out["quadratic_kappa"] = quadratic_weighted_kappa(cm)
         out["recall"] = recall.tolist()
     else:
-        iou = _ratio(tp, tp + fp + fn)
-        dice = _ratio(2 * tp, 2 * tp + fp + fn)
+        iou, dice = figures["iou"], figures["f1"]
         out["pixel_accuracy"] = accuracy
         out["miou"] = _nanmean(iou)
         out["dice"] = _nanmean(dice)
@@ -109,8 +132,8 @@ def metrics_from_stat_scores(stats: torch.Tensor) -> dict[str, float | list[floa
     """Segmentation metrics of sigmoid channels from per-channel (tp, fp, tn, fn, support) rows."""
     stats = stats.double().reshape(-1, 5)
     tp, fp, tn, fn = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
-    iou = _ratio(tp, tp + fp + fn)
-    dice = _ratio(2 * tp, 2 * tp + fp + fn)
+    figures = channel_figures(stats)
+    iou, dice = figures["iou"], figures["f1"]
     total = (tp + fp + tn + fn).sum()
     return {
         "pixel_accuracy": float((tp + tn).sum() / total) if total > 0 else float("nan"),

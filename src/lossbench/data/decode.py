@@ -71,24 +71,37 @@ def _to_channels(im: Image.Image, channels: int) -> Image.Image:
     return im if im.mode == target else im.convert(target)
 
 
-def read_image(path: Path, channels: int, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """``(uint8 C x size x size array, original (width, height))`` of an image file."""
+def read_image(path: Path, channels: int, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(uint8 C x size x size array, original (width, height))`` of an image file (size None: not resized)."""
     im = _open(path, "image")
     with im:
-        original = im.size
-        if max(original) > MAX_ASPECT_RATIO * min(original):
-            raise BadFile(f"{path}: absurd image size {original[0]}x{original[1]} (one side over "
-                          f"{MAX_ASPECT_RATIO} times the other; squashed to {size}x{size} nothing of it would "
-                          "remain); crop it or delete it")
-        if im.format == "JPEG":
-            im.draft("RGB" if channels == 3 else "L", (size, size))
-        _load(im, path, "image")
-        im = _to_channels(im, channels)
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
+        original = im.size  # before a JPEG draft shrinks it
+        return image_array(im, channels, size, path), original
+
+
+def image_array(im: Image.Image, channels: int, size: int | None, path: Path | str = "image") -> np.ndarray:
+    """An opened image as a uint8 C x size x size array, decoded as every source decodes its files.
+
+    JPEGs are drafted at the target size, then the image is converted to
+    ``channels`` and resized (bilinear) to size x size; ``size`` None keeps
+    its own size. ``path`` names it in the :class:`BadFile` raised when it
+    cannot be decoded.
+    """
+    original = im.size
+    if max(original) > MAX_ASPECT_RATIO * min(original):
+        squashed = f"squashed to {size}x{size} " if size is not None else ""
+        raise BadFile(f"{path}: absurd image size {original[0]}x{original[1]} (one side over "
+                      f"{MAX_ASPECT_RATIO} times the other; {squashed}nothing of it would "
+                      "remain); crop it or delete it")
+    if size is not None and im.format == "JPEG":
+        im.draft("RGB" if channels == 3 else "L", (size, size))
+    _load(im, path, "image")
+    im = _to_channels(im, channels)
+    if size is not None and im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr), original
+    return np.ascontiguousarray(arr)
 
 
 def read_mask_values(path: Path) -> tuple[np.ndarray, tuple[int, int]]:

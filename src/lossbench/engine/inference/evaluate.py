@@ -1,0 +1,131 @@
+"""``lossbench eval``: measure a finished run's checkpoint on its data or on another dataset.
+
+The checkpoint is measured on the run's validation split, its test split, or
+another dataset (a config file or ``KEY=VALUE`` overrides of the data section,
+:func:`lossbench.config.with_data`), writing ``metrics.json`` /
+``metrics.csv``, a per-class table and the confusion matrix normalised over
+the true class (sklearn's ``normalize='true'``: rows = true class) into
+``RUN/eval/``. Metrics and per-class figures are those of
+:mod:`lossbench.metrics`, so on the run's own validation split they are the
+ones training recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lossbench.config import with_data
+from lossbench.contract import IGNORE_INDEX
+from lossbench.data import DataBundle, build_data
+from lossbench.engine import runfolder
+from lossbench.engine.inference.run import LoadedRun, load_run
+from lossbench.errors import UserError
+from lossbench.metrics import TaskMetrics, channel_figures, confusion_figures, metrics_from_confusion, \
+    normalized_confusion
+from lossbench.plots import plot_confusion
+
+
+def _split(bundle: DataBundle, split: str) -> Dataset:
+    dataset = getattr(bundle, split, None)
+    if dataset is None:
+        raise UserError(f"--split {split}: the data source has no {split} split; use val")
+    return dataset
+
+
+def per_class_rows(figures: dict[str, torch.Tensor], task: str, class_names: list[str], sigmoid: bool = False
+                   ) -> list[dict[str, Any]]:
+    """One table row per class (or sigmoid channel) from :func:`lossbench.metrics.per_class_figures`:
+    support, predicted, precision, recall, and F1 (classification) or IoU and Dice (segmentation)."""
+    rows = []
+    for k, name in enumerate(class_names):
+        row: dict[str, Any] = {"class": name, "support": int(figures["support"][k]),
+                               "predicted": int(figures["predicted"][k]),
+                               "precision": float(figures["precision"][k]), "recall": float(figures["recall"][k])}
+        if task == "classification" and not sigmoid:
+            row["f1"] = float(figures["f1"][k])
+        else:
+            row["iou"] = float(figures["iou"][k])
+            row["dice"] = float(figures["f1"][k])
+        rows.append(row)
+    return rows
+
+
+def _measure(run: LoadedRun, dataset: Dataset, task: str, batch_size: int, num_workers: int) -> TaskMetrics:
+    """The run's network over all of ``dataset``, accumulated."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    metrics = TaskMetrics(task, len(run.class_names), IGNORE_INDEX).to(run.device)
+    with torch.inference_mode():
+        for images, target in loader:
+            metrics.update(run.model(images.to(run.device)), target.to(run.device))
+    return metrics
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    data: Sequence[str] = (),
+    split: str = "val",
+    name: str | None = None,
+    checkpoint: str = "best",
+    batch_size: int | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate a run's checkpoint on a split of its data (or of ``data``) and write ``RUN/eval[/name]/``.
+
+    Returns what ``metrics.json`` holds: the metrics of :mod:`lossbench.metrics`,
+    the raw and row-normalised confusion matrices, and the per-class table.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be a positive number of images")
+    run = load_run(run_dir, checkpoint, device)
+    exp = with_data(run.exp, data)
+    bundle = build_data(exp)
+    if bundle.num_classes != len(run.class_names):
+        raise UserError(f"--data: the data has {bundle.num_classes} classes but {run.run_dir} was trained on "
+                        f"{len(run.class_names)} ({', '.join(run.class_names)})")
+    if bundle.class_names != run.class_names:
+        log(f"note: class names differ from the run's; reporting the run's ({', '.join(run.class_names)})")
+    dataset = _split(bundle, split)
+    metrics = _measure(run, dataset, exp.task, batch_size or exp.batch_size, exp.data.num_workers)
+    cm = None
+    if metrics.sigmoid_outputs:  # binary / multi-label channels: per-channel counts, no K x K confusion matrix
+        values = metrics.compute()
+        rows = per_class_rows(channel_figures(metrics.channels.compute().cpu()), exp.task, run.class_names, True)
+    else:
+        cm = metrics.confusion.compute().cpu()
+        values = metrics_from_confusion(cm, exp.task)
+        rows = per_class_rows(confusion_figures(cm), exp.task, run.class_names)
+    result = {"run": str(run.run_dir), "checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
+              "data": exp.data.model_dump(mode="json"), "num_images": len(dataset), "class_names": run.class_names,
+              "metrics": values, "per_class": rows}
+    if cm is not None:
+        result["confusion_matrix"] = cm.tolist()
+        result["normalized_confusion_matrix"] = normalized_confusion(cm).tolist()
+    out = run.run_dir / "eval" / name if name else run.run_dir / "eval"
+    _write_eval(out, result, cm, f"{exp.name}: {split}, {run.checkpoint.stem} checkpoint"
+                + (f" (epoch {run.epoch})" if run.epoch else ""))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not isinstance(v, list))
+    log(f"{exp.name}: {split} ({len(dataset)} images): {shown} -> {out}")
+    return result
+
+
+def _write_eval(out: Path, result: dict[str, Any], cm: torch.Tensor | None, title: str) -> None:
+    """metrics.json, metrics.csv, per_class.csv and, with a confusion matrix, its normalised CSV and plot."""
+    runfolder.write_json(out / "metrics.json", result)
+    scalars = {k: v for k, v in result["metrics"].items() if not isinstance(v, list)}
+    runfolder.write_csv(out / "metrics.csv", [{"checkpoint": result["checkpoint"], "epoch": result["epoch"],
+                                               "split": result["split"], "num_images": result["num_images"],
+                                               **scalars}])
+    runfolder.write_csv(out / "per_class.csv", result["per_class"])
+    if cm is not None:
+        names = result["class_names"]
+        norm = normalized_confusion(cm)
+        runfolder.write_csv(out / "confusion_matrix_normalized.csv",
+                            [{"true": n, **{p: float(v) for p, v in zip(names, r)}}
+                             for n, r in zip(names, norm.tolist())])
+        runfolder.atomic_write_bytes(out / "confusion_matrix.png", plot_confusion(cm, names, title))

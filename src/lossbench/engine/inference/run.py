@@ -1,0 +1,177 @@
+"""A finished run, loaded: its experiment, class names and network, and predictions on new inputs.
+
+A run folder is enough (ARCHITECTURE.md): ``config.yaml`` rebuilds the model
+and the data, ``summary.json`` names the classes and the kind of target the
+run trained on, ``best.pt`` (or ``last.pt``) holds the weights under
+``"model"``, read with ``torch.load(weights_only=True)``. New images go
+through the data layer's own decoder and evaluation transform, so a
+prediction sees exactly what evaluation saw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+import torch
+from PIL import Image
+from torch import nn
+
+from lossbench.config import Experiment, load_experiment
+from lossbench.data import TargetKind, build_data, resolve_config
+from lossbench.data.decode import BadFile, image_array, read_image
+from lossbench.data.transforms import SampleTransform, normalization
+from lossbench.engine.distributed import resolve_device
+from lossbench.errors import UserError
+from lossbench.models import build_model
+from lossbench.models.weights import read_checkpoint
+
+#: what :meth:`LoadedRun.predict` takes: model-ready tensors, or images (files or PIL images)
+Inputs = torch.Tensor | str | Path | Image.Image | Sequence[str | Path | Image.Image]
+
+
+@dataclass
+class Predictions:
+    """What a run predicts for a batch of inputs.
+
+    ``probabilities``: softmax over classes (N x K, or N x K x H x W), or
+    per-channel sigmoid for binary / multi-label segmenters. ``labels``: the
+    class index per image (N) or per pixel (N x H x W); for sigmoid channels a
+    pixel is channel k's (label k + 1) when its probability is the highest
+    and above 0.5, else background (0). ``label_names`` name the label values.
+    """
+
+    probabilities: torch.Tensor
+    labels: torch.Tensor
+    label_names: list[str]
+
+
+@dataclass
+class LoadedRun:
+    """A run's experiment, class names and network with the checkpoint's weights, in eval mode."""
+
+    run_dir: Path
+    exp: Experiment
+    class_names: list[str]
+    model: nn.Module
+    checkpoint: Path
+    epoch: int | None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    target: TargetKind = "label"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def preprocess(self, image: str | Path | Image.Image) -> torch.Tensor:
+        """An image file or PIL image as the network saw its evaluation data (float C x S x S).
+
+        The data layer's decoder (channels, JPEG draft, resize to
+        ``data.image_size``) and evaluation transform (scaling, normalisation)
+        do the work, so predictions agree with ``lossbench eval``.
+        """
+        channels, size = int(resolve_config(self.exp).channels), self.exp.data.image_size
+        try:
+            if isinstance(image, Image.Image):
+                array = image_array(image, channels, size)
+            else:
+                array, _ = read_image(Path(image), channels, size)
+        except BadFile as exc:
+            where = str(image) if not isinstance(image, Image.Image) else "image"
+            reason = str(exc).removeprefix(f"{where}: ")
+            raise UserError(f"{where}: cannot read this image ({reason})") from None
+        return SampleTransform(size, channels, self.mean, self.std, None)(torch.from_numpy(array), None)[0]
+
+    def predict(self, inputs: Inputs, batch_size: int = 32) -> Predictions:
+        """Class / mask predictions for a model-ready float tensor (C x H x W or N x C x H x W) or for images."""
+        if isinstance(inputs, torch.Tensor):
+            batch = inputs if inputs.ndim == 4 else inputs.unsqueeze(0)
+            return self.predict_batch(batch)
+        images = [inputs] if isinstance(inputs, (str, Path, Image.Image)) else list(inputs)
+        parts = [self.predict_batch(torch.stack([self.preprocess(im) for im in images[i:i + batch_size]]))
+                 for i in range(0, len(images), batch_size)]
+        if not parts:
+            raise UserError("predict: no inputs given")
+        return Predictions(torch.cat([p.probabilities for p in parts]), torch.cat([p.labels for p in parts]),
+                           parts[0].label_names)
+
+    def predict_batch(self, batch: torch.Tensor) -> Predictions:
+        """:class:`Predictions` of one N x C x H x W batch of model inputs (on the CPU)."""
+        with torch.inference_mode():
+            logits = self.model(batch.to(self.device))
+        logits = (logits[-1] if isinstance(logits, (list, tuple)) else logits).float()
+        segment = self.exp.task == "segmentation"
+        if segment and (self.target == "multilabel" or logits.shape[1] == 1):
+            probs = torch.sigmoid(logits).cpu()
+            labels = (probs.argmax(1) + 1) * (probs.amax(1) > 0.5)
+            return Predictions(probs, labels, ["background", *self.class_names])
+        probs = torch.softmax(logits, 1).cpu()
+        return Predictions(probs, probs.argmax(1), list(self.class_names))
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
+    """Rebuild a run's network from its ``config.yaml`` and load ``best.pt`` / ``last.pt`` (``checkpoint``).
+
+    The model is built without its ``pretrained`` source (the checkpoint
+    replaces it, and the source need not exist here) and loaded strictly.
+    """
+    run_dir = Path(run_dir)
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"{run_dir}: not a run folder (no config.yaml); give runs/<name> of a finished run")
+    exp = load_experiment(config)
+    ckpt = run_dir / f"{checkpoint}.pt"
+    if not ckpt.is_file():
+        raise UserError(f"{ckpt}: no such checkpoint; the run has not finished an epoch (try --checkpoint last)")
+    names, target = _recorded_data(run_dir, exp)
+    model = build_model(exp.model.model_copy(update={"pretrained": None}), exp.task, len(names), log=lambda _: None)
+    state, meta = read_checkpoint(ckpt)
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"{ckpt}: does not fit the model of {config} "
+                        f"({str(exc).splitlines()[0][:160]})") from None
+    epoch = meta.get("epoch") if isinstance(meta.get("epoch"), int) else None
+    mean, std = run_normalization(run_dir, exp)
+    return LoadedRun(run_dir, exp, list(names), model.to(resolve_device(device, "--device")).eval(), ckpt, epoch,
+                     mean, std, target)
+
+
+def _recorded_data(run_dir: Path, exp: Experiment) -> tuple[list[str], TargetKind]:
+    """Class names and target kind from ``summary.json``; from the data itself for what it does not record."""
+    path = run_dir / "summary.json"
+    names: list[str] | None = None
+    target: TargetKind | None = None
+    if path.is_file():
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+            names, target = summary.get("class_names"), summary.get("target")
+        except (ValueError, AttributeError):
+            raise UserError(f"{path}: not valid JSON (a cut-off write?); delete it to take the class names "
+                            "from the data, or train the run again") from None
+    if exp.task == "classification":
+        target = "label"
+    if not names or target is None:  # an unfinished run, or one trained before summaries recorded the target
+        bundle = build_data(exp)
+        names, target = names or bundle.class_names, target or bundle.target
+    return list(names), target
+
+
+def run_normalization(run_dir: Path, exp: Experiment) -> tuple[list[float] | None, list[float] | None]:
+    """The per-channel ``(mean, std)`` the run trained with: its ``normalization.json``, else the config's."""
+    path = run_dir / "normalization.json"
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+            return found.get("mean"), found.get("std")
+        except (ValueError, AttributeError):
+            raise UserError(f"{path}: not valid JSON; delete it to fall back to the config's data.normalize") \
+                from None
+    if exp.data.normalize == "auto":
+        bundle = build_data(exp)
+        return bundle.mean, bundle.std
+    return normalization(exp.data.normalize, exp.model.in_channels)
+
