@@ -122,6 +122,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=96, help="square side of the written images (default 96)")
     p.set_defaults(func=_cmd_data_prepare_dsb2018)
 
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from lossbench.engine.inference import evaluate_run
 
@@ -144,13 +145,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lossbench",
-        description="Train and compare image classifiers and segmenters under losses for imbalanced data.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the experiment(s) in a config file", description="Train the "
                        "experiment(s) in CONFIG and write one run folder each, or continue one with --resume. "
                        "Under torchrun (torchrun --nproc_per_node=N -m lossbench train CONFIG) it trains "
@@ -162,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of experiments over seeds and write a report",
                        description="Run every cell of CONFIG's grid: (skipping finished cells), then write the report.")
     p.add_argument("config", help="YAML config with a grid: mapping of config keys to lists")
@@ -174,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep_dir", help="folder written by lossbench sweep")
     p.set_defaults(func=_cmd_report)
 
+
+def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="re-evaluate a run's checkpoint on its data or another dataset",
                        description="Evaluate RUN's checkpoint and write metrics.json, metrics.csv, per_class.csv "
                        "and the normalized confusion matrix (rows = true class) into RUN/eval/[NAME/].")
@@ -188,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=_cmd_eval)
 
+
+def _add_predict_export_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict images or folders with a run's checkpoint",
                        description="Print class and probabilities per image (classifier) or write mask PNGs and "
                        "overlays (segmenter) for every image in INPUT.")
@@ -208,10 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
     p.set_defaults(func=_cmd_export)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lossbench",
+        description="Train and compare image classifiers and segmenters under losses for imbalanced data.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train_command(sub)
+    _add_sweep_commands(sub)
+    _add_eval_command(sub)
+    _add_predict_export_commands(sub)
     p = sub.add_parser("list", help="list registered losses, models or data sources")
     p.add_argument("kind", choices=["losses", "models", "sources"])
     p.set_defaults(func=_cmd_list)
-
     _add_data_commands(sub)
     return parser
 
