@@ -390,6 +390,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+#: what PyYAML appends to a document that is one plain scalar
+DOCUMENT_END = "\n...\n"
+
+
+def override_text(key: str, value: Any) -> str:
+    """``KEY=VALUE`` that :func:`parse_override` reads back as ``value`` (a Python value as a ``--set`` item)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000)
+    return f"{key}={text.removesuffix(DOCUMENT_END).strip()}"
+
+
 def set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``a.b.c`` in a raw (unvalidated) config mapping, creating sections as needed."""
     path = dotted.split(".")

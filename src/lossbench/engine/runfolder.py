@@ -147,10 +147,10 @@ def versions() -> dict[str, str]:
     import torchmetrics
     import torchvision
 
-    import lossbench
+    from lossbench._version import __version__
 
     return {
-        "lossbench": lossbench.__version__,
+        "lossbench": __version__,
         "python": platform.python_version(),
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
