@@ -51,7 +51,6 @@ from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
 from lossbench.metrics import MAIN_METRIC, TaskMetrics, shot_accuracies
 from lossbench.models import build_model, model_layout, parameter_groups
-from lossbench.plots import plot_confusion
 
 __all__ = ["resume", "train"]
 
@@ -382,6 +381,8 @@ def _summarise(run: Run) -> dict[str, Any]:
 
     def write_end_files() -> None:
         if state.best_cm is not None:
+            from lossbench.plots import plot_confusion  # matplotlib: only a run's last step needs it
+
             runfolder.atomic_write_bytes(
                 run.run_dir / "confusion_matrix.png",
                 plot_confusion(torch.tensor(state.best_cm), data.class_names,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 
-import segmentation_models_pytorch as smp
 from torch import nn
 
 from lossbench.config import ModelConfig
@@ -27,8 +26,11 @@ def smp_model(arch: str, cfg: ModelConfig, classes: int, **kwargs) -> nn.Module:
 
     With ``pretrained: imagenet`` the model is built for 3 channels, the
     cached encoder weights are loaded, and smp's own first-conv patch then
-    adapts them to ``in_channels`` (summed over RGB for one channel).
+    adapts them to ``in_channels`` (summed over RGB for one channel). smp
+    (and the timm it brings) is imported here, when a model needs it.
     """
+    import segmentation_models_pytorch as smp
+
     encoder = cfg.encoder
     known = smp.encoders.get_encoder_names()
     if encoder not in known and not encoder.startswith("tu-"):
