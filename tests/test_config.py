@@ -1,14 +1,8 @@
-import subprocess
-import sys
-
 import pytest
+from cli_helper import run_cli
 
 from lossbench.config import load_experiment, load_experiments
 from lossbench.errors import UserError
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lossbench", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_defaults_and_overrides(tiny_config):
@@ -52,31 +46,31 @@ def test_bad_config_is_one_line_naming_the_key(tiny_config, text, overrides, exp
 
 def test_cli_bad_config_exit_2_no_traceback(tiny_config):
     path = tiny_config("optimizer: {lr: -1}\n")
-    res = run_cli("train", str(path))
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
+    res = run_cli(["train", str(path)], process=True)  # a real `python -m lossbench`: its exit code and stderr
+    assert res.code == 2
+    lines = res.err.strip().splitlines()
     assert len(lines) == 1 and "optimizer.lr" in lines[0]
-    assert "Traceback" not in res.stderr
+    assert "Traceback" not in res.err
 
 
 def test_cli_missing_file_and_bad_set(tmp_path):
-    res = run_cli("train", str(tmp_path / "nope.yaml"))
-    assert res.returncode == 2 and "nope.yaml: no such config file" in res.stderr
+    res = run_cli(["train", str(tmp_path / "nope.yaml")])
+    assert res.code == 2 and "nope.yaml: no such config file" in res.err
     (tmp_path / "ok.yaml").write_text("epochs: 1\n")
-    res = run_cli("train", str(tmp_path / "ok.yaml"), "--set", "novalue")
-    assert res.returncode == 2 and "expected KEY=VALUE" in res.stderr
+    res = run_cli(["train", str(tmp_path / "ok.yaml"), "--set", "novalue"])
+    assert res.code == 2 and "expected KEY=VALUE" in res.err
 
 
 def test_help_lists_only_existing_commands():
-    res = run_cli("--help")
-    assert res.returncode == 0
+    res = run_cli(["--help"])
+    assert res.code == 0
     from lossbench.cli import build_parser
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     for name in commands:
-        assert name in res.stdout
-        assert run_cli(name, "--help").returncode == 0
+        assert name in res.out
+        assert run_cli([name, "--help"]).code == 0
 
 
 def test_every_recipe_validates():

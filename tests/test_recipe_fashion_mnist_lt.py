@@ -3,13 +3,11 @@
 import csv
 import gzip
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helper import run_cli
 
 from lossbench.data import prepare_splits
 from lossbench.errors import UserError
@@ -67,16 +65,15 @@ def test_eval_split_test_evaluates_the_balanced_test_set(tmp_path):
         prepare_splits(exp)
 
 
-def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path):
+def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path, monkeypatch):
     root = fake_fashion_mnist(tmp_path / "fm")
     out = tmp_path / "sweep"
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               LOSSBENCH_CACHE=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "lossbench", "sweep", str(RECIPE), "--out", str(out),
+    monkeypatch.setenv("LOSSBENCH_CACHE", str(tmp_path / "cache"))
+    cmd = ["sweep", str(RECIPE), "--out", str(out),
            "--set", f"data.root={root}", "--set", "epochs=1", "--set", "batch_size=32",
            "--set", "grid.seed=[0]", "--set", 'grid.loss=[ce, "ldam(s=1, drw_epoch=161)", dice]']
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_cli(cmd)
+    assert proc.code == 0, proc.out + proc.err
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["status"] for r in rows] == ["done"] * 3
     summary = json.loads((out / rows[0]["cell"] / "summary.json").read_text())

@@ -20,7 +20,7 @@ import torchvision
 from PIL import Image
 from safetensors.torch import save_file
 
-from lossbench.cli import main
+from cli_helper import run_cli
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SMALL = ["epochs=1", "data.num_workers=0", "grid.seed=[0]"]
@@ -73,14 +73,13 @@ def blob_image(rng: np.random.Generator, size: int, level: int) -> np.ndarray:
     return np.clip(rng.normal(base, 30, (size, size, 3)), 0, 255).astype(np.uint8)
 
 
-def sweep(capsys, recipe: str, out: Path, *overrides: str) -> tuple[list[dict], str]:
+def sweep(recipe: str, out: Path, *overrides: str) -> tuple[list[dict], str]:
     """Run ``lossbench sweep`` in this process (cells are subprocesses); rows of results.csv and stdout."""
     args = ["sweep", str(RECIPES / recipe), "--out", str(out), "--jobs", "2"]
     for item in overrides:
         args += ["--set", item]
-    code = main(args)
-    printed = capsys.readouterr()
-    assert code == 0, printed.out + printed.err
+    printed = run_cli(args)
+    assert printed.code == 0, printed.out + printed.err
     with (out / "results.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and all(r["status"] == "done" for r in rows), rows
@@ -115,10 +114,10 @@ def write_cifar10(root: Path) -> None:
         pickle.dump({b"label_names": [n.encode() for n in names], b"num_cases_per_batch": 10000}, f)
 
 
-def test_cifar10_focal_dice(caches, capsys):
+def test_cifar10_focal_dice(caches):
     write_cifar10(caches / "cifar")
     out = caches / "runs" / "cifar"
-    rows, _ = sweep(capsys, "cifar10_focal_dice.yaml", out, *SMALL, f"data.root={caches / 'cifar'}",
+    rows, _ = sweep("cifar10_focal_dice.yaml", out, *SMALL, f"data.root={caches / 'cifar'}",
                     "data.image_size=16", "batch_size=8")
     assert [r["loss"] for r in rows] == ["focal(gamma=2)", "focal(gamma=2) + dice"]
     for row in rows:
@@ -145,12 +144,12 @@ def write_retinopathy(root: Path, per_grade: int = 5) -> None:
     (root / "trainLabels.csv").write_text("\n".join(rows) + "\n")
 
 
-def test_retinopathy_transfer_grid_then_focal_on_the_best_cell(caches, capsys):
+def test_retinopathy_transfer_grid_then_focal_on_the_best_cell(caches):
     r18 = fake_torchvision_imagenet(caches, "resnet18")
     fake_torchvision_imagenet(caches, "resnet50")
     write_retinopathy(caches / "dr")
     out = caches / "runs" / "retinopathy"
-    rows, _ = sweep(capsys, "retinopathy.yaml", out, "epochs=1", "data.num_workers=0",
+    rows, _ = sweep("retinopathy.yaml", out, "epochs=1", "data.num_workers=0",
                     f"data.root={caches / 'dr'}", "data.image_size=16")
     assert [(r["document"], r["model.pretrained"]) for r in rows] == [
         ("retinopathy-resnet18", "imagenet"), ("retinopathy-resnet18", ""),
@@ -178,10 +177,9 @@ def test_retinopathy_transfer_grid_then_focal_on_the_best_cell(caches, capsys):
                else float(r["best_quadratic_kappa"]))
     config = out / "configs" / f"{best['cell']}.yaml"
     focal_out = caches / "runs" / "retinopathy-focal"
-    code = main(["sweep", str(config), "--out", str(focal_out), "--jobs", "2",
-                 "--set", 'grid={loss: [ce, "focal(gamma=2)"]}', "--set", "report={metric: quadratic_kappa}"])
-    printed = capsys.readouterr()
-    assert code == 0, printed.err
+    printed = run_cli(["sweep", str(config), "--out", str(focal_out), "--jobs", "2",
+                       "--set", 'grid={loss: [ce, "focal(gamma=2)"]}', "--set", "report={metric: quadratic_kappa}"])
+    assert printed.code == 0, printed.err
     with (focal_out / "results.csv").open(newline="") as f:
         focal_rows = list(csv.DictReader(f))
     assert [r["loss"] for r in focal_rows] == ["ce", "focal(gamma=2)"]
@@ -193,8 +191,9 @@ def test_retinopathy_transfer_grid_then_focal_on_the_best_cell(caches, capsys):
     meta = json.loads((focal_out / "sweep.json").read_text())
     meta["report"] = {document: {"metric": "kappa"} for document in meta["report"]}
     (focal_out / "sweep.json").write_text(json.dumps(meta))
-    assert main(["report", str(focal_out)]) == 2
-    err = capsys.readouterr().err.strip()
+    res = run_cli(["report", str(focal_out)])
+    assert res.code == 2
+    err = res.err.strip()
     assert err.startswith("lossbench: error: report.metric: 'kappa' is not a metric") and "\n" not in err
     assert "quadratic_kappa" in err
 
@@ -222,11 +221,11 @@ def write_oxford_pet(root: Path) -> None:
         (root / "annotations" / f"{name}.txt").write_text("\n".join(entries) + "\n")
 
 
-def test_oxford_pet_losses(caches, capsys):
+def test_oxford_pet_losses(caches):
     fake_smp_imagenet(caches, "resnet34")
     write_oxford_pet(caches / "pets")
     out = caches / "runs" / "pets"
-    rows, _ = sweep(capsys, "oxford_pet_losses.yaml", out, "epochs=1", "data.num_workers=0",
+    rows, _ = sweep("oxford_pet_losses.yaml", out, "epochs=1", "data.num_workers=0",
                     f"data.root={caches / 'pets'}", "data.image_size=32")
     assert [r["loss"] for r in rows] == ["ce", "dice", "focal(gamma=2)"]
     for row in rows:
@@ -254,11 +253,11 @@ def write_hymenoptera(root: Path) -> None:
                 save_image(root / split / cls / f"{1000 + i}_{cls}.jpg", blob_image(rng, 40, 1 + 2 * k))
 
 
-def test_hymenoptera_transfer_learning(caches, capsys):
+def test_hymenoptera_transfer_learning(caches):
     r18 = fake_torchvision_imagenet(caches, "resnet18")
     write_hymenoptera(caches / "hymenoptera_data")
     out = caches / "runs" / "hymenoptera"
-    rows, _ = sweep(capsys, "hymenoptera.yaml", out, *SMALL, f"data.root={caches / 'hymenoptera_data'}",
+    rows, _ = sweep("hymenoptera.yaml", out, *SMALL, f"data.root={caches / 'hymenoptera_data'}",
                     "data.image_size=16")
     assert [json.loads(r["stages"])[0]["train"] for r in rows] == ["all", "head"]
     for row in rows:
@@ -293,14 +292,13 @@ def write_dsb2018(root: Path, samples: int = 8) -> None:
         save_image(sample / "images" / f"{ident}.png", image)
 
 
-def test_dsb2018_nested_unet(caches, capsys):
+def test_dsb2018_nested_unet(caches):
     write_dsb2018(caches / "dsb2018")
     prepared = caches / "dsb2018-16"
-    assert main(["data", "prepare-dsb2018", str(caches / "dsb2018"), str(prepared), "--size", "16"]) == 0
-    capsys.readouterr()
+    assert run_cli(["data", "prepare-dsb2018", str(caches / "dsb2018"), str(prepared), "--size", "16"]).code == 0
     assert len(list((prepared / "masks" / "0").glob("*.png"))) == 8
     out = caches / "runs" / "dsb"
-    rows, _ = sweep(capsys, "dsb2018_nested_unet.yaml", out, "epochs=1", f"data.root={prepared}",
+    rows, _ = sweep("dsb2018_nested_unet.yaml", out, "epochs=1", f"data.root={prepared}",
                     "data.image_size=16")
     assert [r["loss"] for r in rows] == ["bce_dice", "lovasz_hinge"]
     for row in rows:
@@ -315,14 +313,13 @@ def test_dsb2018_nested_unet(caches, capsys):
 
     # the run folder of a sigmoid segmenter re-evaluates to its summary and predicts 0 / 1 masks
     run = out / rows[0]["cell"]
-    assert main(["eval", str(run)]) == 0
+    assert run_cli(["eval", str(run)]).code == 0
     evaluated = json.loads((run / "eval" / "metrics.json").read_text())
     best = summary(out, rows[0])["best"]
     assert evaluated["metrics"]["miou"] == pytest.approx(best["val_miou"])
     assert evaluated["metrics"]["dice"] == pytest.approx(best["val_dice"])
     assert evaluated["per_class"][0]["class"] == "nucleus" and evaluated["per_class"][0]["support"] > 0
-    assert main(["predict", str(run), str(prepared / "images"), "--out", str(caches / "pred")]) == 0
-    capsys.readouterr()
+    assert run_cli(["predict", str(run), str(prepared / "images"), "--out", str(caches / "pred")]).code == 0
     masks = {m.name.removesuffix("_mask.png"): np.asarray(Image.open(m)) for m in (caches / "pred").glob("*_mask.png")}
     assert len(masks) == 8 and all(set(np.unique(m)) <= {0, 1} for m in masks.values())
     val = [Path(name).stem for name in json.loads((run / "split.json").read_text())["val"]]

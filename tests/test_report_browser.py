@@ -3,10 +3,10 @@
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_helper import run_cli
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -37,9 +37,8 @@ window.addEventListener('load', () => {
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it")
 def test_report_renders_in_headless_chromium(tiny_config, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "lossbench", "sweep", str(tiny_config(SWEEP))],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    res = run_cli(["sweep", str(tiny_config(SWEEP))])
+    assert res.code == 0, res.err
     report = tmp_path / "runs" / "exp" / "report.html"
     probe = tmp_path / "probe.html"
     probe.write_text(report.read_text().replace("</body>", PROBE))

@@ -1,9 +1,8 @@
 import csv
 import math
-import subprocess
-import sys
 
 import pytest
+from cli_helper import run_cli
 from scipy import stats
 
 from lossbench.errors import UserError
@@ -74,9 +73,9 @@ def test_mean_ci_and_paired_test_match_scipy():
 
 def test_sweep_runs_records_failures_reports_and_resumes(tiny_config, tmp_path):
     cfg = tiny_config(SWEEP)
-    cmd = [sys.executable, "-m", "lossbench", "sweep", str(cfg), "--jobs", "2"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 1, res.stderr  # one loss value is invalid: those cells fail, the rest finish
+    cmd = ["sweep", str(cfg), "--jobs", "2"]
+    res = run_cli(cmd)
+    assert res.code == 1, res.err  # one loss value is invalid: those cells fail, the rest finish
     sweep_dir = tmp_path / "runs" / "exp"
     rows = list(csv.DictReader((sweep_dir / "results.csv").open()))
     assert len(rows) == 6
@@ -90,8 +89,8 @@ def test_sweep_runs_records_failures_reports_and_resumes(tiny_config, tmp_path):
     md = (sweep_dir / "report.md").read_text()
     assert "| loss=focal(gamma=2) |" in md and "★" in md
     stamps = {r["cell"]: (sweep_dir / r["cell"] / "summary.json").stat().st_mtime_ns for r in done}
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert "4 already done, 2 to run" in res.stdout
+    res = run_cli(cmd)
+    assert "4 already done, 2 to run" in res.out
     for cell, stamp in stamps.items():
         assert (sweep_dir / cell / "summary.json").stat().st_mtime_ns == stamp
 

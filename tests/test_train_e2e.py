@@ -1,10 +1,9 @@
 import csv
 import json
-import subprocess
-import sys
 
 import torch
 import yaml
+from cli_helper import run_cli
 
 from lossbench.data.imbalance import long_tail_counts
 
@@ -33,8 +32,7 @@ batch_size: 8
 
 
 def run_train(path, *extra):
-    return subprocess.run([sys.executable, "-m", "lossbench", "train", str(path), *extra],
-                          capture_output=True, text=True)
+    return run_cli(["train", str(path), *extra])
 
 
 def check_run_folder(run, epochs):
@@ -51,7 +49,7 @@ def check_run_folder(run, epochs):
 
 def test_classification_end_to_end_learns(tiny_config, tmp_path):
     res = run_train(tiny_config(CLASSIFICATION))
-    assert res.returncode == 0, res.stderr
+    assert res.code == 0, res.err
     summary = check_run_folder(tmp_path / "runs" / "clf", 1)
     # 4 classes: chance is 0.25; one short epoch must clearly beat it
     assert summary["best"]["val_accuracy"] > 0.5
@@ -61,7 +59,7 @@ def test_classification_end_to_end_learns(tiny_config, tmp_path):
 
 def test_segmentation_end_to_end(tiny_config, tmp_path):
     res = run_train(tiny_config(SEGMENTATION))
-    assert res.returncode == 0, res.stderr
+    assert res.code == 0, res.err
     summary = check_run_folder(tmp_path / "runs" / "seg", 2)
     assert 0 <= summary["best"]["val_miou"] <= 1
     assert len([k for k in summary["best"] if k.startswith("val_iou_")]) == 3
@@ -71,8 +69,8 @@ def test_segmentation_end_to_end(tiny_config, tmp_path):
 
 def test_existing_run_folder_is_not_clobbered(tiny_config, tmp_path):
     path = tiny_config(SEGMENTATION.replace("epochs: 2", "epochs: 1"))
-    assert run_train(path).returncode == 0
+    assert run_train(path).code == 0
     before = (tmp_path / "runs" / "seg" / "summary.json").read_bytes()
     res = run_train(path)
-    assert res.returncode == 2 and "already exists" in res.stderr and "--overwrite" in res.stderr
+    assert res.code == 2 and "already exists" in res.err and "--overwrite" in res.err
     assert (tmp_path / "runs" / "seg" / "summary.json").read_bytes() == before

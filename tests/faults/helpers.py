@@ -1,88 +1,21 @@
-"""Small builders and runners shared by the fault tests: tiny datasets, configs, CLI runs, folder hashes."""
+"""Small builders shared by the fault tests: tiny datasets, folder hashes, forked CLI processes."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import os
 import struct
-import subprocess
 import sys
-import warnings
 import zlib
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from cli_helper import ENV, CliResult, run_cli  # noqa: F401  (the fault tests' CLI runs)
 from PIL import Image
 
-#: one thread per process: the test machine is small and shared
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 #: what the suite measured (defects refused, kills survived, rows lost), printed at the end of a run
 TALLY: Counter = Counter()
-SRC = str(Path(__file__).resolve().parents[2] / "src")
-ENV["PYTHONPATH"] = SRC + (os.pathsep + ENV["PYTHONPATH"] if ENV.get("PYTHONPATH") else "")
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-    via: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return [ln for ln in self.err.splitlines() if ln.strip()]
-
-
-def run_cli(argv: list[str], cwd: Path | None = None) -> CliResult:
-    """``lossbench ARGV`` in this process (stdout / stderr captured); an escaping exception is a traceback."""
-    import traceback
-
-    import torch
-
-    from lossbench.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    old, threads = Path.cwd(), torch.get_num_threads()
-    torch.set_num_threads(1)  # spinning OpenMP threads on a small shared machine slow tiny runs many times over
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-            _process_warning_filters()  # warnings reach stderr as they would in a fresh `python -m lossbench`
-            try:
-                code = main(argv)
-            except SystemExit as exc:  # argparse
-                code = exc.code if isinstance(exc.code, int) else 1
-            except Exception:  # noqa: BLE001 - exactly what the tests look for
-                traceback.print_exc()
-                code = 1
-    finally:
-        os.chdir(old)
-        torch.set_num_threads(threads)
-    return CliResult(code, out.getvalue(), err.getvalue(), "in-process")
-
-
-def _process_warning_filters() -> None:
-    """Python's default warning filters, printing to the (redirected) sys.stderr."""
-    warnings.resetwarnings()
-    for action, category in (("ignore", ResourceWarning), ("ignore", ImportWarning),
-                             ("ignore", PendingDeprecationWarning), ("ignore", DeprecationWarning)):
-        warnings.simplefilter(action, category)
-    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
-    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
-        warnings.formatwarning(message, category, filename, lineno, line))
-
-
-def run_subprocess(argv: list[str], cwd: Path | None = None, timeout: float = 120) -> CliResult:
-    """``python -m lossbench ARGV`` as a real process."""
-    res = subprocess.run([sys.executable, "-m", "lossbench", *argv], capture_output=True, text=True,
-                         env=ENV, cwd=cwd, timeout=timeout)
-    return CliResult(res.returncode, res.stdout, res.stderr, "subprocess")
 
 
 def tree_hash(folder: Path) -> dict[str, str]:

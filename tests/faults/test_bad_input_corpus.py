@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from .helpers import (
-    TALLY, class_folder, csv_dataset, png_header_only, run_cli, run_subprocess, save_image, seg_dataset, tree_hash,
+    TALLY, class_folder, csv_dataset, png_header_only, run_cli, save_image, seg_dataset, tree_hash,
 )
 
 
@@ -393,7 +393,7 @@ def test_corpus_is_large_and_varied():
 def test_defect_is_refused_in_one_line(name, via, tmp_path, kept_run):
     setup = DEFECTS[name](tmp_path, kept_run)
     before = tree_hash(kept_run.parent)
-    res = (run_subprocess if via == "subprocess" else run_cli)(setup.argv, cwd=tmp_path)
+    res = run_cli(setup.argv, cwd=tmp_path, process=via == "subprocess")
     assert "Traceback" not in res.err, res.err
     assert res.code == 2, (res.code, res.err)
     assert len(res.err_lines) == 1, res.err

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .helpers import TALLY, run_cli, run_subprocess
+from .helpers import TALLY, run_cli
 
 CONFIG = {"data": {"source": "synthetic", "num_classes": 3, "image_size": 8, "train_per_class": 8, "val_per_class": 2},
           "model": {"name": "resnet20"}, "epochs": 1, "batch_size": 8, "device": "cpu"}
@@ -80,7 +80,7 @@ def test_unwritable_output_fails_at_start_in_one_line(name, tmp_path, monkeypatc
 
 def test_unwritable_output_in_a_real_process(tmp_path):
     argv, fragment = under_a_file(tmp_path)
-    res = run_subprocess(argv, cwd=tmp_path)
+    res = run_cli(argv, cwd=tmp_path, process=True)
     assert res.code == 2 and "Traceback" not in res.err and len(res.err_lines) == 1, res.err
     assert fragment in res.err_lines[0] and "choose a writable output_dir" in res.err_lines[0]
     assert "train /" not in res.out, "data was read before the folder was checked"

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from .helpers import TALLY, Payload, class_folder, run_cli, run_subprocess, save_image, tree_hash, write_evil_pickle
+from .helpers import TALLY, Payload, class_folder, run_cli, save_image, tree_hash, write_evil_pickle
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "lossbench"
 
@@ -118,7 +118,7 @@ def test_malicious_file_is_refused_and_its_payload_never_runs(name, tmp_path, ke
 def test_malicious_weights_refused_by_a_real_process(tmp_path):
     marker = tmp_path / "PAYLOAD_RAN"
     argv, bad = pretrained(True)(tmp_path, None, marker)
-    res = run_subprocess(argv, cwd=tmp_path)
+    res = run_cli(argv, cwd=tmp_path, process=True)
     assert not marker.exists(), "the payload ran"
     assert res.code == 2 and "Traceback" not in res.err and len(res.err_lines) == 1, res.err
     assert str(bad) in res.err_lines[0] and "not a loadable state dict" in res.err_lines[0]
