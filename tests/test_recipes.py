@@ -19,6 +19,7 @@ import torch
 import torchvision
 from PIL import Image
 from safetensors.torch import save_file
+from sklearn.metrics import cohen_kappa_score
 
 from cli_helper import run_cli
 
@@ -91,6 +92,14 @@ def summary(out: Path, row: dict) -> dict:
     return json.loads((out / row["cell"] / "summary.json").read_text())
 
 
+def per_class_from_confusion(cm: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, IoU) per class, written out from a confusion matrix (rows = true class); NaN where undefined."""
+    cm = np.asarray(cm, dtype=float)
+    tp, true, pred = np.diag(cm), cm.sum(1), cm.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tp / true, tp / (true + pred - tp)
+
+
 def best_state(out: Path, row: dict) -> dict:
     return torch.load(out / row["cell"] / "best.pt", map_location="cpu", weights_only=True)["model"]
 
@@ -126,6 +135,11 @@ def test_cifar10_focal_dice(caches):
         counts = s["class_counts"]  # long-tailed by the recipe's imbalance_ratio
         assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
         assert 0 <= s["best"]["val_balanced_accuracy"] <= 1
+        # 12 images per class in the batch, 20 % of each to validation before the long tail: 2 per class
+        cm = s["best_confusion_matrix"]
+        assert [sum(r) for r in cm] == [2, 2, 2, 2]
+        recall, _ = per_class_from_confusion(cm)
+        assert s["best"]["val_balanced_accuracy"] == pytest.approx(float(np.nanmean(recall)))
     assert "focal(gamma=2) + dice" in (out / "report.md").read_text()
 
 
@@ -159,6 +173,12 @@ def test_retinopathy_transfer_grid_then_focal_on_the_best_cell(caches):
         s = summary(out, row)
         assert s["best_metric"] == "val_quadratic_kappa" and s["class_names"] == ["0", "1", "2", "3", "4"]
         assert -1 <= s["best"]["val_quadratic_kappa"] <= 1
+        cm = s["best_confusion_matrix"]
+        assert [sum(r) for r in cm] == [1] * 5  # 5 images per grade, 20 % of each to validation
+        true = [t for t in range(5) for p in range(5) for _ in range(cm[t][p])]
+        pred = [p for t in range(5) for p in range(5) for _ in range(cm[t][p])]
+        kappa = cohen_kappa_score(true, pred, labels=list(range(5)), weights="quadratic")
+        assert s["best"]["val_quadratic_kappa"] == pytest.approx(kappa)
         assert "normalization.json" in {p.name for p in (out / row["cell"]).iterdir()}
     # epochs=1 runs the first stage only (feature extraction): the ImageNet backbone is still the file's,
     # the new 5-grade head has trained
@@ -233,6 +253,12 @@ def test_oxford_pet_losses(caches):
         assert s["class_names"] == ["background", "pet", "border"]
         assert 0 <= s["best"]["val_miou"] <= 1 and 0 <= s["best"]["val_pixel_accuracy"] <= 1
         assert all(0 <= s["best"][f"val_iou_{k}"] <= 1 for k in range(3))  # per-class IoU
+        cm = np.asarray(s["best_confusion_matrix"])
+        assert cm.sum() == 2 * 32 * 32  # 20 % of the 8 trainval images, every pixel (3 classes: none ignored)
+        _, iou = per_class_from_confusion(cm)
+        assert [s["best"][f"val_iou_{k}"] for k in range(3)] == pytest.approx(iou.tolist(), nan_ok=True)
+        assert s["best"]["val_miou"] == pytest.approx(float(np.nanmean(iou)))
+        assert s["best"]["val_pixel_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
     md = (out / "report.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| configuration | seeds"))
     assert "miou" in header and "pixel_accuracy" in header
@@ -265,6 +291,8 @@ def test_hymenoptera_transfer_learning(caches):
         assert s["class_names"] == ["ants", "bees"] and s["class_counts"] == [5, 5]
         assert sum(map(sum, s["best_confusion_matrix"])) == 4  # the given val/ split, not a re-split
         assert 0 <= s["best"]["val_accuracy"] <= 1
+        cm = np.asarray(s["best_confusion_matrix"])
+        assert cm.sum(1).tolist() == [2, 2] and s["best"]["val_accuracy"] == pytest.approx(np.trace(cm) / 4)
     finetuned, fixed = best_state(out, rows[0]), best_state(out, rows[1])
     assert not torch.equal(finetuned["layer4.1.conv2.weight"], r18["layer4.1.conv2.weight"])
     assert torch.equal(fixed["layer4.1.conv2.weight"], r18["layer4.1.conv2.weight"])  # a fixed feature extractor

@@ -1,4 +1,5 @@
 import csv
+import json
 import math
 
 import pytest
@@ -83,6 +84,9 @@ def test_sweep_runs_records_failures_reports_and_resumes(tiny_config, tmp_path):
     assert len(failed) == 2 and all("gamma must be >= 0" in r["error"] for r in failed)
     done = [r for r in rows if r["status"] == "done"]
     assert len(done) == 4 and all(0 <= float(r["best_balanced_accuracy"]) <= 1 for r in done)
+    for r in done:  # each row carries its own run's best metrics
+        best = json.loads((sweep_dir / r["cell"] / "summary.json").read_text())["best"]
+        assert float(r["best_balanced_accuracy"]) == pytest.approx(best["val_balanced_accuracy"])
     page = (sweep_dir / "report.html").read_text()
     assert page.count("<img") >= 4 and "data:image/png;base64," in page
     assert "gamma must be &gt;= 0" in page and "baseline" in page

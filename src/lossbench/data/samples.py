@@ -1,7 +1,7 @@
 """Sample sets: the datasets a source returns, before any transform.
 
 Every set yields ``(image, target)`` with a uint8 C x S x S image and a target
-of the DESIGN.md contract (an ``int`` label, an H x W index mask, or a
+of the ARCHITECTURE.md contract (an ``int`` label, an H x W index mask, or a
 C x H x W binary mask stored as uint8). Each set also knows, without decoding
 anything, the name of every item (for ``split.json`` and error messages), its
 classification labels (``targets``) and, for segmentation, per-item class
