@@ -44,15 +44,26 @@ def test_shard_sampler_splits_without_padding_or_repeats():
     assert sorted(shards[0] + shards[1]) == list(range(9)) and [len(s) for s in shards] == [5, 4]
 
 
-def test_two_process_ddp_metrics_equal_single_process_evaluation(tiny_config, tmp_path):
-    path = tiny_config(CONFIG)
+@pytest.fixture(scope="module")
+def torchrun_job(tmp_path_factory):
+    """One torchrun job of 2 CPU processes for both tests below: the skip check, then `lossbench train`."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    path = tmp / "ddp.yaml"
+    path.write_text(CONFIG.replace("OUT", str(tmp / "runs")))
+    script = tmp / "job.py"
+    script.write_text(SKIP_SCRIPT + JOB_TRAIN)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           "-m", "lossbench", "train", str(path)]
+           str(script), str(tmp / "result"), str(path)]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                          timeout=300)
+    return res, tmp, path
+
+
+def test_two_process_ddp_metrics_equal_single_process_evaluation(torchrun_job):
+    res, tmp, path = torchrun_job
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("best val_balanced_accuracy") == 1  # only rank 0 reports
-    run = tmp_path / "runs" / "ddp"
+    run = tmp / "runs" / "ddp"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2
 
@@ -108,14 +119,17 @@ with session("cpu") as ctx:
 """
 
 
-def test_ddp_ranks_agree_on_skipping_a_nonfinite_step(tmp_path):
-    script = tmp_path / "skip.py"
-    script.write_text(SKIP_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           str(script), str(tmp_path / "result")]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                         timeout=120)
+# appended to SKIP_SCRIPT, inside its session: `lossbench train` then reuses the job's process group
+JOB_TRAIN = """
+    from lossbench.cli import main
+    code = main(["train", sys.argv[2]])
+sys.exit(code)
+"""
+
+
+def test_ddp_ranks_agree_on_skipping_a_nonfinite_step(torchrun_job):
+    res, tmp, _ = torchrun_job
     assert res.returncode == 0, res.stderr[-3000:]
     # batches 2 and 5 of 6 fall in accumulation groups 1 and 3 of 3: two skipped steps on both ranks
     for rank in range(2):
-        assert (tmp_path / f"result.rank{rank}").read_text() == "skipped 2, in step True", rank
+        assert (tmp / f"result.rank{rank}").read_text() == "skipped 2, in step True", rank

@@ -103,9 +103,7 @@ def faulty_sweep(tmp_path_factory):
     report_html = (sweep_dir / "report.html").read_text()
 
     # --jobs 2 again: one thread per cell, as in the first run and the reference (the thread count changes the bits)
-    rerun = subprocess.run([sys.executable, "-m", "lossbench", "sweep", str(cfg), "--out", str(sweep_dir),
-                            "--jobs", "2"],
-                           capture_output=True, text=True, env=ENV, timeout=300)
+    rerun = run_cli(["sweep", str(cfg), "--out", str(sweep_dir), "--jobs", "2"])  # in-process; its cells are not
     return {
         "tmp": tmp, "dir": sweep_dir, "cell": cell, "killed": killed,
         "loser": (loser.returncode, loser_out, loser_err), "winner": (winner.returncode, out, err),
@@ -150,7 +148,7 @@ def test_failed_cells_are_marked_with_their_error_and_the_others_finish(faulty_s
 
 def test_rerun_completes_only_missing_cells_and_loses_no_row(faulty_sweep):
     rerun = faulty_sweep["rerun"]
-    assert rerun.returncode == 1, rerun.stderr  # the raising and diverging cells fail again, as they must
+    assert rerun.code == 1, rerun.err  # the raising and diverging cells fail again, as they must
     for cell, hashes in faulty_sweep["done_before"].items():
         assert tree_hash(faulty_sweep["dir"] / cell) == hashes, f"finished cell {cell} was touched"
     rows = faulty_sweep["final_rows"]
