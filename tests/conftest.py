@@ -18,32 +18,27 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
-#: modules whose tests share an expensive module-scoped fixture (trained runs, a sweep, a torchrun job): under
-#: xdist (``--dist loadgroup``) each module runs on one worker, so the fixture is made once, not once per worker
-SHARED_FIXTURE_MODULES = {"test_inference.py", "test_engine_ddp.py", "test_sweep_faults.py"}
-#: the modules of the slow end-to-end tests, slowest first: they start first, so that at the end no worker
-#: idles while the other finishes one of them
+#: the modules of the slow end-to-end tests, slowest first. Under xdist (``--dist loadgroup`` hands one test at a
+#: time to whichever worker is free) they start first, so that at the end no worker idles while the other
+#: finishes one of them.
 SLOW_FIRST = ["test_sweep_report.py", "test_recipe_fashion_mnist_lt.py", "test_recipes.py", "test_sweep_faults.py",
               "test_api.py", "test_report_browser.py", "test_engine_resume.py", "test_train_e2e.py",
               "test_tracking.py", "test_engine_ddp.py", "test_kill_resume.py", "test_inference.py"]
+#: modules whose tests share a fixture made once per session (tests/shared.py): their first test starts early,
+#: the others after the slow block, by when the fixture is made and no worker has to wait for it
+SHARED_FIXTURE_MODULES = {"test_sweep_faults.py", "test_engine_ddp.py", "test_inference.py"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.path.name in SHARED_FIXTURE_MODULES:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    seen: set[str] = set()
 
+    def order(item) -> float:
+        name = item.path.name
+        if name in SHARED_FIXTURE_MODULES and name in seen:
+            return len(rank) - 0.5
+        seen.add(name)
+        return rank.get(name, len(rank))
 
-@pytest.fixture
-def tiny_config(tmp_path):
-    """Write a config file into tmp_path and return its path; runs land in tmp_path/runs."""
-
-    def write(text: str, name: str = "exp.yaml"):
-        path = tmp_path / name
-        path.write_text(text.replace("OUT", str(tmp_path / "runs")))
-        return path
-
-    return write
+    keys = {id(item): order(item) for item in items}
+    items.sort(key=lambda item: keys[id(item)])

@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 
+from shared import once_per_session
+
 from lossbench.config import load_experiment
 from lossbench.contract import IGNORE_INDEX
 from lossbench.data import build_data
@@ -46,8 +48,13 @@ def test_shard_sampler_splits_without_padding_or_repeats():
 
 @pytest.fixture(scope="module")
 def torchrun_job(tmp_path_factory):
+    """The job of :func:`run_torchrun_job`, run once for the whole test session: (result, folder, config)."""
+    tmp, (code, out, err) = once_per_session(tmp_path_factory, "torchrun", run_torchrun_job)
+    return subprocess.CompletedProcess([], code, out, err), tmp, tmp / "ddp.yaml"
+
+
+def run_torchrun_job(tmp):
     """One torchrun job of 2 CPU processes for both tests below: the skip check, then `lossbench train`."""
-    tmp = tmp_path_factory.mktemp("ddp")
     path = tmp / "ddp.yaml"
     path.write_text(CONFIG.replace("OUT", str(tmp / "runs")))
     script = tmp / "job.py"
@@ -56,7 +63,7 @@ def torchrun_job(tmp_path_factory):
            str(script), str(tmp / "result"), str(path)]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                          timeout=300)
-    return res, tmp, path
+    return res.returncode, res.stdout, res.stderr
 
 
 def test_two_process_ddp_metrics_equal_single_process_evaluation(torchrun_job):

@@ -2,11 +2,13 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared import once_per_session
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from lossbench.cli import main
@@ -41,18 +43,24 @@ batch_size: 8
 """
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """One trained classifier run and one segmenter run, as `lossbench train` leaves them."""
-    root = tmp_path_factory.mktemp("inference")
+def train_runs(root):
+    """One trained classifier run and one segmenter run, as `lossbench train` leaves them: task -> run folder."""
     out = {}
     for text in (CLASSIFIER, SEGMENTER):
         path = root / "config.yaml"
         path.write_text(text.replace("OUT", str(root / "runs")))
         exp = load_experiment(path)
         train(exp, log=lambda *_: None)
-        out[exp.task] = exp.run_dir
+        out[exp.task] = str(exp.run_dir)
     return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The runs of :func:`train_runs`, trained once for the whole test session (tests write only eval/ and
+    export/ subfolders into them, each test its own)."""
+    _, found = once_per_session(tmp_path_factory, "inference-runs", train_runs)
+    return {task: Path(folder) for task, folder in found.items()}
 
 
 def predictions(run_dir, split="val"):

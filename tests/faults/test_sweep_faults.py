@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .helpers import ENV, TALLY, run_cli, tree_hash
+from shared import once_per_session
+
+from .helpers import ENV, TALLY, CliResult, run_cli, tree_hash
 
 SWEEP = """\
 name: ok
@@ -70,8 +72,14 @@ def results(sweep_dir: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def faulty_sweep(tmp_path_factory):
+    """The sweep of :func:`run_faulty_sweep`, run once for the whole test session."""
+    tmp, found = once_per_session(tmp_path_factory, "faulty-sweep", run_faulty_sweep)
+    rerun = CliResult(**found["rerun"])
+    return {**found, "tmp": tmp, "dir": Path(found["dir"]), "rerun": rerun}
+
+
+def run_faulty_sweep(tmp: Path) -> dict:
     """Run the sweep (racing a second sweep on its folder), SIGKILL the long cell, then run it again."""
-    tmp = tmp_path_factory.mktemp("sweep")
     cfg = tmp / "faulty.yaml"
     cfg.write_text(SWEEP.format(out=tmp / "runs"))
     sweep_dir = tmp / "runs" / "faulty"
@@ -105,10 +113,10 @@ def faulty_sweep(tmp_path_factory):
     # --jobs 2 again: one thread per cell, as in the first run and the reference (the thread count changes the bits)
     rerun = run_cli(["sweep", str(cfg), "--out", str(sweep_dir), "--jobs", "2"])  # in-process; its cells are not
     return {
-        "tmp": tmp, "dir": sweep_dir, "cell": cell, "killed": killed,
+        "dir": str(sweep_dir), "cell": cell, "killed": killed,
         "loser": (loser.returncode, loser_out, loser_err), "winner": (winner.returncode, out, err),
         "first_rows": first_rows, "done_before": done_before, "report_md": report_md, "report_html": report_html,
-        "rerun": rerun, "final_rows": results(sweep_dir),
+        "rerun": vars(rerun), "final_rows": results(sweep_dir),
     }
 
 

@@ -174,7 +174,8 @@ def read_target_mask(
             lut_vals = np.array([mapping[k] for k in lut_keys], dtype=np.uint8)
             values = lut_vals[np.searchsorted(lut_keys, values)]
         else:
-            bad = np.unique(values[(values != IGNORE_INDEX) & ((values < 0) | (values >= (spec.num_classes or IGNORE_INDEX)))])
+            bound = spec.num_classes or IGNORE_INDEX
+            bad = np.unique(values[(values != IGNORE_INDEX) & ((values < 0) | (values >= bound))])
             if bad.size:
                 hint = (f"classes are 0..{spec.num_classes - 1}" if spec.num_classes else "values must be below 255")
                 raise BadFile(f"{path}: mask values {bad[:5].tolist()} outside the classes ({hint}, 255 = ignore); "
