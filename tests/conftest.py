@@ -42,3 +42,15 @@ def pytest_collection_modifyitems(items):
 
     keys = {id(item): order(item) for item in items}
     items.sort(key=lambda item: keys[id(item)])
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """Write a config file into tmp_path and return its path; runs land in tmp_path/runs."""
+
+    def write(text: str, name: str = "exp.yaml"):
+        path = tmp_path / name
+        path.write_text(text.replace("OUT", str(tmp_path / "runs")))
+        return path
+
+    return write
