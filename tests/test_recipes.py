@@ -195,7 +195,8 @@ def test_retinopathy_transfer_grid_then_focal_on_the_best_cell(caches, capsys):
     (focal_out / "sweep.json").write_text(json.dumps(meta))
     assert main(["report", str(focal_out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("lossbench: error: report.metric: 'kappa' is not a metric") and "\n" not in err
+    assert err.startswith(f"lossbench: error: {focal_out / 'sweep.json'}: report.metric: 'kappa' is not a metric")
+    assert "\n" not in err
     assert "quadratic_kappa" in err
 
 

@@ -366,7 +366,7 @@ def _fit_loop(
 
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": None}
-    best_cm = None
+    best_cm = final_cm = None
     done, stopped_early, resume_stage = 0, False, None
     if checkpoint is not None:
         try:
@@ -379,6 +379,7 @@ def _fit_loop(
             if stopper is not None and checkpoint.get("stopper") is not None:
                 stopper.load_state_dict(checkpoint["stopper"])
             rows, best, best_cm = list(checkpoint["rows"]), dict(checkpoint["best"]), checkpoint["best_cm"]
+            final_cm = checkpoint.get("final_cm")  # absent from checkpoints written before it was kept
             done, stopped_early, resume_stage = checkpoint["epoch"], checkpoint["stopped_early"], checkpoint["stage"]
         except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _restore_error(run_dir / "last.pt", exc) from None
@@ -458,6 +459,7 @@ def _fit_loop(
             if not math.isfinite(va.loss) and exp.nonfinite_loss == "stop":
                 raise UserError(f"{desc}: val loss became {va.loss} (the model diverged); stopped, {kept}; "
                                 "lower optimizer.lr, set grad_clip_norm, or set nonfinite_loss: skip")
+            final_cm = va.metrics.get("confusion_matrix")
             if exp.task == "classification" and "recall" in va.metrics:
                 va.metrics.update(shot_accuracies(va.metrics["recall"], data.class_counts))
             row = {"epoch": epoch, "stage": index + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr.loss,
@@ -486,7 +488,7 @@ def _fit_loop(
                 "epoch": epoch, "stage": index, "stopped_early": stopped_early, "rng": rng,
                 "best_tracker": best_tracker.state_dict(),
                 "stopper": stopper.state_dict() if stopper is not None else None,
-                "rows": rows, "best": best, "best_cm": best_cm,
+                "rows": rows, "best": best, "best_cm": best_cm, "final_cm": final_cm,
             }
 
             def write_epoch_files() -> None:
@@ -520,6 +522,7 @@ def _fit_loop(
         "best": best,
         "final": {k: v for k, v in rows[-1].items() if k.startswith("val_")},
         "best_confusion_matrix": best_cm,
+        "final_confusion_matrix": final_cm,
         "class_names": data.class_names,
         "class_counts": data.class_counts,
         "epochs": exp.epochs,

@@ -37,6 +37,7 @@ from typing import Any
 from lossbench.config import Experiment, read_documents, set_key, validate_experiment
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
+from lossbench.experiments.report_options import plan_report_options
 
 LOCK_NAME = ".sweep.lock"
 # sources generated or read as whole arrays: nothing to decode per image, so nothing to share
@@ -101,13 +102,7 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
         if isinstance(data, dict) and data.get("source", "synthetic") not in NO_CACHE_SOURCES \
                 and "cache" not in data and "data.cache" not in grid:
             data["cache"] = True  # decode once, shared by every cell (and by later sweeps)
-        doc_report = doc.pop("report", None) or {}
-        if not isinstance(doc_report, dict):
-            raise UserError(f"{path}: report: must be a mapping such as {{baseline: {{loss: ce}}}}")
-        if doc_report.get("epoch", "best") not in ("best", "final"):
-            raise UserError(f"{path}: report.epoch: {doc_report['epoch']!r}; use best (each run's best epoch) "
-                            f"or final (its last epoch)")
-        report.setdefault(doc.get("name") or f"{path.stem}-{i}", doc_report)
+        doc_report = doc.pop("report", None)
         document = doc.get("name") or (path.stem if len(docs) == 1 else f"{path.stem}-{i}")
         if root is None:
             root = Path(doc.get("output_dir") or "runs") / path.stem
@@ -121,6 +116,9 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
             raw["name"], raw["output_dir"] = name, str(root)
             exp = validate_experiment(raw, f"{path} (cell {name})")
             cells.append(Cell(name, document, values, exp))
+        on_test = any(c.experiment.data.eval_split == "test" for c in cells if c.document == document)
+        report[document] = plan_report_options(doc_report, str(path), task=cells[-1].experiment.task, grid=grid,
+                                               eval_split="test" if on_test else "val")
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise UserError(f"{path}: two documents give the same cell names; give each document its own name:")
