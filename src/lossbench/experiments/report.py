@@ -131,7 +131,7 @@ def _grid(meta: dict[str, Any], document: str) -> dict[str, list[Any]]:
     return grid
 
 
-def eval_split(sweep_dir: Path, groups: list[SeedGroup]) -> str:
+def evaluated_split(sweep_dir: Path, groups: list[SeedGroup]) -> str:
     """"test" when any cell evaluated the test split (``data.eval_split`` of its recorded config), else "val"."""
     for row in (r for g in groups for r in g.rows):
         for path in (sweep_dir / "configs" / f"{row['cell']}.yaml", sweep_dir / row["cell"] / "config.yaml"):
@@ -162,7 +162,7 @@ def setup_document(sweep_dir: Path, meta: dict[str, Any], groups: list[SeedGroup
     raw = stored.get(document, stored.get(f"{document}-0"))
     options: ReportOptions = validate_report_options(raw, str(sweep_dir / "sweep.json"), task=task,
                                                      grid=_grid(meta, document))
-    split = eval_split(sweep_dir, groups)
+    split = evaluated_split(sweep_dir, groups)
     return DocumentSetup(document, task, groups, find_baseline(groups, options.baseline),
                          options.metric or MAIN_METRIC[task], options.epoch or default_epoch(split), split)
 
@@ -546,7 +546,7 @@ def _segmentation_examples(doc: _Doc, sweep_dir: Path, setup: DocumentSetup, n: 
     best = max(scored, key=lambda t: t[0])[1] if scored else setup.baseline
     base = setup.baseline
     picks = [("best " + best.label, best)] + ([("baseline " + base.label, base)] if best is not base else [])
-    doc.heading("Examples", 3)
+    doc.heading(f"{SPLIT_NAMES.get(setup.eval_split, setup.eval_split).capitalize()} examples", 3)
     doc.image(plot_segmentation_examples(sweep_dir, picks, setup.epoch), f"{n}-examples.png",
               f"{setup.document}: evaluated images with true and predicted masks ({setup.epoch} epoch; best "
               "configuration and baseline)")
