@@ -162,6 +162,20 @@ class ModelConfig(StrictModel):
         False, description="nested_unet: return every side output in training (list), the last in evaluation"
     )
     base_channels: int = Field(32, gt=0, description="nested_unet: channels of the first level, doubled per level")
+    head: Literal["linear", "cosine"] = Field(
+        "linear", description="classifiers: linear (W f + b), or cosine (cos(f, w_c) in [-1, 1], no bias: LDAM's "
+        "NormedLinear, Cao et al. 2019; the loss supplies the scale, e.g. ldam(s=30))"
+    )
+    bias_prior: float | None = Field(
+        None, gt=0, lt=1, description="classifiers: start the classifier bias at -log((1-pi)/pi), so each sigmoid "
+        "starts at p = pi (Cui et al. 2019: pi = 0.1, for sigmoid losses); null: the framework's default init"
+    )
+
+    @model_validator(mode="after")
+    def _bias_prior_needs_a_bias(self) -> "ModelConfig":
+        if self.head == "cosine" and self.bias_prior is not None:
+            raise ValueError("bias_prior needs a bias and head: cosine has none; set bias_prior: null or head: linear")
+        return self
 
 
 class OptimizerConfig(StrictModel):
