@@ -297,8 +297,12 @@ class Experiment(StrictModel):
     best_metric: str | None = Field(None, description="metric choosing best.pt (default balanced_accuracy / miou)")
     best_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
     early_stopping: EarlyStoppingConfig | None = None
-    drw_epoch: int | None = Field(None, ge=1, description="deferred re-weighting (LDAM-DRW) from this epoch on (1-based); "
-                                   "same as the loss parameter ldam(drw_epoch=N)")
+    drw_epoch: int | None = Field(
+        None, ge=1, description="deferred re-weighting (DRW, Cao et al. 2019) of any loss that takes class weights: "
+        "from this epoch on (1-based; the papers' 200-epoch schedule: 161) the loss is weighted by the "
+        "effective-number class weights of drw_beta; null: never")
+    drw_beta: float = Field(0.9999, ge=0, lt=1, description="DRW: beta of the effective-number weights "
+                            "(1 - beta) / (1 - beta^n_c), normalised to sum to the number of classes")
     nonfinite_loss: Literal["stop", "skip"] = Field("stop", description="stop the run, or skip the step and count it")
     deterministic: bool = Field(False, description="torch deterministic algorithms (slower on GPUs)")
     tracking: list[Literal["tensorboard", "mlflow"]] = Field(
