@@ -105,7 +105,13 @@ class DataConfig(StrictModel):
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of train split off (stratified) when there is no val split")
     eval_split: Literal["val", "test"] = Field(
         "val", description="split evaluated every epoch: val, or the source's test split (the long-tail papers' "
-        "protocol: train on all of train, evaluate on the balanced test set; no validation split is taken)"
+        "protocol: train on all of train, evaluate on the balanced test set; no validation split is taken "
+        "unless holdout is set)"
+    )
+    holdout: bool = Field(
+        False, description="with eval_split: test, also hold out a validation split for choices that must not see "
+        "the test set (post-hoc tau, tuning, epoch choice): the source's val split, else a stratified val_fraction "
+        "of train taken BEFORE the long-tail subsample (so it is balanced when train is); recorded in split.json"
     )
     sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: class-balanced weighted sampling")
     normalize: Literal["imagenet", "auto", "none"] | NormalizeStats = Field(
@@ -120,6 +126,13 @@ class DataConfig(StrictModel):
     pet_classes: Literal[2, 3] = Field(
         3, description="oxford_pet segmentation: 3 (background, pet, border) or 2 (background, pet; border ignored)"
     )
+
+    @model_validator(mode="after")
+    def _holdout_needs_eval_split_test(self) -> "DataConfig":
+        if self.holdout and self.eval_split != "test":
+            raise ValueError("holdout: true needs eval_split: test (with eval_split: val the validation split is "
+                             "already held out); remove holdout or set eval_split: test")
+        return self
 
     @field_validator("normalize", mode="before")
     @classmethod
