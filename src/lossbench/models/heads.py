@@ -106,7 +106,8 @@ def configure_head(model: nn.Module, cfg: ModelConfig) -> nn.Module:
         if cfg.head == "cosine":
             _replace(model, path, CosineLinear(linear.in_features, linear.out_features))
         elif linear.bias is None:
-            raise UserError(f"model.bias_prior: the classifier {path} of {cfg.name!r} has no bias; set bias_prior: null")
+            raise UserError(f"model.bias_prior: the classifier {path} of {cfg.name!r} has no bias; "
+                            "set bias_prior: null")
         else:
             with torch.no_grad():
                 linear.bias.fill_(prior_bias(cfg.bias_prior))
