@@ -13,7 +13,6 @@ bit for bit where an uninterrupted one does.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import os
 import sys
@@ -40,6 +39,7 @@ from lossbench.engine.distributed import (
 from lossbench.engine.ema import build_ema
 from lossbench.engine.rng import loader_generators, rng_state, seed_everything, set_rng_state
 from lossbench.engine.optim import Scheduler, build_optimizer, build_scheduler, optimizer_param_groups
+from lossbench.engine.reweighting import DeferredReweighting, cosine_head_warning
 from lossbench.engine.stages import freeze_for_stage, frozen_norm_layers, set_train_mode, trained_groups
 from lossbench.engine.trackers import Trackers
 from lossbench.engine.tracking import MetricTracker, flat_metrics, metric_mode, metric_names, resolve_metric
@@ -215,28 +215,6 @@ def _nonfinite_tensors(module: nn.Module) -> list[str]:
     return [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
-def _call_epoch_hooks(loss_fn: nn.Module, epoch: int, drw_epoch: int | None) -> None:
-    """``on_epoch_start(epoch)`` on every loss module that has it, with ``drw_epoch`` when one is set.
-
-    LDAM-DRW (Cao et al. 2019) re-weights by class after ``drw_epoch`` epochs;
-    the loss decides from ``epoch`` (1-based) and ``drw_epoch``.
-    """
-    hooked = [m for m in loss_fn.modules() if hasattr(m, "on_epoch_start")]
-    if drw_epoch is None:
-        for module in hooked:
-            module.on_epoch_start(epoch)
-        return
-    takers = [m for m in hooked if "drw_epoch" in inspect.signature(m.on_epoch_start).parameters]
-    if not takers:
-        raise UserError("drw_epoch: set, but the loss has no deferred re-weighting; use e.g. loss: ldam, "
-                        "or remove drw_epoch")
-    for module in hooked:
-        if module in takers:
-            module.on_epoch_start(epoch, drw_epoch=drw_epoch)
-        else:
-            module.on_epoch_start(epoch)
-
-
 def _stage_bounds(exp: Experiment) -> list[tuple[int, int]]:
     """(first epoch - 1, last epoch) of each stage."""
     bounds, end = [], 0
@@ -346,6 +324,7 @@ def _fit_loop(
         trained_groups(parameter_groups(model), stage.train)
     loss_fn = DeepSupervision(build_loss(exp.loss, data.num_classes, exp.task, data.class_counts, IGNORE_INDEX))
     loss_fn = loss_fn.to(device)
+    reweighting = DeferredReweighting(loss_fn, exp.drw_epoch, exp.drw_beta, data.class_counts, exp.loss, device)
     train_loader, val_loader = build_loaders(data, batch_size=exp.batch_size, num_workers=exp.data.num_workers,
                                              seed=exp.seed, world_size=ctx.world_size, rank=ctx.rank)
     val_loader = exact_eval_loader(val_loader, ctx)
@@ -403,6 +382,9 @@ def _fit_loop(
     log(f"{exp.name}: {exp.task}, {len(data.train)} train / {len(data.val)} val images, "
         f"{data.num_classes} classes, model {exp.model.name}, loss {exp.loss}, device {device}"
         + (f", {ctx.world_size} processes" if ctx.distributed else ""))
+    head_warning = cosine_head_warning(loss_fn, exp.model.head) if exp.task == "classification" else None
+    if head_warning:
+        log(head_warning)
     stages = exp.resolved_stages()
     for index, ((first, last_epoch), stage) in enumerate(zip(_stage_bounds(exp), stages)):
         if last_epoch <= done or stopped_early:
@@ -438,7 +420,7 @@ def _fit_loop(
             t0 = time.perf_counter()
             if hasattr(train_loader.sampler, "set_epoch"):
                 train_loader.sampler.set_epoch(epoch)
-            _call_epoch_hooks(loss_fn, epoch, exp.drw_epoch)
+            reweighting.start_epoch(epoch)
             desc = f"epoch {epoch}/{exp.epochs}"
             tr = loop.train_epoch(train_loader, metrics, f"{desc} train")
             eval_model = ema.module if ema is not None else model

@@ -75,14 +75,42 @@ def _slug(values: dict[str, Any]) -> str:
     return f"{text}-{digest}"
 
 
-def _grid(doc: dict[str, Any], path: Path) -> dict[str, list[Any]]:
+def _grid(doc: dict[str, Any], path: Path) -> list[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+    """The grid's entries as (config keys, rows of values); the cells are the product of the entries' rows.
+
+    A plain key (``loss: [ce, focal]``) is one key with one value a row. A key
+    naming several config keys, comma-separated, zips them like
+    ``pytest.mark.parametrize``: ``"loss, drw_epoch": [[ce, null], [ce, 7]]``
+    is two rows, so settings that belong together are not crossed.
+    """
     grid = doc.pop("grid", None) or {}
     if not isinstance(grid, dict):
         raise UserError(f"{path}: grid: must map config keys to lists, e.g. grid: {{loss: [ce, focal]}}")
+    entries: list[tuple[tuple[str, ...], list[tuple[Any, ...]]]] = []
+    named: dict[str, str] = {}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"{path}: grid.{key}: must be a non-empty list of values, got {values!r}")
-    return grid
+        keys = tuple(k.strip() for k in str(key).split(","))
+        if len(keys) == 1:
+            rows = [(value,) for value in values]
+        else:
+            if not all(keys):
+                raise UserError(f"{path}: grid.{key}: an empty key name; zip keys as \"a, b\"")
+            for i, row in enumerate(values, 1):
+                if not isinstance(row, list) or len(row) != len(keys):
+                    size = (f"has {len(row)} value{'s' * (len(row) != 1)}" if isinstance(row, list)
+                            else "is not a list")
+                    raise UserError(f"{path}: grid.{key}: row {i} {row!r} {size} for {len(keys)} keys; "
+                                    f"give each row as [{', '.join(keys)}]")
+            rows = [tuple(row) for row in values]
+        for k in keys:
+            if k in named:
+                raise UserError(f"{path}: grid: {k} is named twice (in grid.{named[k]} and grid.{key}); "
+                                "name each config key once")
+            named[k] = str(key)
+        entries.append((keys, rows))
+    return entries
 
 
 def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: str | Path | None = None) -> SweepPlan:
@@ -98,17 +126,18 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
     for i, doc in enumerate(docs):
         doc = apply_overrides(doc, list(overrides or []))
         grid = _grid(doc, path)
+        keys = [k for entry_keys, _ in grid for k in entry_keys]
         data = doc.get("data")
         if isinstance(data, dict) and data.get("source", "synthetic") not in NO_CACHE_SOURCES \
-                and "cache" not in data and "data.cache" not in grid:
+                and "cache" not in data and "data.cache" not in keys:
             data["cache"] = True  # decode once, shared by every cell (and by later sweeps)
         doc_report = doc.pop("report", None)
         document = doc.get("name") or (path.stem if len(docs) == 1 else f"{path.stem}-{i}")
         if root is None:
             root = Path(doc.get("output_dir") or "runs") / path.stem
-        grid_keys += [k for k in grid if k not in grid_keys]
-        for combo in itertools.product(*grid.values()) if grid else [()]:
-            values = dict(zip(grid, combo))
+        grid_keys += [k for k in keys if k not in grid_keys]
+        for combo in itertools.product(*(rows for _, rows in grid)):
+            values = {k: v for (entry_keys, _), row in zip(grid, combo) for k, v in zip(entry_keys, row)}
             raw = copy.deepcopy(doc)
             for key, value in values.items():
                 set_key(raw, key, value)

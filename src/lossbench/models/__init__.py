@@ -3,6 +3,8 @@
 Every model built here carries ``param_prefixes``: which parameter-name
 prefixes form its ``head``; all other parameters are its ``backbone``, so the
 engine can freeze, unfreeze and give each group its own learning rate.
+Every classifier takes ``model.head`` (linear or cosine) and
+``model.bias_prior`` (see heads.py).
 ``pretrained`` weights other than ImageNet (a file, a run folder) are loaded
 here, strict about the backbone and tolerant of the head (see weights.py).
 """
@@ -20,6 +22,7 @@ from lossbench.models import cifar_resnet as _cifar_resnet  # noqa: F401  (regis
 from lossbench.models import classifiers as _classifiers  # noqa: F401
 from lossbench.models import segmenters as _segmenters  # noqa: F401
 from lossbench.models.classifiers import TIMM_PREFIX
+from lossbench.models.heads import configure_head
 from lossbench.models.weights import load_backbone_strict, read_state_dict, resolve_pretrained_file
 
 __all__ = ["MODELS", "build_model", "parameter_groups", "registry_key"]
@@ -42,9 +45,14 @@ def build_model(cfg: ModelConfig, task: str, num_classes: int, log: Callable[[st
         raise UserError(f"model.deep_supervision: {cfg.name!r} has no side outputs; use nested_unet or set it false")
     if cfg.pretrained == "imagenet" and not entry.imagenet:
         raise UserError(f"model.pretrained: {cfg.name!r} has no ImageNet weights; use null, a weights file or a run")
+    if entry.task != "classification" and (cfg.head != "linear" or cfg.bias_prior is not None):
+        key = "head" if cfg.head != "linear" else "bias_prior"
+        raise UserError(f"model.{key}: is a classifier option and {cfg.name!r} is a {entry.task} model; "
+                        f"remove model.{key}")
     model = entry.build(cfg, num_classes)
     if "param_prefixes" not in model.__dict__:
         model.param_prefixes = entry.param_prefixes
+    configure_head(model, cfg)
     if cfg.pretrained not in (None, "imagenet"):
         path = resolve_pretrained_file(cfg.pretrained)
         load_backbone_strict(model, read_state_dict(path), str(path), log)
