@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lossbench.errors import UserError
-from lossbench.experiments.report import group_configs
+from lossbench.experiments.report import group_by_seed
 from lossbench.experiments.sweep import plan_sweep, write_results
 
 BASE = """
@@ -45,7 +45,7 @@ def test_each_cell_records_a_value_per_key_and_the_report_groups_by_all(tiny_con
     assert meta["cells"][1]["values"] == {"seed": 0, "loss": "ce", "drw_epoch": 7, "model.head": "linear"}
     rows = [{"cell": c.name, "task": "classification", "status": "pending", "seed": str(c.values["seed"])}
             for c in plan.cells]
-    labels = [c.label for c in group_configs(meta, rows)]
+    labels = [c.label for c in group_by_seed(meta, rows)]
     assert labels == [f"loss={a}, drw_epoch={b}, model.head={h}" for a, b, h in ROWS]
 
 

@@ -113,6 +113,11 @@ def _grid(doc: dict[str, Any], path: Path) -> list[tuple[tuple[str, ...], list[t
     return entries
 
 
+def _values_per_key(entries: list[tuple[list[str], list[tuple[Any, ...]]]]) -> dict[str, list[Any]]:
+    """Each config key of the grid with the values its cells take (a zipped key's column of its rows)."""
+    return {k: [row[j] for row in rows] for keys, rows in entries for j, k in enumerate(keys)}
+
+
 def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: str | Path | None = None) -> SweepPlan:
     """Expand every document's grid into validated cells (all errors surface before anything runs)."""
     from lossbench.config import apply_overrides
@@ -146,8 +151,8 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
             exp = validate_experiment(raw, f"{path} (cell {name})")
             cells.append(Cell(name, document, values, exp))
         on_test = any(c.experiment.data.eval_split == "test" for c in cells if c.document == document)
-        report[document] = plan_report_options(doc_report, str(path), task=cells[-1].experiment.task, grid=grid,
-                                               eval_split="test" if on_test else "val")
+        report[document] = plan_report_options(doc_report, str(path), task=cells[-1].experiment.task,
+                                               grid=_values_per_key(grid), eval_split="test" if on_test else "val")
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise UserError(f"{path}: two documents give the same cell names; give each document its own name:")
