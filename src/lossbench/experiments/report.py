@@ -464,6 +464,9 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
         if fails:
             doc.heading("Failed cells", 3)
             doc.table(["cell", "status", "error"], fails)
+        from lossbench.experiments.tuning_report import tuning_blocks  # a tuned sweep's section (tuning_report.py)
+        for b in tuning_blocks(sweep_dir, document, by_doc, base, lambda *c: comparison_table(*c, main, epoch)):
+            getattr(doc, b[0])(*b[1:])
         doc.heading("Training curves", 3)
         doc.image(plot_curves(sweep_dir, group, main), f"{n}-curves.png", f"{document}: loss and {main} per epoch")
         confusions = plot_confusions(sweep_dir, group)  # none for sigmoid outputs
