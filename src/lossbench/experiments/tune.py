@@ -597,16 +597,19 @@ def add_tuned_cells(plan: SweepPlan, runs: list[StudyRun]) -> set[str]:
     """Add every configuration's tuned cells to the plan (dropping untuned ones where ``untuned: false``);
     return the names of those to record as failed instead of training."""
     held: set[str] = set()
+    tuned: dict[str, Cell] = {}  # untuned cell name -> its tuned twin
     for run in runs:
         cells, reason = tuned_cells(run, plan.sweep_dir)
-        plan.cells += cells
+        tuned.update({cell.name: twin for cell, twin in zip(run.plan.cells, cells)})
         plan.report.setdefault(cells[0].document, plan.report.get(run.plan.tuning.document) or {})
         for cell in cells if reason else []:
             held.add(cell.name)
             cell.run_dir.mkdir(parents=True, exist_ok=True)
             runfolder.atomic_write_text(cell.run_dir / "error.txt", reason + "\n")
     dropped = {r.plan.tuning.document for r in runs if not r.plan.tuning.config.untuned}
-    plan.cells = [c for c in plan.cells if c.document not in dropped]
+    # in the grid's order (e.g. every loss of seed 0 before seed 1), after the untuned cells
+    plan.cells = [c for c in plan.cells if c.document not in dropped] + [tuned[c.name] for c in plan.cells
+                                                                         if c.name in tuned]
     return held
 
 
