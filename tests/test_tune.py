@@ -170,3 +170,34 @@ def test_tuned_long_tail_recipe_gives_each_loss_the_same_study_on_the_validation
         assert study.tuning.config.trials == 6 and study.tuning.epoch == "final"  # the report's epoch
         assert study.base["data"]["eval_split"] == "val" and study.base["seed"] == 3  # fresh: the grid has 0-2
     assert len(plan.cells) == 9 and all(c.experiment.data.eval_split == "test" for c in plan.cells)
+
+
+def test_a_study_without_a_completed_trial_records_its_tuned_cells_as_failed(tiny_config, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from lossbench.experiments.sweep import cell_status
+    from lossbench.experiments.tune import add_tuned_cells
+
+    plan = plan_sweep(tiny_config(HEAD + TUNE.replace("trials: 4", "trials: 2")))
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'tune.db'}")
+    runs = [StudyRun(study, storage) for study in plan_tuning(plan)]
+    ce, focal = runs
+    for _ in range(2):
+        trial, _cell = ce.ask(plan.sweep_dir)
+        ce.study.tell(trial, 0.4 + 0.1 * trial.number)
+        trial, _cell = focal.ask(plan.sweep_dir)
+        trial.set_user_attr("error", "loss became nan")
+        focal.study.tell(trial, state=TrialState.FAIL)
+    held = add_tuned_cells(plan, runs)
+    names = [c.name for c in plan.cells]
+    assert len(names) == 8 and [c.document for c in plan.cells] == ["tiny"] * 4 + ["tiny-tuned"] * 4
+    tuned = plan.cells[4:]
+    assert [c.values for c in tuned] == [c.values for c in plan.cells[:4]]  # the grid's order
+    assert held == {c.name for c in tuned if c.values["loss"] != "ce"}
+    best = ce.study.best_trial.params["optimizer.lr"]
+    assert all(c.experiment.optimizer.lr == best for c in tuned if c.values["loss"] == "ce")
+    assert all(c.experiment.data.eval_split == "test" and c.experiment.seed == c.values["seed"] for c in tuned)
+    status, error = cell_status(next(c for c in tuned if c.name in held))
+    assert status == "failed" and "none of 2 trials" in error and "loss became nan" in error
+    assert plan.report["tiny-tuned"] == plan.report["tiny"]

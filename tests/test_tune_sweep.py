@@ -62,7 +62,7 @@ def ray_local():
     saved = dict(os.environ)
     os.environ["PYTHONPATH"] = ENV["PYTHONPATH"]  # Ray's workers inherit this process's environment
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # a new one, ours
     finally:
         os.environ.clear()
         os.environ.update(saved)

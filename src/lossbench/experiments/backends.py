@@ -99,8 +99,9 @@ def _call_in(cwd: str, task: Callable[..., Any], args: tuple, kwargs: dict[str, 
 class RayBackend:
     """Calls as Ray tasks, each asking for ``threads`` CPUs (its share) and one GPU when the cluster has GPUs.
 
-    ``address``: None starts Ray on this machine (or uses the Ray this process already started);
-    ``auto`` joins the cluster ``ray start`` runs on this machine; ``ray://HOST:PORT`` joins a remote
+    ``address``: None uses the Ray this process already started, else Ray's own default (the cluster
+    ``RAY_ADDRESS`` names or ``ray start`` runs on this machine, else a new Ray on this machine, stopped
+    at the end); ``auto`` joins the cluster ``ray start`` runs here; ``ray://HOST:PORT`` joins a remote
     one through Ray Client. ``jobs``: cells in flight; default one per GPU of the cluster, or one per
     CPU when it has none. A task's share of CPUs is the cluster's CPUs // jobs, at most one node's.
     """

@@ -115,8 +115,8 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
                             f"or final (its last epoch)")
         document = doc.get("name") or (path.stem if len(docs) == 1 else f"{path.stem}-{i}")
         report.setdefault(document, doc_report)
-        if "tune" in doc:  # checked and run by experiments/tune.py
-            tune[document] = doc.pop("tune")
+        if (section := doc.pop("tune", None)) is not None:  # checked and run by experiments/tune.py
+            tune[document] = section
         if root is None:
             root = Path(doc.get("output_dir") or "runs") / path.stem
         grid_keys += [k for k in grid if k not in grid_keys]
