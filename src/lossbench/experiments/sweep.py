@@ -5,7 +5,9 @@ A sweep config is an experiment config (one or more ``---`` documents) with a
 mapping (``baseline: {loss: ce}``). The product of the lists gives the cells;
 each cell is a normal run folder inside the sweep folder, trained by a
 ``lossbench train`` subprocess, so a crash, NaN or out-of-memory in one cell
-is recorded as that cell's one-line error while the others go on.
+is recorded as that cell's one-line error while the others go on. Where those
+processes run is the backend's business (experiments/backends.py: this
+machine's pool, or Ray tasks on a cluster).
 
 Re-running a sweep skips cells whose run folder has ``summary.json``,
 continues cells that were interrupted mid-run (``last.pt`` but no summary)
