@@ -141,6 +141,21 @@ def test_trials_left_running_by_a_killed_sweep_are_queued_again(tiny_config, tmp
     retry, retry_cell = again.ask(plan.sweep_dir)
     assert retry.params == stale.params and retry_cell.name == stale_cell.name != cell.name
     assert retry.user_attrs["retry_of"] == stale.number
+    again.study.tell(retry, 0.6)
+    fresh, _ = again.ask(plan.sweep_dir)
+    again.study.tell(fresh, 0.7)
+    killed_early = again.study.ask()  # killed before its values were drawn: nothing to queue, nothing ran
+    after = StudyRun(focal, storage)
+    trials = after.study.get_trials()
+    assert trials[killed_early.number].user_attrs["interrupted"] and after.counted() == 3
+    assert not any(t.state.name == "WAITING" for t in trials)
+    # an uninterrupted study asks the same values: the seeds follow the trials asked, not the retries
+    clean = StudyRun(focal, optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'clean.db'}"))
+    asked = []
+    for value in (0.5, 0.6, 0.7):
+        asked.append(clean.ask(plan.sweep_dir)[0])
+        clean.study.tell(asked[-1], value)
+    assert [t.params for t in asked] == [t.params for t in (trial, stale, fresh)]
 
 
 def test_untuned_and_tuned_comparisons_are_joined_on_the_configuration():

@@ -135,13 +135,16 @@ def test_tuned_sweep_resumes_after_a_kill_and_runs_the_same_on_ray(tmp_path, ray
 
     found = studies(local)
     assert len(found) == 2
-    for trials in found.values():
+    for name, trials in found.items():
         done = counted(trials)
         assert len(done) == 3, "every study completes its budget, no more"
         assert len({t.user_attrs["run"] for t in done}) == 3, "no trial ran twice"
         for stale in (t for t in trials if t.user_attrs.get("interrupted")):
-            retry = next(t for t in trials if t.user_attrs.get("retry_of") == stale.number)
-            assert retry.params == stale.params and retry.user_attrs["run"] == stale.user_attrs["run"]
+            retry = next((t for t in trials if t.user_attrs.get("retry_of") == stale.number), None)
+            if len(stale.params) == (2 if "focal" in name else 1):  # it was training: the same values, same folder
+                assert retry.params == stale.params and retry.user_attrs["run"] == stale.user_attrs["run"]
+            else:  # killed while drawing its values: nothing ran, they are drawn again
+                assert retry is None
     assert sum(t.user_attrs.get("interrupted", False) for ts in found.values() for t in ts) == left.count("RUNNING")
     results = rows(local)
     tuned = {name: r for name, r in results.items() if r["document"] == "tiny-tuned"}

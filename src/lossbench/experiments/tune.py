@@ -442,13 +442,19 @@ class StudyRun:
         trials = self.study.get_trials(deepcopy=False)
         queued = {t.user_attrs.get("run") for t in trials if t.state == TrialState.WAITING}
         stale = [t for t in trials if t.state == TrialState.RUNNING]
-        for t in stale:
-            run = t.user_attrs.get("run")
-            if run not in queued:
+        for t in stale:  # killed anywhere after ask(): its run name may not be set, its values may be partial
+            run = t.user_attrs.get("run") or self.run_name(t.number)
+            # values drawn in part never reached a run folder: the next ask draws them again, as it would have
+            if run not in queued and set(t.params) == set(self.plan.space):
                 self.study.enqueue_trial(t.params, user_attrs={"run": run, "retry_of": t.number})
-            self.study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            for key, value in (("run", run), ("interrupted", True)):
+                self.study._storage.set_trial_user_attr(t._trial_id, key, value)
             self.study.tell(t.number, state=TrialState.FAIL)
         return len(stale)
+
+    def run_name(self, number: int) -> str:
+        """The run folder (and cell) name of trial ``number``, unless it continues an interrupted one."""
+        return f"{self.plan.name}--t{number:03d}"
 
     def counted(self) -> int:
         """Trials that spent budget: finished, pruned or failed by their own error (not interrupted)."""
@@ -459,13 +465,15 @@ class StudyRun:
         """The next trial and its cell (or the one-line reason its values make no valid experiment)."""
         optuna = import_optuna()
         tuning = self.plan.tuning
-        seed = tuning.seed + sum(not t.user_attrs.get("interrupted") for t in self.study.get_trials(deepcopy=False))
+        asked = [t for t in self.study.get_trials(deepcopy=False)
+                 if t.state.name != "WAITING" and not t.user_attrs.get("interrupted")]
+        seed = tuning.seed + len(asked)  # a re-queued trial's retry neither draws nor shifts the seeds after it
         self.study.sampler = (optuna.samplers.RandomSampler(seed=seed) if tuning.config.sampler == "random"
                               else optuna.samplers.TPESampler(seed=seed, n_startup_trials=tuning.startup))
         trial = self.study.ask()
-        params = {key: dim.suggest(trial, key) for key, dim in self.plan.space.items()}
-        run = trial.user_attrs.get("run") or f"{self.plan.name}--t{trial.number:03d}"
+        run = trial.user_attrs.get("run") or self.run_name(trial.number)
         trial.set_user_attr("run", run)
+        params = {key: dim.suggest(trial, key) for key, dim in self.plan.space.items()}
         try:
             return trial, trial_cell(self.plan, run, params, sweep_dir)
         except UserError as exc:
