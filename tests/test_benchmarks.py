@@ -18,7 +18,7 @@ def test_entry_point_rejects_an_unknown_benchmark():
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "nope"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "unknown benchmark 'nope'; choose from losses, engine, data, quickstart" in proc.stderr
+    assert "unknown benchmark 'nope'; choose from losses, engine, data, quickstart, backends" in proc.stderr
 
 
 def _lt_table():

@@ -18,12 +18,13 @@ marker, confusion matrix and per-class bar is of the same epoch:
 
 from __future__ import annotations
 
+
 import base64
 import html
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -574,6 +575,21 @@ def _figures_section(doc: _Doc, sweep_dir: Path, setup: DocumentSetup, n: int) -
         _segmentation_examples(doc, sweep_dir, setup, n)
 
 
+def _tuning_section(doc: _Doc, sweep_dir: Path, setup: DocumentSetup, setups: list[DocumentSetup]) -> None:
+    """A tuned document's studies and trial history, and the untuned comparison beside the tuned one
+    (experiments/tuning_report.py); nothing for a document that was not tuned."""
+    from lossbench.experiments.tuning_report import tuning_blocks
+
+    by_doc = {s.document: s.groups for s in setups}
+
+    def table(groups: list[SeedGroup], base: SeedGroup) -> tuple[list[str], list[list[str]]]:
+        other = replace(setup, document=groups[0].document, groups=groups, baseline=base)
+        return comparison_table(other, compare(other))
+
+    for kind, *args in tuning_blocks(sweep_dir, setup.document, by_doc, setup.baseline, table):
+        getattr(doc, kind)(*args)
+
+
 def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
     """Write report.html and report.md for a sweep folder; returns their paths."""
     sweep_dir = Path(sweep_dir)
@@ -590,6 +606,7 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
         doc.heading(f"{setup.document} ({setup.task})")
         _data_section(doc, sweep_dir, setup, n)
         _tables_section(doc, setup)
+        _tuning_section(doc, sweep_dir, setup, setups)
         _figures_section(doc, sweep_dir, setup, n)
     md_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
     runfolder.atomic_write_text(md_path, "\n".join(doc.md))

@@ -5,7 +5,9 @@ A sweep config is an experiment config (one or more ``---`` documents) with a
 mapping (``baseline: {loss: ce}``). The product of the lists gives the cells;
 each cell is a normal run folder inside the sweep folder, trained by a
 ``lossbench train`` subprocess, so a crash, NaN or out-of-memory in one cell
-is recorded as that cell's one-line error while the others go on.
+is recorded as that cell's one-line error while the others go on. Where those
+processes run is the backend's business (experiments/backends.py: this
+machine's pool, or Ray tasks on a cluster).
 
 Re-running a sweep skips cells whose run folder has ``summary.json``,
 continues cells that were interrupted mid-run (``last.pt`` but no summary)
@@ -29,7 +31,8 @@ import re
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +40,11 @@ from typing import Any
 from lossbench.config import Experiment, read_documents, set_key, validate_experiment
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
+from lossbench.experiments.backends import LocalBackend
 from lossbench.experiments.report_options import plan_report_options
 
 LOCK_NAME = ".sweep.lock"
+STOP_POLL_SECONDS = 0.5  # how often a cell that may be stopped (a tuning trial) looks for its stop file
 # sources generated or read as whole arrays: nothing to decode per image, so nothing to share
 NO_CACHE_SOURCES = ("synthetic", "cifar10", "fashion_mnist")
 
@@ -66,6 +71,8 @@ class SweepPlan:
     cells: list[Cell]
     grid_keys: list[str]
     report: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] = field(default_factory=dict)  # document -> its raw ``tune:`` section (experiments/tune.py)
+    source: Path | None = None
 
 
 def _slug(values: dict[str, Any]) -> str:
@@ -127,6 +134,7 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
     cells: list[Cell] = []
     grid_keys: list[str] = []
     report: dict[str, Any] = {}
+    tune: dict[str, Any] = {}
     root: Path | None = Path(sweep_dir) if sweep_dir else None
     for i, doc in enumerate(docs):
         doc = apply_overrides(doc, list(overrides or []))
@@ -138,6 +146,8 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
             data["cache"] = True  # decode once, shared by every cell (and by later sweeps)
         doc_report = doc.pop("report", None)
         document = doc.get("name") or (path.stem if len(docs) == 1 else f"{path.stem}-{i}")
+        if (section := doc.pop("tune", None)) is not None:  # checked and run by experiments/tune.py
+            tune[document] = section
         if root is None:
             root = Path(doc.get("output_dir") or "runs") / path.stem
         grid_keys += [k for k in keys if k not in grid_keys]
@@ -156,7 +166,7 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise UserError(f"{path}: two documents give the same cell names; give each document its own name:")
-    return SweepPlan(root, cells, grid_keys, report)
+    return SweepPlan(root, cells, grid_keys, report, tune, path)
 
 
 class SweepLock:
@@ -254,8 +264,34 @@ def _error_line(stderr: str, returncode: int) -> str:
     return lines[-1] if lines else f"exited with code {returncode}"
 
 
-def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None) -> tuple[str, str, float]:
-    """Train one cell in a subprocess; returns (status, error line, seconds)."""
+def _run_process(command: list[str], log: Any, env: dict[str, str], preexec: Any, stop_file: Path | None
+                 ) -> tuple[int, str, bool]:
+    """(return code, stderr, stopped) of one training process; it is ended (SIGTERM) once ``stop_file`` exists,
+    and killed when this call is interrupted (a cancelled Ray task), so it never outlives its cell."""
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=preexec)
+    stopped = False
+    try:
+        while True:
+            try:
+                _, stderr = proc.communicate(timeout=None if stop_file is None else STOP_POLL_SECONDS)
+                return proc.returncode, stderr, stopped
+            except subprocess.TimeoutExpired:
+                if not stopped and stop_file is not None and stop_file.exists():
+                    proc.terminate()
+                    stopped = True
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_file: Path | None = None
+             ) -> tuple[str, str, float]:
+    """Train one cell in a subprocess; returns (status, error line, seconds).
+
+    With ``stop_file`` (a tuning trial that may be pruned) the process is ended once that file
+    appears, and the status is ``stopped``: the run folder keeps the epochs it finished.
+    """
     config_path = sweep_dir / "configs" / f"{cell.name}.yaml"
     runfolder.write_yaml(config_path, cell.experiment.model_dump(mode="json", exclude_none=True))
     log_path = sweep_dir / "logs" / f"{cell.name}.log"
@@ -273,17 +309,18 @@ def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None) -> tupl
         for i, command in enumerate(attempts):
             log.write(f"$ {' '.join(command[1:])}\n")
             log.flush()
-            proc = subprocess.run(command, stdout=log, stderr=subprocess.PIPE, text=True, env=env,
-                                  preexec_fn=preexec)
-            log.write(proc.stderr)
-            if proc.returncode == 0 or proc.returncode < 0 or i == len(attempts) - 1:
+            returncode, stderr, stopped = _run_process(command, log, env, preexec, stop_file)
+            log.write(stderr)
+            if returncode == 0 or returncode < 0 or i == len(attempts) - 1:
                 break
             # the interrupted run could not be continued (e.g. its checkpoint is damaged): start it again
-            log.write(f"resume failed ({_error_line(proc.stderr, proc.returncode)}); starting the cell again\n")
+            log.write(f"resume failed ({_error_line(stderr, returncode)}); starting the cell again\n")
     seconds = time.perf_counter() - start
-    if proc.returncode == 0 and (cell.run_dir / "summary.json").is_file():
+    if returncode == 0 and (cell.run_dir / "summary.json").is_file():
         return "done", "", seconds
-    error = _error_line(proc.stderr, proc.returncode)
+    if stopped:
+        return "stopped", "", seconds
+    error = _error_line(stderr, returncode)
     runfolder.atomic_write_text(cell.run_dir / "error.txt", error + "\n")
     return "failed", error, seconds
 
@@ -326,47 +363,54 @@ def read_results(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _gpu_count() -> int:
+def cell_outcome(cell: Cell, future: Future) -> tuple[str, str, float]:
+    """(status, error line, seconds) of a finished cell; a call that raised (a lost Ray worker) fails the cell."""
     try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001 - no usable CUDA is the same as none
-        return 0
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. under ``taskset``), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - recorded as the cell's error, the other cells go on
+        error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}"[:300]
+        cell.run_dir.mkdir(parents=True, exist_ok=True)
+        runfolder.atomic_write_text(cell.run_dir / "error.txt", error + "\n")
+        return "failed", error, 0.0
 
 
-def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]:
-    """Run every unfinished cell (``jobs`` at a time), keep results.csv current, return its rows."""
+def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[str], Any]) -> None:
+    """Train ``cells`` on ``backend`` (as many at a time as it runs); results.csv is rewritten as each one ends."""
+    futures = {backend.submit(run_cell, cell, plan.sweep_dir): cell for cell in cells}
+    for n, future in enumerate(as_completed(futures), 1):
+        cell = futures[future]
+        status, error, seconds = cell_outcome(cell, future)
+        write_results(plan)
+        detail = f"error: {error}" if error else "ok"
+        log(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
+
+
+def run_sweep(plan: SweepPlan, jobs: int = 1, log=print, backend: Any = None,
+              prepare: Callable[[SweepPlan, Any, Callable], set[str] | None] | None = None) -> list[dict[str, Any]]:
+    """Run every unfinished cell on ``backend`` (default: this machine, ``jobs`` at a time), keep results.csv
+    current, return its rows.
+
+    ``prepare(plan, backend, log)`` runs first, under the sweep's lock: tuning
+    (:func:`lossbench.experiments.tune.run_studies`) runs its studies there and adds the tuned cells to
+    ``plan.cells``; it returns the names of cells to record but not train (a study that found nothing).
+    """
     started = time.perf_counter()
-    with SweepLock(plan.sweep_dir):
-        todo = [c for c in plan.cells if cell_status(c)[0] != "done"]
-        skipped = len(plan.cells) - len(todo)
-        log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {skipped} already done, {len(todo)} to run, "
-            f"{jobs} at a time")
-        write_results(plan)
-        gpus = _gpu_count()
-        threads = max(1, _usable_cpus() // max(1, jobs))
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {
-                pool.submit(run_cell, cell, plan.sweep_dir, threads, (i % gpus) if gpus else None): cell
-                for i, cell in enumerate(todo)
-            }
-            for n, future in enumerate(as_completed(futures), 1):
-                cell = futures[future]
-                status, error, seconds = future.result()
-                write_results(plan)
-                detail = f"error: {error}" if error else "ok"
-                log(f"[{n}/{len(todo)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
-        rows = collect_results(plan)
-        write_results(plan)
+    own = backend is None
+    backend = LocalBackend(jobs) if own else backend
+    try:
+        with SweepLock(plan.sweep_dir):
+            held = (prepare(plan, backend, log) or set()) if prepare is not None else set()
+            done = {c.name for c in plan.cells if cell_status(c)[0] == "done"}
+            todo = [c for c in plan.cells if c.name not in done and c.name not in held]
+            log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {len(done)} already done, {len(todo)} to run, "
+                f"{backend.describe()}")
+            write_results(plan)
+            run_cells(plan, todo, backend, log)
+            rows = collect_results(plan)
+            write_results(plan)
+    finally:
+        if own:
+            backend.close()
     failed = [r for r in rows if r["status"] != "done"]
     log(f"sweep finished in {time.perf_counter() - started:.0f}s: {len(rows) - len(failed)} done, "
         f"{len(failed)} failed -> {plan.sweep_dir / 'results.csv'}")
