@@ -89,6 +89,55 @@ class SegFolderOptions(StrictModel):
     )
 
 
+class ScenesOptions(StrictModel):
+    """Options of the ``fashion_mnist_scenes`` source: canvases of real Fashion-MNIST items.
+
+    ``data.image_size`` is the canvas side and ``data.imbalance_ratio`` how much
+    more often the most frequent class appears than the rarest in training
+    (validation and test canvases hold every class equally often). An item's
+    size is drawn from ``scale_frequent`` for class 0 (the most frequent),
+    ``scale_rare`` for class 9 (the rarest) and a linear blend of the two for
+    the classes in between, in every split: size belongs to the class, frequency
+    to the training sample.
+    """
+
+    train_canvases: int = Field(2000, gt=0, description="training canvases (items from the Fashion-MNIST train images)")
+    val_canvases: int = Field(500, gt=0, description="validation canvases (items from one half of the t10k images)")
+    test_canvases: int = Field(500, gt=0, description="test canvases (items from the other half of the t10k images)")
+    objects: tuple[int, int] = Field(
+        (2, 4), description="[min, max] items per canvas; a few canvases may hold one more or fewer so the class "
+        "counts follow the profile exactly"
+    )
+    scale_frequent: tuple[float, float] = Field(
+        (0.35, 0.6), description="[min, max] item side / canvas side of the most frequent class (class 0)"
+    )
+    scale_rare: tuple[float, float] = Field(
+        (0.2, 0.35), description="[min, max] item side / canvas side of the rarest class (class 9)"
+    )
+    threshold: int = Field(
+        25, ge=0, le=254, description="an item's (resized) pixel above this gray value (0-255) is the item and "
+        "gets its class; at or below it the item is transparent"
+    )
+    eval_seed: int = Field(
+        0, ge=0, description="seed of the validation / test canvases and of the t10k halves: the same for every "
+        "run, so every cell of a sweep is evaluated on identical canvases (training canvases follow the run's seed)"
+    )
+
+    @field_validator("objects")
+    @classmethod
+    def _object_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError("needs 1 <= min <= max items per canvas, e.g. [2, 4]")
+        return v
+
+    @field_validator("scale_frequent", "scale_rare")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("needs 0 < min <= max <= 1 (item side / canvas side), e.g. [0.3, 0.5]")
+        return v
+
+
 class DataConfig(StrictModel):
     """Where samples come from, how they are shaped, and what is done about class imbalance."""
 
@@ -123,6 +172,7 @@ class DataConfig(StrictModel):
     skip_bad: bool = Field(False, description="skip bad files (and report them) instead of stopping")
     csv: CsvOptions = Field(default_factory=CsvOptions)
     seg: SegFolderOptions = Field(default_factory=SegFolderOptions)
+    scenes: ScenesOptions = Field(default_factory=ScenesOptions)
     pet_classes: Literal[2, 3] = Field(
         3, description="oxford_pet segmentation: 3 (background, pet, border) or 2 (background, pet; border ignored)"
     )

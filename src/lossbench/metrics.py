@@ -7,13 +7,19 @@ classification: accuracy, balanced accuracy (mean per-class recall), macro-F1,
 per-class recall, quadratic weighted kappa (Cohen 1968), and the expected
 calibration error (15 equal-width bins, Guo et al. 2017) from softmax
 confidences; segmentation: per-class IoU = TP / (TP + FP + FN), mean IoU,
-per-class Dice = 2TP / (2TP + FP + FN), mean Dice, pixel accuracy.
+per-class Dice = 2TP / (2TP + FP + FN), mean Dice, pixel accuracy, and the
+foreground mean IoU ``fg_miou``: the mean IoU of the classes other than
+background (class 0 of an index mask).
 Classes with an empty denominator (absent from both target and prediction)
 are left out of the means rather than counted as 0 or 1.
 
 Binary and multi-label segmentation (float targets shaped like the logits,
 sigmoid outputs thresholded at 0.5) accumulate per-channel TP / FP / TN / FN
-instead; IoU and Dice are then those of each channel's foreground.
+instead; IoU and Dice are then those of each channel's foreground, and every
+channel is a foreground class, so ``fg_miou`` equals ``miou`` (for one channel,
+its IoU). A one-channel sigmoid model and a 2-class softmax model making the
+same prediction thus have the same ``fg_miou``, while their ``miou`` differ
+(the softmax one also averages in the background's IoU).
 """
 
 from __future__ import annotations
@@ -63,10 +69,16 @@ def metrics_from_confusion(cm: torch.Tensor, task: str) -> dict[str, float | lis
         dice = _ratio(2 * tp, 2 * tp + fp + fn)
         out["pixel_accuracy"] = accuracy
         out["miou"] = _nanmean(iou)
+        out["fg_miou"] = foreground_miou(iou)
         out["dice"] = _nanmean(dice)
         out["iou"] = iou.tolist()
         out["per_class_dice"] = dice.tolist()
     return out
+
+
+def foreground_miou(iou: torch.Tensor) -> float:
+    """Mean IoU over the classes of an index mask except background (class 0); absent classes left out."""
+    return _nanmean(iou[1:])
 
 
 SHOT_METRICS = ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
@@ -114,6 +126,7 @@ def metrics_from_stat_scores(stats: torch.Tensor) -> dict[str, float | list[floa
     return {
         "pixel_accuracy": float((tp + tn).sum() / total) if total > 0 else float("nan"),
         "miou": _nanmean(iou),
+        "fg_miou": _nanmean(iou),
         "dice": _nanmean(dice),
         "iou": iou.tolist(),
         "per_class_dice": dice.tolist(),
