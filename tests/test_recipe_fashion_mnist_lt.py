@@ -74,7 +74,7 @@ def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path):
                LOSSBENCH_CACHE=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "lossbench", "sweep", str(RECIPE), "--out", str(out),
            "--set", f"data.root={root}", "--set", "epochs=1", "--set", "batch_size=32",
-           "--set", "grid.seed=[0]", "--set", 'grid.loss=[ce, "ldam(s=1, drw_epoch=161)", dice]']
+           "--set", "grid.seed=[0]", "--set", 'grid.loss=[ce, "ldam(s=1)", dice]']
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = list(csv.DictReader((out / "results.csv").open()))
