@@ -114,7 +114,8 @@ class LDAMLoss(ClassWeighted):
     """
 
     moved_parameters = {
-        "drw_epoch": "deferred re-weighting is now a config option for any loss: use the config key drw_epoch: N",
+        "drw_epoch": "deferred re-weighting is now a config option (for ce, focal and ldam): "
+                     "use the config key drw_epoch: N",
         "beta": "deferred re-weighting (and its beta) is now a config option: use the config key drw_epoch: N",
     }
 

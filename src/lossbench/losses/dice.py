@@ -21,8 +21,9 @@ Defaults depend on the task (``smooth``, ``skip_empty`` and, for ``dice``,
   With plain sums the small probabilities the other 127 samples give a rare
   class outweigh its one true sample, and the hardest rare class (Shirt)
   still ended at 0 % in 3 of 3 proxy runs (small CNN, 3 epochs); squared
-  sums count them as p^2 and recalled every class in all 3. README, loss
-  table, has the full run.
+  sums count them as p^2 and recalled every class in all 3. The recipe's
+  full 8 epochs with these defaults: 80.4 % balanced accuracy, the lowest
+  class recall 28 % (Shirt); README, loss table.
 """
 
 from __future__ import annotations

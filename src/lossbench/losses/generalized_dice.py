@@ -9,7 +9,8 @@ target volume, so a small structure counts as much as a large one:
 with TP_c = sum p y, |P_c| = sum p, |Y_c| = sum y over the pixels of one
 image (then averaged over images) or of the whole batch. Reference
 implementation: MONAI's ``GeneralizedDiceLoss`` (Project-MONAI/MONAI,
-monai/losses/dice.py, class GeneralizedDiceLoss, ``w_func`` and ``forward``),
+monai/losses/dice.py, class GeneralizedDiceLoss: ``w_func`` and ``forward``,
+lines 259-418 at 1.5.0, 327-486 in 1.6.1; itself adapted from NiftyNet's),
 whose conventions this follows: smooth terms 1e-5 in numerator and
 denominator; a class absent from the target (|Y_c| = 0, infinite weight)
 takes the largest finite weight of its image (or of the batch), so its false

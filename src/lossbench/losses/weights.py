@@ -109,8 +109,10 @@ class ClassWeighted(nn.Module):
         self.weight = self.configured_weight if w is None else w
 
     def class_weight(self, like: torch.Tensor) -> torch.Tensor | None:
-        """The weights in force, float32 on ``like``'s device (None: unweighted)."""
-        return None if self.weight is None else self.weight.to(device=like.device, dtype=torch.float32)
+        """The weights in force (float32) on ``like``'s device, moved there once; None: unweighted."""
+        if self.weight is not None and self.weight.device != like.device:
+            self.weight = self.weight.to(like.device)
+        return self.weight
 
 
 def class_weights(spec: Any, ctx: LossContext) -> torch.Tensor | None:
