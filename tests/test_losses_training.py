@@ -33,7 +33,7 @@ def accuracy_after_training(spec: str, steps: int = 250) -> float:
 
 @pytest.mark.parametrize("spec", ["dsc", "dice", "generalized_dice"])
 def test_default_parameters_train_as_well_as_cross_entropy(spec):
-    # dsc at its former default (alpha = 1, p~ = p (1 - p)) stayed near chance here (39 % against ce's 92 %)
+    # dsc at its former default and form (alpha = 1, p~ = p (1 - p)) reached 45 % here against ce's 91 %
     ce = accuracy_after_training("ce")
     assert ce > 0.8
     assert accuracy_after_training(spec) >= ce - 0.03
