@@ -13,15 +13,8 @@ from lossbench.engine import resume, train
 from lossbench.engine.reweighting import DeferredReweighting, cosine_head_warning, drw_class_weights
 from lossbench.errors import UserError
 from lossbench.losses import build_loss
-from lossbench.losses.ce import CrossEntropy
 
 COUNTS = [5000, 500, 50]
-
-needs_set_class_weights = pytest.mark.skipif(
-    not hasattr(CrossEntropy, "set_class_weights"),
-    reason="ce.set_class_weights comes with the losses branch; the lead removes this skip at merge",
-)
-
 
 class WeightTaker(nn.Module):
     """Records what the engine sets; stands for any loss term with ``set_class_weights``."""
@@ -73,7 +66,6 @@ def test_drw_beta_must_be_in_zero_one():
         validate_experiment({"drw_beta": 1.0}, "exp.yaml")
 
 
-@needs_set_class_weights
 def test_ce_drw_is_plain_ce_then_the_weighted_ce_of_the_official_code():
     torch.manual_seed(0)
     loss = build_loss("ce", 3, class_counts=COUNTS)
@@ -108,7 +100,6 @@ def _rows(run):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader((run / "metrics.csv").open())]
 
 
-@needs_set_class_weights
 def test_ce_drw_run_resumes_exactly(tmp_path):
     """The weights follow from the epoch alone: a run stopped after epoch 1 and resumed matches an unbroken one."""
     full = validate_experiment(yaml.safe_load(RUN.replace("NAME", "full").replace("OUT", str(tmp_path / "runs"))),
@@ -141,8 +132,6 @@ def test_cosine_head_warning_names_the_scale_and_both_ways_out():
     assert cosine_head_warning(nn.ModuleList([nn.Identity()]), "linear") is None
 
 
-@pytest.mark.skipif(not hasattr(build_loss("ldam", 3, class_counts=COUNTS), "expects_cosine_logits"),
-                    reason="ldam.expects_cosine_logits comes with the losses branch; the lead removes this skip")
 def test_training_ldam_on_a_linear_head_logs_one_warning_line(tmp_path):
     base = {"output_dir": str(tmp_path), "epochs": 1, "batch_size": 8, "loss": "ldam",
             "data": {"source": "synthetic", "num_classes": 3, "image_size": 16, "train_per_class": 8,

@@ -32,7 +32,7 @@ from torchmetrics.classification import (
     MultilabelStatScores,
 )
 
-from lossbench.losses.common import is_sigmoid_target
+from lossbench.losses.common import canonical_target, is_sigmoid_target
 
 MAIN_METRIC = {"classification": "balanced_accuracy", "segmentation": "miou"}
 
@@ -171,6 +171,7 @@ class TaskMetrics(torch.nn.Module):
         if isinstance(logits, (list, tuple)):
             logits = logits[-1]
         logits = logits.float()
+        target = canonical_target(logits, target)  # an N x 1 x H x W integer mask reads as N x H x W
         if is_sigmoid_target(logits, target) and logits.shape[1] > 1:
             self._sigmoid = True
             c = logits.shape[1]
