@@ -51,7 +51,8 @@ def test_recipes_plan_every_loss_seed_zero_first():
         exp = plan.cells[0].experiment
         assert exp.data.source == "fashion_mnist" and exp.data.eval_split == "test"
         assert exp.data.imbalance_ratio == 100 and exp.model.in_channels == 1
-        assert plan.report[plan.cells[0].document] == {"baseline": {"loss": "ce"}, "epoch": "final"}
+        assert plan.report[plan.cells[0].document] == {"baseline": {"loss": "ce", "drw_epoch": None},
+                                                       "epoch": "final"}
     full = plan_sweep(RECIPE, sweep_dir="/nonexistent").cells[0].experiment
     assert (full.model.name, full.epochs, full.batch_size) == ("resnet32", 200, 128)
     assert (full.optimizer.name, full.optimizer.lr, full.optimizer.weight_decay) == ("sgd", 0.1, 2e-4)
@@ -110,8 +111,8 @@ def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path):
                LOSSBENCH_CACHE=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "lossbench", "sweep", str(RECIPE), "--out", str(out),
            "--set", f"data.root={root}", "--set", "epochs=1", "--set", "batch_size=32",
-           "--set", 'grid={seed: [0], "loss, model.head, model.bias_prior": [[ce, linear, null], '
-           '["ldam(s=30)", cosine, null], ["cb(base=sigmoid_focal, beta=0.9999, gamma=1.0)", linear, 0.1]]}']
+           "--set", 'grid={seed: [0], "loss, drw_epoch, model.head, model.bias_prior": [[ce, null, linear, null], '
+           '["ldam(s=30)", null, cosine, null], ["cb(base=sigmoid_focal, beta=0.9999, gamma=1.0)", null, linear, 0.1]]}']
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = list(csv.DictReader((out / "results.csv").open()))
