@@ -1,7 +1,7 @@
 """Every speed benchmark, each printing its measured ratio against a baseline run in the same process.
 
-    PYTHONPATH=src python -m benchmarks                      # all four, full size (CPU)
-    PYTHONPATH=src python -m benchmarks --quick              # all four, small counts (minutes)
+    PYTHONPATH=src python -m benchmarks                      # all five, full size (CPU)
+    PYTHONPATH=src python -m benchmarks --quick              # all five, small counts (minutes)
     PYTHONPATH=src python -m benchmarks engine data --quick  # only some
     PYTHONPATH=src python -m benchmarks losses engine --gpu  # GPU columns: 512x512 losses; ResNet-50 bf16
 
@@ -11,7 +11,9 @@ bare PyTorch loop (benchmarks/engine.py); ``data``: the cached loader vs a
 per-item PIL pipeline (benchmarks/data.py); ``quickstart``: the wall time of
 ``lossbench sweep recipes/quickstart.yaml`` into a temporary folder, against
 the training time its cells report (the rest is process start-up, data
-building and the report). The header gives the machine, versions, date and
+building and the report); ``backends``: the same small sweep on Ray
+(``--backend ray``, Ray started on this machine) against the local pool
+(benchmarks/backends.py, needs ``lossbench[ray]``). The header gives the machine, versions, date and
 load average, which the numbers need beside them: on a shared machine ratios
 near 1 move from run to run. ``make bench`` runs ``python -m benchmarks --quick``.
 """
@@ -30,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("losses", "engine", "data", "quickstart")
+NAMES = ("losses", "engine", "data", "quickstart", "backends")
 
 
 def header() -> str:
@@ -95,6 +97,13 @@ def quickstart(quick: bool, gpu: bool) -> None:
     print(f"{'training time its cells record (s)':<46}{train:9.1f}")
     print(f"ratio whole sweep / training: {wall / max(train, 1e-9):.2f}  "
           "(the rest: process start-up, data building, report)")
+
+
+def backends(quick: bool, gpu: bool) -> None:
+    """Wall time of a small sweep on Ray vs on the local pool (Ray's overhead as a ratio)."""
+    from benchmarks import backends as bench
+
+    bench.main(["--cells", "4" if quick else "8", "--jobs", "2"])
 
 
 def main(argv: list[str] | None = None) -> None:

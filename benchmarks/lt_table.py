@@ -5,9 +5,12 @@
 One Markdown row per loss: seeds finished, then the report's epoch values
 (``report.epoch`` of the sweep, final for the long-tail recipes) as mean ± std
 over seeds: balanced accuracy (= top-1 on the balanced test set), macro-F1,
-many / medium / few-shot accuracy, and the paired difference in balanced
-accuracy against the baseline (CE) with its paired t-test p-value. Cells not
-finished are listed under the table. Figures are percentages.
+many / medium / few-shot accuracy; then the report's comparison with the
+baseline (CE) on its metric, from the same functions as ``lossbench report``:
+the paired difference Δ, its 95 % paired t-interval clipped to the metric's
+range, the paired t-test's p, its Holm-Bonferroni adjusted p and the verdict
+(which needs 3 paired seeds). Cells not finished are listed under the table.
+Figures are percentages.
 """
 
 from __future__ import annotations
@@ -16,43 +19,59 @@ import argparse
 import math
 from pathlib import Path
 
-from lossbench.experiments.report import _baseline, _by_seed, _load, _num, group_configs, mean_ci, paired_comparison
+import numpy as np
+
+from lossbench.experiments.report import compare, group_by_seed, load_sweep, setup_document, values_by_seed
+from lossbench.experiments.stats import ALPHA, MIN_PAIRS
 
 COLUMNS = [("balanced_accuracy", "top-1 = bal. acc."), ("macro_f1", "macro-F1"),
            ("many_shot_accuracy", "many"), ("medium_shot_accuracy", "medium"), ("few_shot_accuracy", "few")]
 
 
-def pct(mean: float, std: float) -> str:
-    if math.isnan(mean):
+def pct(values: list[float]) -> str:
+    """mean ± sample std of the finite values, in percent; the mean alone for one value."""
+    x = np.array([v for v in values if math.isfinite(v)])
+    if not x.size:
         return "–"
-    return f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
+    return f"{100 * x.mean():.2f}" + (f" ± {100 * x.std(ddof=1):.2f}" if x.size > 1 else "")
+
+
+def signed_pct(value: float) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:+.2f}"
+
+
+def p_value(p: float) -> str:
+    return "–" if math.isnan(p) else ("< 0.001" if p < 1e-3 else f"{p:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path)
     args = parser.parse_args(argv)
-    meta, rows = _load(args.sweep_dir)
-    configs = group_configs(meta, rows)
-    document = configs[0].document
-    options = (meta.get("report") or {}).get(document, {})
-    epoch = options.get("epoch", "best")
-    base = _baseline(configs, options.get("baseline"))
-    print(f"{epoch}-epoch metrics, %, mean ± std over seeds; Δ: paired difference in balanced accuracy vs "
-          f"{base.label} over shared seeds, paired t-test p\n")
-    print("| loss | seeds | " + " | ".join(title for _, title in COLUMNS) + f" | Δ vs {base.label} | p |")
-    print("|---|---:|" + "---:|" * (len(COLUMNS) + 2))
-    for c in configs:
-        cells = [pct(*mean_ci([_num(r, f"{epoch}_{m}") for r in c.done])[:2]) for m, _ in COLUMNS]
-        if c is base:
-            diff, p = "baseline", ""
+    meta, rows = load_sweep(args.sweep_dir)
+    groups = group_by_seed(meta, rows)
+    setup = setup_document(args.sweep_dir, meta, [g for g in groups if g.document == groups[0].document])
+    base, epoch, metric = setup.baseline, setup.epoch, setup.metric
+    comparisons = {c.label: c for c in compare(setup)}
+    tested = sum(math.isfinite(c.p) for c in comparisons.values())
+    print(f"{epoch}-epoch metrics, %, mean ± std over seeds; Δ: paired difference in {metric} vs {base.label} over "
+          f"the seeds both finished, with its 95 % paired t-interval (clipped to the metric's range), paired t-test "
+          f"p and its Holm-Bonferroni adjustment over the {tested} tested comparisons; verdict at α = {ALPHA} on "
+          f"the adjusted p, with at least {MIN_PAIRS} paired seeds\n")
+    print("| loss | seeds | " + " | ".join(title for _, title in COLUMNS)
+          + f" | Δ vs {base.label} | 95 % interval | p | p_Holm | verdict |")
+    print("|---|---:|" + "---:|" * (len(COLUMNS) + 4) + "---|")
+    for g in setup.groups:
+        cells = [pct(list(values_by_seed(g, m, epoch).values())) for m, _ in COLUMNS]
+        if g is base:
+            tail = ["baseline", "", "", "", ""]
         else:
-            cmp = paired_comparison(_by_seed(base, "balanced_accuracy", epoch), _by_seed(c, "balanced_accuracy", epoch))
-            diff = "–" if math.isnan(cmp["diff"]) else f"{100 * cmp['diff']:+.2f}"
-            p = "" if math.isnan(cmp["p"]) else f"{cmp['p']:.3f}"
-        label = str(c.values.get("loss", c.label))
-        print(f"| `{label}` | {len(c.done)} | " + " | ".join(cells) + f" | {diff} | {p} |")
-    missing = [r["cell"] for c in configs for r in c.rows if r["status"] != "done"]
+            c = comparisons[g.label]
+            interval = "–" if math.isnan(c.low) else f"[{signed_pct(c.low)}, {signed_pct(c.high)}]"
+            tail = [signed_pct(c.diff), interval, p_value(c.p), p_value(c.p_holm), c.verdict]
+        label = str(g.values.get("loss", g.label))
+        print(f"| `{label}` | {len(g.done)} | " + " | ".join(cells + tail) + " |")
+    missing = [r["cell"] for g in setup.groups for r in g.rows if r["status"] != "done"]
     if missing:
         print(f"\nNot finished ({len(missing)}): " + ", ".join(missing))
 

@@ -18,7 +18,7 @@ def test_entry_point_rejects_an_unknown_benchmark():
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "nope"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "unknown benchmark 'nope'; choose from losses, engine, data, quickstart" in proc.stderr
+    assert "unknown benchmark 'nope'; choose from losses, engine, data, quickstart, backends" in proc.stderr
 
 
 def _lt_table():
@@ -52,8 +52,12 @@ def test_lt_table_uses_final_epoch_pairs_seeds_and_lists_missing_cells(tmp_path,
     _lt_table().main([str(tmp_path)])
     out = capsys.readouterr().out
     assert out.startswith("final-epoch metrics")
-    assert "| `ce` | 2 | 62.00 ± 2.83 | – | 90.00 ± 0.00 | – | – | baseline |  |" in out
+    assert "| `ce` | 2 | 62.00 ± 2.83 | – | 90.00 ± 0.00 | – | – | baseline |  |  |  |  |" in out
+    # the report's comparison: 2 pairs give Δ, its clipped interval and p (Holm over the one tested comparison),
+    # but no verdict; 1 pair gives Δ alone
     p = stats.ttest_rel([0.70, 0.75], [0.60, 0.64]).pvalue
-    assert "| `ldam` | 2 | 72.50 ± 3.54 |" in out and f"| +10.50 | {p:.3f} |" in out
-    assert "| `dice` | 1 | 50.00 |" in out and "| -10.00 |  |" in out
+    low, high = stats.t.interval(0.95, 1, loc=0.105, scale=stats.sem([0.10, 0.11]))
+    assert "| `ldam` | 2 | 72.50 ± 3.54 |" in out
+    assert f"| +10.50 | [{100 * low:+.2f}, {100 * high:+.2f}] | {p:.3f} | {p:.3f} | too few seeds (n = 2) |" in out
+    assert "| `dice` | 1 | 50.00 |" in out and "| -10.00 | – | – | – | too few seeds (n = 1) |" in out
     assert "Not finished (1): lt--seed-1_loss-dice" in out

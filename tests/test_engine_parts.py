@@ -8,7 +8,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lossbench.config import Experiment, OptimizerConfig, SchedulerConfig, validate_experiment
-from lossbench.engine.fit import _call_epoch_hooks
 from lossbench.engine.loop import TrainLoop, autocast_for
 from lossbench.engine.monitor import MetricMonitor, metric_names, resolve_metric
 from lossbench.engine.optim import build_optimizer, build_scheduler, optimizer_param_groups
@@ -237,34 +236,6 @@ def test_metric_names_resolve_bare_and_prefixed():
     assert resolve_metric("train_loss", names, "best_metric") == "train_loss"
     with pytest.raises(UserError, match="best_metric: unknown metric 'balanced_accuracy'; choose one of"):
         resolve_metric("balanced_accuracy", names, "best_metric")
-
-
-class DRWLoss(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def on_epoch_start(self, epoch, drw_epoch=None):
-        self.seen.append((epoch, drw_epoch))
-
-
-class PlainHook(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def on_epoch_start(self, epoch):
-        self.seen.append(epoch)
-
-
-def test_epoch_hooks_pass_drw_epoch_to_losses_that_take_it():
-    drw, plain = DRWLoss(), PlainHook()
-    both = nn.ModuleList([drw, plain])
-    _call_epoch_hooks(both, 3, 2)
-    _call_epoch_hooks(both, 4, None)
-    assert drw.seen == [(3, 2), (4, None)] and plain.seen == [3, 4]
-    with pytest.raises(UserError, match="drw_epoch: set, but the loss has no deferred re-weighting"):
-        _call_epoch_hooks(plain, 1, 5)
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -84,3 +84,30 @@ def test_shot_accuracies_group_classes_by_training_count():
     assert math.isnan(shot_accuracies([0.5, 0.7], [500, 300])["few_shot_accuracy"])
     with pytest.raises(ValueError):
         shot_accuracies([0.5], [1, 2])
+
+
+def test_foreground_miou_same_for_two_class_softmax_and_one_channel_sigmoid():
+    # 8 pixels; target 0 0 0 0 0 1 1 1, prediction 0 0 0 1 1 1 1 0.
+    # foreground: TP 2 (pixels 5, 6), FP 2 (3, 4), FN 1 (7) -> IoU 2/5;
+    # background: TP 3 (0, 1, 2), FP 1 (7), FN 2 (3, 4) -> IoU 3/6.
+    target = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1]).view(1, 8, 1)
+    predicted = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0]).view(1, 1, 8, 1)
+    score = predicted.float() * 2 - 1  # > 0 where foreground is predicted
+    softmax = TaskMetrics("segmentation", 2)
+    softmax.update(torch.cat([torch.zeros_like(score), score], 1), target)
+    sigmoid = TaskMetrics("segmentation", 1)
+    sigmoid.update(score, target)
+    two, one = softmax.compute(), sigmoid.compute()
+    assert two["iou"] == pytest.approx([3 / 6, 2 / 5]) and two["miou"] == pytest.approx((3 / 6 + 2 / 5) / 2)
+    assert two["fg_miou"] == pytest.approx(2 / 5)
+    assert one["fg_miou"] == pytest.approx(2 / 5) and one["miou"] == pytest.approx(2 / 5)
+
+
+def test_foreground_miou_leaves_out_background_and_absent_classes():
+    from lossbench.metrics import metrics_from_confusion
+
+    cm = torch.tensor([[5, 1, 0, 0], [1, 3, 0, 0], [0, 2, 2, 0], [0, 0, 0, 0]])  # class 3 absent
+    out = metrics_from_confusion(cm, "segmentation")
+    iou = [5 / 7, 3 / 7, 2 / 4]
+    assert out["fg_miou"] == pytest.approx((iou[1] + iou[2]) / 2)
+    assert out["miou"] == pytest.approx(sum(iou) / 3)

@@ -38,24 +38,61 @@ def fake_fashion_mnist(root: Path, train_per_class: int = 120, test_per_class: i
     return root
 
 
+ROWS = 10  # configurations of the zipped grid, each run with every seed
+
+
 def test_recipes_plan_every_loss_seed_zero_first():
-    for recipe, seeds in ((RECIPE, 3), (CPU_RECIPE, 2)):
+    for recipe, seeds in ((RECIPE, 3), (CPU_RECIPE, 3)):
         plan = plan_sweep(recipe, sweep_dir="/nonexistent")
-        assert len(plan.cells) == 9 * seeds
-        assert [c.experiment.seed for c in plan.cells[:9]] == [0] * 9
+        assert len(plan.cells) == ROWS * seeds
+        assert [c.experiment.seed for c in plan.cells[:ROWS]] == [0] * ROWS
         exp = plan.cells[0].experiment
         assert exp.data.source == "fashion_mnist" and exp.data.eval_split == "test"
         assert exp.data.imbalance_ratio == 100 and exp.model.in_channels == 1
-        assert plan.report[plan.cells[0].document] == {"baseline": {"loss": "ce"}, "epoch": "final"}
+        assert plan.report[plan.cells[0].document] == {"baseline": {"loss": "ce", "drw_epoch": None},
+                                                       "epoch": "final"}
     full = plan_sweep(RECIPE, sweep_dir="/nonexistent").cells[0].experiment
     assert (full.model.name, full.epochs, full.batch_size) == ("resnet32", 200, 128)
     assert (full.optimizer.name, full.optimizer.lr, full.optimizer.weight_decay) == ("sgd", 0.1, 2e-4)
     assert full.scheduler.milestones == [160, 180] and full.scheduler.warmup_epochs == 5
 
 
+def _setting(cell):
+    e = cell.experiment
+    return e.loss, e.drw_epoch, e.model.head, e.model.bias_prior
+
+
+def test_recipes_follow_the_official_code_where_the_schedule_allows():
+    """LDAM-DRW's cifar_train.py: wd 2e-4 on all parameters, lr x0.01 twice, DRW after the first decay."""
+    for recipe, (model, epochs, warmup, milestones, drw) in (
+            (RECIPE, ("resnet32", 200, 5, [160, 180], 161)), (CPU_RECIPE, ("resnet20", 8, 1, [6, 7], 7))):
+        cells = plan_sweep(recipe, sweep_dir="/nonexistent").cells
+        exp = cells[0].experiment
+        assert (exp.model.name, exp.epochs, exp.batch_size) == (model, epochs, 128)
+        assert exp.optimizer.decay_norm_and_bias and exp.optimizer.momentum == 0.9
+        sched = exp.scheduler
+        assert (sched.name, sched.warmup_epochs, sched.milestones, sched.gamma) == ("multistep", warmup,
+                                                                                  milestones, 0.01)
+        assert exp.data.holdout and round(6000 * exp.data.val_fraction) == 1000 and exp.drw_beta == 0.9999
+        assert [_setting(c) for c in cells[:ROWS]] == [
+            ("ce", None, "linear", None), ("focal(gamma=1)", None, "linear", None),
+            ("cb(base=sigmoid_focal, beta=0.9999, gamma=1.0)", None, "linear", 0.1), ("ce", drw, "linear", None),
+            ("ldam(s=30)", None, "cosine", None), ("ldam(s=30)", drw, "cosine", None),
+            ("logit_adjusted(tau=1)", None, "linear", None), ("dice", None, "linear", None),
+            ("dsc", None, "linear", None), ("focal(gamma=1) + dice", None, "linear", None)]
+
+
+def test_recipe_holds_out_a_balanced_split_before_the_long_tail(tmp_path):
+    root = fake_fashion_mnist(tmp_path / "fm")
+    exp = plan_sweep(CPU_RECIPE, [f"data.root={root}"], tmp_path / "sweep").cells[0].experiment
+    prepared = prepare_splits(exp)
+    assert [prepared.holdout.targets.tolist().count(k) for k in range(10)] == [20] * 10
+    assert prepared.class_counts[0] == 100 and len(prepared.val) == 40  # 120 - 20 held out; the t10k files
+
+
 def test_eval_split_test_evaluates_the_balanced_test_set(tmp_path):
     root = fake_fashion_mnist(tmp_path / "fm")
-    exp = plan_sweep(RECIPE, [f"data.root={root}"], tmp_path / "sweep").cells[0].experiment
+    exp = plan_sweep(RECIPE, [f"data.root={root}", "data.holdout=false"], tmp_path / "sweep").cells[0].experiment
     prepared = prepare_splits(exp)
     assert len(prepared.val) == 40 and prepared.test is None  # the t10k files, all of them
     assert len(prepared.train) == sum(prepared.class_counts)
@@ -66,18 +103,21 @@ def test_eval_split_test_evaluates_the_balanced_test_set(tmp_path):
 
 
 def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path, monkeypatch):
-    root = fake_fashion_mnist(tmp_path / "fm")
+    root = fake_fashion_mnist(tmp_path / "fm", train_per_class=150)  # 125 a class left: a many-shot head
     out = tmp_path / "sweep"
     monkeypatch.setenv("LOSSBENCH_CACHE", str(tmp_path / "cache"))
     cmd = ["sweep", str(RECIPE), "--out", str(out),
            "--set", f"data.root={root}", "--set", "epochs=1", "--set", "batch_size=32",
-           "--set", "grid.seed=[0]", "--set", 'grid.loss=[ce, "ldam(s=1, drw_epoch=161)", dice]']
+           "--set", 'grid={seed: [0], "loss, drw_epoch, model.head, model.bias_prior": [[ce, null, linear, null], '
+           '["ldam(s=30)", null, cosine, null], ["cb(base=sigmoid_focal, beta=0.9999, gamma=1.0)", null, linear, 0.1]]}']
     proc = run_cli(cmd)
     assert proc.code == 0, proc.out + proc.err
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["status"] for r in rows] == ["done"] * 3
     summary = json.loads((out / rows[0]["cell"] / "summary.json").read_text())
-    assert summary["class_counts"][0] == 120 and sum(summary["class_counts"]) < 1200
+    assert summary["class_counts"][0] == 125 and sum(summary["class_counts"]) < 1250  # 25 a class held out
+    split = json.loads((out / rows[0]["cell"] / "split.json").read_text())
+    assert len(split["holdout"]) == 250 and not set(split["holdout"]) & set(split["train"])
     assert sum(map(sum, summary["best_confusion_matrix"])) == 40
     final = summary["final"]
     recall = [final[f"val_recall_{k}"] for k in range(10)]

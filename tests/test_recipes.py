@@ -214,7 +214,8 @@ def test_retinopathy_transfer_grid_then_focal_on_the_best_cell(caches):
     res = run_cli(["report", str(focal_out)])
     assert res.code == 2
     err = res.err.strip()
-    assert err.startswith("lossbench: error: report.metric: 'kappa' is not a metric") and "\n" not in err
+    assert err.startswith(f"lossbench: error: {focal_out / 'sweep.json'}: report.metric: 'kappa' is not a metric")
+    assert "\n" not in err
     assert "quadratic_kappa" in err
 
 

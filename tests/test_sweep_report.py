@@ -1,13 +1,14 @@
 import csv
 import json
-import math
+import warnings
 
+import numpy as np
 import pytest
 from cli_helper import run_cli
-from scipy import stats
 
+from lossbench.cli import main
 from lossbench.errors import UserError
-from lossbench.experiments.report import mean_ci, paired_comparison
+from lossbench.experiments.report import build_report
 from lossbench.experiments.sweep import SweepLock, plan_sweep
 
 SWEEP = """
@@ -56,22 +57,6 @@ def test_lock_refuses_a_second_sweep(tmp_path):
         pass
 
 
-def test_mean_ci_and_paired_test_match_scipy():
-    x = [0.61, 0.64, 0.70]
-    mean, std, half = mean_ci(x)
-    lo, hi = stats.t.interval(0.95, 2, loc=sum(x) / 3, scale=stats.sem(x))
-    assert mean == pytest.approx(sum(x) / 3) and half == pytest.approx((hi - lo) / 2)
-    base = {0: 0.60, 1: 0.62, 2: 0.65}
-    better = {0: 0.70, 1: 0.71, 2: 0.76}
-    cmp = paired_comparison(base, better)
-    assert cmp["p"] == pytest.approx(stats.ttest_rel(list(better.values()), list(base.values())).pvalue)
-    assert cmp["verdict"] == "significant"
-    two = paired_comparison({0: 0.60, 1: 0.62}, {0: 0.605, 1: 0.63})
-    assert two["verdict"] == "not significant"
-    assert paired_comparison({0: 0.6}, {0: 0.7})["verdict"].startswith("n/a")
-    assert math.isnan(mean_ci([0.5])[1])
-
-
 def test_sweep_runs_records_failures_reports_and_resumes(tiny_config, tmp_path):
     cfg = tiny_config(SWEEP)
     cmd = ["sweep", str(cfg), "--jobs", "2"]
@@ -92,6 +77,15 @@ def test_sweep_runs_records_failures_reports_and_resumes(tiny_config, tmp_path):
     assert "gamma must be &gt;= 0" in page and "baseline" in page
     md = (sweep_dir / "report.md").read_text()
     assert "| loss=focal(gamma=2) |" in md and "★" in md
+    # two seeds: a difference, its interval and p, but no verdict
+    assert "| loss=focal(gamma=2) | 2 |" in md and "| too few seeds (n = 2) |" in md and "significant" not in md
+    summary = json.loads((sweep_dir / done[0]["cell"] / "summary.json").read_text())
+    final_cm = np.array(summary["final_confusion_matrix"])
+    assert final_cm.sum() == 24  # the last epoch's matrix, which gives the final metrics
+    assert np.mean(final_cm.diagonal() / final_cm.sum(1)) == pytest.approx(summary["final"]["val_balanced_accuracy"])
+    with warnings.catch_warnings():  # a report with failed cells prints no NumPy or matplotlib warning
+        warnings.simplefilter("error")
+        build_report(sweep_dir)
     stamps = {r["cell"]: (sweep_dir / r["cell"] / "summary.json").stat().st_mtime_ns for r in done}
     res = run_cli(cmd)
     assert "4 already done, 2 to run" in res.out
@@ -106,23 +100,51 @@ def test_report_epoch_must_be_best_or_final(tiny_config):
     assert plan.report["tiny"]["epoch"] == "final"
 
 
-def test_report_options_of_a_single_unnamed_document_are_keyed_by_its_cells_document(tiny_config):
-    """Regression: without ``name:`` a one-document sweep keyed ``report:`` under '<stem>-0' while its cells were
-    '<stem>', so the report silently ignored ``baseline`` and ``metric``."""
+def with_report(options: str, data: str = "") -> str:
+    text = SWEEP.replace("  baseline: {loss: ce}\n", options)
+    return text.replace("train_per_class: 24, val_per_class: 8", "train_per_class: 24, val_per_class: 8" + data)
+
+
+@pytest.mark.parametrize("options, message", [
+    ("  baseline: {loss: cee}\n", "report.baseline: loss=cee names no configuration of the grid; loss is one of ce, "),
+    ("  baseline: {model.name: resnet18}\n", "report.baseline: 'model.name' is not a grid key of this document"),
+    ("  metric: kappa\n", "report.metric: 'kappa' is not a metric of classification runs; choose one of "),
+    ("  basline: {loss: ce}\n", "report.basline: unknown key; valid keys here: baseline, epoch, metric"),
+])
+def test_bad_report_options_fail_at_plan_time_in_one_line(tiny_config, tmp_path, capsys, options, message):
+    config = tiny_config(with_report(options))
+    assert main(["sweep", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lossbench: error: {config}: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+
+
+def test_test_split_refuses_best_epoch_and_defaults_to_final(tiny_config):
+    with pytest.raises(UserError, match=r"exp\.yaml: report\.epoch: best picks each run's best epoch on the test "
+                                        r"split \(data\.eval_split: test\).*use report\.epoch: final$"):
+        plan_sweep(tiny_config(with_report("  epoch: best\n", ", eval_split: test")))
+    assert plan_sweep(tiny_config(with_report("", ", eval_split: test"))).report["tiny"] == {"epoch": "final"}
+    assert plan_sweep(tiny_config(with_report(""))).report["tiny"] == {"epoch": "best"}
+
+
+def test_an_unnamed_single_document_keeps_its_report_options(tiny_config):
     plan = plan_sweep(tiny_config(SWEEP.replace("name: tiny\n", "")))
-    assert {c.document for c in plan.cells} == {"exp"}
-    assert plan.report == {"exp": {"baseline": {"loss": "ce"}}}
+    assert plan.cells[0].document == "exp"
+    assert plan.report == {"exp": {"baseline": {"loss": "ce"}, "epoch": "best"}}
 
 
 def test_interrupted_cell_is_continued_with_resume_and_a_changed_one_restarts(tiny_config, tmp_path):
     from lossbench.experiments.sweep import resumable, run_cell
 
     text = SWEEP.replace("epochs: 1", "epochs: 2").replace(
-        '  loss: [ce, focal(gamma=2), "focal(gamma=-1)"]\n  seed: [0, 1]\n', "  seed: [0]\n")
+        '  loss: [ce, focal(gamma=2), "focal(gamma=-1)"]\n  seed: [0, 1]\n', "  seed: [0]\n").replace(
+        "report:\n  baseline: {loss: ce}\n", "")
     plan = plan_sweep(tiny_config(text))
     (cell,) = plan.cells
     assert run_cell(cell, plan.sweep_dir, 1, None)[0] == "done"
     rows_before = (cell.run_dir / "metrics.csv").read_text().splitlines()
+    final_cm = json.loads((cell.run_dir / "summary.json").read_text())["final_confusion_matrix"]
+    assert final_cm is not None
     # as if killed after the last checkpoint but before the summary
     (cell.run_dir / "summary.json").unlink()
     assert resumable(cell)
@@ -131,6 +153,7 @@ def test_interrupted_cell_is_continued_with_resume_and_a_changed_one_restarts(ti
     log = (plan.sweep_dir / "logs" / f"{cell.name}.log").read_text()
     assert "train --resume" in log and "starting the cell again" not in log
     assert (cell.run_dir / "metrics.csv").read_text().splitlines() == rows_before  # no epoch trained twice
+    assert json.loads((cell.run_dir / "summary.json").read_text())["final_confusion_matrix"] == final_cm
     # the sweep config changed (3 epochs): the old run is not continued but replaced
     (cell.run_dir / "summary.json").unlink()
     (changed,) = plan_sweep(tiny_config(text.replace("epochs: 2", "epochs: 3"))).cells

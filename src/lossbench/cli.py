@@ -43,12 +43,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from lossbench.experiments.backends import open_backend
     from lossbench.experiments.report import build_report
     from lossbench.experiments.sweep import plan_sweep, run_sweep
 
     start = time.perf_counter()
     plan = plan_sweep(args.config, args.set, args.out)
-    rows = run_sweep(plan, jobs=args.jobs)
+    if plan.tune:  # a tune: section: its mistakes are reported before Ray or any trial starts
+        from lossbench.experiments.tune import plan_tuning, run_tuned_sweep
+
+        studies = plan_tuning(plan)
+    with open_backend(args.backend, args.address, args.jobs) as backend:
+        rows = run_tuned_sweep(plan, studies, backend) if plan.tune else run_sweep(plan, backend=backend)
     html_path, _ = build_report(plan.sweep_dir)
     print(f"report: {html_path}")
     print(f"wall time: {time.perf_counter() - start:.1f}s")
@@ -123,6 +129,31 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_data_prepare_dsb2018)
 
 
+def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
+    from lossbench.experiments.backends import BACKENDS
+
+    p = sub.add_parser("sweep", help="run a grid of experiments over seeds and write a report",
+                       description="Run every cell of CONFIG's grid: (skipping finished cells), then write the report. "
+                       "With a tune: section, first an Optuna study of the same budget per configuration, then its "
+                       "best values over the seeds.")
+    p.add_argument("config", help="YAML config with a grid: mapping of config keys to lists")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--jobs", type=int, default=None, help="cells (and tuning trials) to run in parallel "
+                   "(default 1; with --backend ray: one per GPU of the cluster, or one per CPU without GPUs)")
+    p.add_argument("--out", default=None, help="sweep folder (default: <output_dir>/<config name>)")
+    p.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="local: processes on this machine (default); ray: Ray tasks on a cluster "
+                   "(pip install 'lossbench[ray]'), the sweep folder on storage every node sees")
+    p.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
+                   help="Ray cluster to join (auto: the one `ray start` runs here); default: $RAY_ADDRESS or a "
+                   "`ray start` cluster on this machine, else a new Ray here")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("report", help="write report.html / report.md for a sweep folder")
+    p.add_argument("sweep_dir", help="folder written by lossbench sweep")
+    p.set_defaults(func=_cmd_report)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from lossbench.engine.inference import evaluate_run
 
@@ -156,20 +187,6 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
                    help="override a config key, e.g. --set optimizer.lr=0.01 (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     p.set_defaults(func=_cmd_train)
-
-
-def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run a grid of experiments over seeds and write a report",
-                       description="Run every cell of CONFIG's grid: (skipping finished cells), then write the report.")
-    p.add_argument("config", help="YAML config with a grid: mapping of config keys to lists")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--jobs", type=int, default=1, help="cells to run in parallel (default 1)")
-    p.add_argument("--out", default=None, help="sweep folder (default: <output_dir>/<config name>)")
-    p.set_defaults(func=_cmd_sweep)
-
-    p = sub.add_parser("report", help="write report.html / report.md for a sweep folder")
-    p.add_argument("sweep_dir", help="folder written by lossbench sweep")
-    p.set_defaults(func=_cmd_report)
 
 
 def _add_eval_command(sub: argparse._SubParsersAction) -> None:

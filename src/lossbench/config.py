@@ -90,6 +90,55 @@ class SegFolderOptions(StrictModel):
     )
 
 
+class ScenesOptions(StrictModel):
+    """Options of the ``fashion_mnist_scenes`` source: canvases of real Fashion-MNIST items.
+
+    ``data.image_size`` is the canvas side and ``data.imbalance_ratio`` how much
+    more often the most frequent class appears than the rarest in training
+    (validation and test canvases hold every class equally often). An item's
+    size is drawn from ``scale_frequent`` for class 0 (the most frequent),
+    ``scale_rare`` for class 9 (the rarest) and a linear blend of the two for
+    the classes in between, in every split: size belongs to the class, frequency
+    to the training sample.
+    """
+
+    train_canvases: int = Field(2000, gt=0, description="training canvases (items from the Fashion-MNIST train images)")
+    val_canvases: int = Field(500, gt=0, description="validation canvases (items from one half of the t10k images)")
+    test_canvases: int = Field(500, gt=0, description="test canvases (items from the other half of the t10k images)")
+    objects: tuple[int, int] = Field(
+        (2, 4), description="[min, max] items per canvas; a few canvases may hold one more or fewer so the class "
+        "counts follow the profile exactly"
+    )
+    scale_frequent: tuple[float, float] = Field(
+        (0.35, 0.6), description="[min, max] item side / canvas side of the most frequent class (class 0)"
+    )
+    scale_rare: tuple[float, float] = Field(
+        (0.2, 0.35), description="[min, max] item side / canvas side of the rarest class (class 9)"
+    )
+    threshold: int = Field(
+        25, ge=0, le=254, description="an item's (resized) pixel above this gray value (0-255) is the item and "
+        "gets its class; at or below it the item is transparent"
+    )
+    eval_seed: int = Field(
+        0, ge=0, description="seed of the validation / test canvases and of the t10k halves: the same for every "
+        "run, so every cell of a sweep is evaluated on identical canvases (training canvases follow the run's seed)"
+    )
+
+    @field_validator("objects")
+    @classmethod
+    def _object_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError("needs 1 <= min <= max items per canvas, e.g. [2, 4]")
+        return v
+
+    @field_validator("scale_frequent", "scale_rare")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("needs 0 < min <= max <= 1 (item side / canvas side), e.g. [0.3, 0.5]")
+        return v
+
+
 class DataConfig(StrictModel):
     """Where samples come from, how they are shaped, and what is done about class imbalance."""
 
@@ -106,7 +155,13 @@ class DataConfig(StrictModel):
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of train split off (stratified) when there is no val split")
     eval_split: Literal["val", "test"] = Field(
         "val", description="split evaluated every epoch: val, or the source's test split (the long-tail papers' "
-        "protocol: train on all of train, evaluate on the balanced test set; no validation split is taken)"
+        "protocol: train on all of train, evaluate on the balanced test set; no validation split is taken "
+        "unless holdout is set)"
+    )
+    holdout: bool = Field(
+        False, description="with eval_split: test, also hold out a validation split for choices that must not see "
+        "the test set (post-hoc tau, tuning, epoch choice): the source's val split, else a stratified val_fraction "
+        "of train taken BEFORE the long-tail subsample (so it is balanced when train is); recorded in split.json"
     )
     sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: class-balanced weighted sampling")
     normalize: Literal["imagenet", "auto", "none"] | NormalizeStats = Field(
@@ -118,9 +173,17 @@ class DataConfig(StrictModel):
     skip_bad: bool = Field(False, description="skip bad files (and report them) instead of stopping")
     csv: CsvOptions = Field(default_factory=CsvOptions)
     seg: SegFolderOptions = Field(default_factory=SegFolderOptions)
+    scenes: ScenesOptions = Field(default_factory=ScenesOptions)
     pet_classes: Literal[2, 3] = Field(
         3, description="oxford_pet segmentation: 3 (background, pet, border) or 2 (background, pet; border ignored)"
     )
+
+    @model_validator(mode="after")
+    def _holdout_needs_eval_split_test(self) -> "DataConfig":
+        if self.holdout and self.eval_split != "test":
+            raise ValueError("holdout: true needs eval_split: test (with eval_split: val the validation split is "
+                             "already held out); remove holdout or set eval_split: test")
+        return self
 
     @field_validator("normalize", mode="before")
     @classmethod
@@ -163,6 +226,20 @@ class ModelConfig(StrictModel):
         False, description="nested_unet: return every side output in training (list), the last in evaluation"
     )
     base_channels: int = Field(32, gt=0, description="nested_unet: channels of the first level, doubled per level")
+    head: Literal["linear", "cosine"] = Field(
+        "linear", description="classifiers: linear (W f + b), or cosine (cos(f, w_c) in [-1, 1], no bias: LDAM's "
+        "NormedLinear, Cao et al. 2019; the loss supplies the scale, e.g. ldam(s=30))"
+    )
+    bias_prior: float | None = Field(
+        None, gt=0, lt=1, description="classifiers: start the classifier bias at -log((1-pi)/pi), so each sigmoid "
+        "starts at p = pi (Cui et al. 2019: pi = 0.1, for sigmoid losses); null: the framework's default init"
+    )
+
+    @model_validator(mode="after")
+    def _bias_prior_needs_a_bias(self) -> "ModelConfig":
+        if self.head == "cosine" and self.bias_prior is not None:
+            raise ValueError("bias_prior needs a bias and head: cosine has none; set bias_prior: null or head: linear")
+        return self
 
 
 class OptimizerConfig(StrictModel):
@@ -284,8 +361,12 @@ class Experiment(StrictModel):
     best_metric: str | None = Field(None, description="metric choosing best.pt (default balanced_accuracy / miou)")
     best_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
     early_stopping: EarlyStoppingConfig | None = None
-    drw_epoch: int | None = Field(None, ge=1, description="deferred re-weighting (LDAM-DRW) from this epoch on (1-based); "
-                                   "same as the loss parameter ldam(drw_epoch=N)")
+    drw_epoch: int | None = Field(
+        None, ge=1, description="deferred re-weighting (DRW, Cao et al. 2019) of any loss that takes class weights: "
+        "from this epoch on (1-based; the papers' 200-epoch schedule: 161) the loss is weighted by the "
+        "effective-number class weights of drw_beta; null: never")
+    drw_beta: float = Field(0.9999, ge=0, lt=1, description="DRW: beta of the effective-number weights "
+                            "(1 - beta) / (1 - beta^n_c), normalised to sum to the number of classes")
     nonfinite_loss: Literal["stop", "skip"] = Field("stop", description="stop the run, or skip the step and count it")
     deterministic: bool = Field(False, description="torch deterministic algorithms (slower on GPUs)")
     tracking: list[Literal["tensorboard", "mlflow"]] = Field(

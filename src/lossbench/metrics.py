@@ -7,13 +7,19 @@ classification: accuracy, balanced accuracy (mean per-class recall), macro-F1,
 per-class recall, quadratic weighted kappa (Cohen 1968), and the expected
 calibration error (15 equal-width bins, Guo et al. 2017) from softmax
 confidences; segmentation: per-class IoU = TP / (TP + FP + FN), mean IoU,
-per-class Dice = 2TP / (2TP + FP + FN), mean Dice, pixel accuracy.
+per-class Dice = 2TP / (2TP + FP + FN), mean Dice, pixel accuracy, and the
+foreground mean IoU ``fg_miou``: the mean IoU of the classes other than
+background (class 0 of an index mask).
 Classes with an empty denominator (absent from both target and prediction)
 are left out of the means rather than counted as 0 or 1.
 
 Binary and multi-label segmentation (float targets shaped like the logits,
 sigmoid outputs thresholded at 0.5) accumulate per-channel TP / FP / TN / FN
-instead; IoU and Dice are then those of each channel's foreground.
+instead; IoU and Dice are then those of each channel's foreground, and every
+channel is a foreground class, so ``fg_miou`` equals ``miou`` (for one channel,
+its IoU). A one-channel sigmoid model and a 2-class softmax model making the
+same prediction thus have the same ``fg_miou``, while their ``miou`` differ
+(the softmax one also averages in the background's IoU).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from torchmetrics.classification import (
 )
 
 from lossbench.contract import IGNORE_INDEX
-from lossbench.losses.common import is_sigmoid_target
+from lossbench.losses.common import canonical_target, is_sigmoid_target
 
 MAIN_METRIC = {"classification": "balanced_accuracy", "segmentation": "miou"}
 
@@ -87,10 +93,16 @@ def metrics_from_confusion(cm: torch.Tensor, task: str) -> dict[str, float | lis
         iou, dice = figures["iou"], figures["f1"]
         out["pixel_accuracy"] = accuracy
         out["miou"] = _nanmean(iou)
+        out["fg_miou"] = foreground_miou(iou)
         out["dice"] = _nanmean(dice)
         out["iou"] = iou.tolist()
         out["per_class_dice"] = dice.tolist()
     return out
+
+
+def foreground_miou(iou: torch.Tensor) -> float:
+    """Mean IoU over the classes of an index mask except background (class 0); absent classes left out."""
+    return _nanmean(iou[1:])
 
 
 SHOT_METRICS = ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
@@ -138,6 +150,7 @@ def metrics_from_stat_scores(stats: torch.Tensor) -> dict[str, float | list[floa
     return {
         "pixel_accuracy": float((tp + tn).sum() / total) if total > 0 else float("nan"),
         "miou": _nanmean(iou),
+        "fg_miou": _nanmean(iou),
         "dice": _nanmean(dice),
         "iou": iou.tolist(),
         "per_class_dice": dice.tolist(),
@@ -182,6 +195,7 @@ class TaskMetrics(torch.nn.Module):
         if isinstance(logits, (list, tuple)):
             logits = logits[-1]
         logits = logits.float()
+        target = canonical_target(logits, target)  # an N x 1 x H x W integer mask reads as N x H x W
         if is_sigmoid_target(logits, target) and logits.shape[1] > 1:
             self._sigmoid = True
             c = logits.shape[1]

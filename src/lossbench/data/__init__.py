@@ -6,6 +6,11 @@ class subset and the long-tail subsample, counts classes, resolves
 normalization and wraps the splits in joint image / mask transforms. Sources
 are the registered formats of :mod:`lossbench.data.formats` (see
 :mod:`lossbench.data.registry`).
+
+With ``eval_split: test`` the source's test split is evaluated every epoch;
+``holdout: true`` then also keeps a validation split out of training (the
+source's, or a stratified share of train taken before the long-tail
+subsample), for whatever must be chosen without seeing the test set.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ class DataBundle:
     sampling and used by :func:`lossbench.data.loaders.build_loaders`.
     ``target`` says what the targets are; the run folder records it so that
     predictions read the network's outputs the way training did.
+
+    ``val`` is the split evaluated every epoch (the source's test split under
+    ``eval_split: test``). ``holdout`` is the held-out validation split of
+    ``eval_split: test`` with ``data.holdout: true``, never trained on nor
+    evaluated per epoch: the split to choose on (post-hoc logit-adjustment
+    tau, hyper-parameters, an epoch) without seeing the test set; else None.
     """
 
     train: Dataset
@@ -58,6 +69,7 @@ class DataBundle:
     class_names: list[str]
     class_counts: list[int]
     test: Dataset | None = None
+    holdout: Dataset | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
     sample_weights: list[float] | None = None
@@ -82,6 +94,8 @@ class PreparedSplits:
     target: TargetKind
     generated_val: bool
     skipped: list[str]
+    holdout: SampleSet | None = None
+    generated_holdout: bool = False
 
 
 def resolve_config(exp: Experiment) -> DataConfig:
@@ -115,6 +129,15 @@ def count_classes(samples: SampleSet, num_classes: int) -> list[int]:
     return np.asarray(pixels).sum(0).astype(np.int64).tolist()
 
 
+def _split_off(train: SampleSet, fraction: float, seed: int) -> tuple[SampleSet, SampleSet]:
+    """``(rest, held out)``: a stratified ``fraction`` of ``train`` held out, drawn by ``seed``."""
+    tr, va = stratified_split(_labels(train), len(train), fraction, seed)
+    if not va:
+        raise UserError(f"data.val_fraction: {len(train)} training images leave none for validation; "
+                        f"add images or a validation split")
+    return View(train, tr), View(train, va)
+
+
 def prepare_splits(exp: Experiment) -> PreparedSplits:
     """Open the source and apply validation split, class subset and long tail; no transforms."""
     cfg = resolve_config(exp)
@@ -123,19 +146,20 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
     if cfg.sampler == "balanced" and exp.task != "classification":
         raise UserError("data.sampler: balanced sampling is for classification; use shuffle for segmentation")
     splits: Splits = SOURCES.get(cfg.source).load(cfg, exp.task, exp.seed)
-    train, val = splits.train, splits.val
+    train, val, holdout = splits.train, splits.val, None
+    generated_holdout = False
     if cfg.eval_split == "test":
         if splits.test is None:
             raise UserError(f"data.eval_split: test, but source {cfg.source!r} found no test split; "
                             f"use eval_split: val")
+        if cfg.holdout:
+            holdout, generated_holdout = val, val is None
+            if holdout is None:
+                train, holdout = _split_off(train, cfg.val_fraction, exp.seed)
         val = splits.test
     generated_val = val is None
     if val is None:
-        tr, va = stratified_split(_labels(train), len(train), cfg.val_fraction, exp.seed)
-        if not va:
-            raise UserError(f"data.val_fraction: {len(train)} training images leave none for validation; "
-                            f"add images or a validation split")
-        train, val = View(train, tr), View(train, va)
+        train, val = _split_off(train, cfg.val_fraction, exp.seed)
     test = splits.test if cfg.eval_split == "val" else None
     names = list(splits.class_names)
     if cfg.classes:
@@ -150,6 +174,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
 
         train, val = subset(train), subset(val)
         test = subset(test) if test is not None else None
+        holdout = subset(holdout) if holdout is not None else None
         names = [names[k] for k in mapping]
     if cfg.imbalance_ratio > 1 and not splits.long_tail_applied:
         if exp.task != "classification":
@@ -159,7 +184,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
     skipped = [m for s in (splits.train, splits.val, splits.test) if s is not None for m in s.skipped]
     target = splits.target if exp.task == "segmentation" else "label"
     return PreparedSplits(train, val, test, names, count_classes(train, len(names)), int(cfg.channels), target,
-                          generated_val, skipped)
+                          generated_val, skipped, holdout, generated_holdout)
 
 
 def resolve_normalization(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float] | None, list[float] | None]:
@@ -184,10 +209,13 @@ def auto_mean_std(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float
 
 
 def _split_record(exp: Experiment, prepared: PreparedSplits) -> dict:
+    """What split.json holds: how the splits were made and the items of each (``val``: the evaluated one)."""
+    generated = prepared.generated_val or prepared.generated_holdout
     record = {"source": exp.data.source, "root": str(exp.data.root) if exp.data.root else None,
-              "seed": exp.seed, "val_fraction": exp.data.val_fraction if prepared.generated_val else None,
-              "generated_val": prepared.generated_val}
-    for split in ("train", "val", "test"):
+              "seed": exp.seed, "val_fraction": exp.data.val_fraction if generated else None,
+              "generated_val": prepared.generated_val, "eval_split": exp.data.eval_split,
+              "generated_holdout": prepared.generated_holdout}
+    for split in ("train", "val", "test", "holdout"):
         s = getattr(prepared, split)
         if s is not None:
             record[split] = list(getattr(s, "names", range(len(s))))
@@ -219,6 +247,7 @@ def build_data(exp: Experiment) -> DataBundle:
         class_counts=prepared.class_counts,
         target=prepared.target,
         test=Transformed(prepared.test, eval_tf) if prepared.test is not None else None,
+        holdout=Transformed(prepared.holdout, eval_tf) if prepared.holdout is not None else None,
         mean=mean,
         std=std,
         sample_weights=weights,

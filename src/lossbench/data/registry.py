@@ -47,25 +47,26 @@ class Splits:
 class SourceEntry:
     """A registered source: its loader and what it declares about itself.
 
-    ``decodes_files``: it decodes image files one by one, so the decode-once
-    cache (``data.cache``) saves later epochs and runs that work; a sweep
-    turns the cache on for such sources. Sources that generate their images or
-    read them as whole arrays (synthetic, CIFAR-10, Fashion-MNIST) do not.
+    ``shares_cache``: its images are worth keeping in the cache (``data.cache``)
+    that cells and later runs share: it decodes image files one by one, or
+    composes them by a costly generator (fashion_mnist_scenes); a sweep turns
+    the cache on for such sources. Sources that read whole arrays quickly
+    (synthetic, CIFAR-10, Fashion-MNIST) do not.
     """
 
     load: Callable[[DataConfig, str, int], Splits]
     description: str = ""
-    decodes_files: bool = False
+    shares_cache: bool = False
 
 
 SOURCES: Registry[SourceEntry] = Registry("source")
 
 
-def register_source(name: str, *, decodes_files: bool = False):
+def register_source(name: str, *, shares_cache: bool = False):
     """Decorator: file ``load(cfg, task, seed) -> Splits`` as data source ``name``."""
 
     def add(load: Callable[[DataConfig, str, int], Splits]) -> Callable[[DataConfig, str, int], Splits]:
-        SOURCES.register(name)(SourceEntry(load, (load.__doc__ or "").strip(), decodes_files))
+        SOURCES.register(name)(SourceEntry(load, (load.__doc__ or "").strip(), shares_cache))
         return load
 
     return add

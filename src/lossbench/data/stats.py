@@ -1,8 +1,10 @@
 """``lossbench data stats``: what a config's data looks like before any training.
 
-Images per split, class counts and proportions (pixels for segmentation),
-per-channel mean / std of the training images, the range of original image
-sizes, and a class-distribution bar chart PNG.
+Images per split, class counts and proportions (for segmentation the pixel
+share of each class, and the number of objects of each class when the source
+knows where its objects are, as ``fashion_mnist_scenes`` does), per-channel
+mean / std of the training images, the range of original image sizes, and a
+class-distribution bar chart PNG.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ def _size_range(samples) -> str:
     w = [s[0] for s in sizes]
     h = [s[1] for s in sizes]
     return f"{min(w)}-{max(w)} x {min(h)}-{max(h)} (w x h)"
+
+
+def object_counts(samples, num_classes: int) -> list[int] | None:
+    """Objects of each class in a split, for sources that place objects (None otherwise)."""
+    count = getattr(samples, "object_counts", None)
+    return count(num_classes) if callable(count) else None
 
 
 def split_counts(prepared: PreparedSplits) -> dict[str, list[int]]:
@@ -67,8 +75,10 @@ def data_stats(exp: Experiment, plot_path: Path) -> list[str]:
         samples = getattr(prepared, split)
         total = max(sum(c), 1)
         lines.append(f"  {split}: {len(samples)} images, original sizes {_size_range(samples)}")
-        for name, n in zip(prepared.class_names, c):
-            lines.append(f"    {name:<20} {n:>10} {unit}  {100 * n / total:5.1f}%")
+        objects = object_counts(samples, len(prepared.class_names))
+        for k, (name, n) in enumerate(zip(prepared.class_names, c)):
+            line = f"    {name:<20} {n:>10} {unit}  {100 * n / total:5.1f}%"
+            lines.append(line + (f"  {objects[k]:>7} objects" if objects else ""))
     mean, std = auto_mean_std(exp, prepared)
     lines.append("  train mean " + ", ".join(f"{m:.4f}" for m in mean) + "; std " + ", ".join(f"{s:.4f}" for s in std))
     if prepared.generated_val:

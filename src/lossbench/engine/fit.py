@@ -16,7 +16,6 @@ checkpoint), and :func:`_summarise`.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import time
@@ -42,6 +41,7 @@ from lossbench.engine.ema import build_ema
 from lossbench.engine.loop import EpochResult, TrainLoop, autocast_for, evaluate
 from lossbench.engine.monitor import MetricMonitor, flat_metrics, metric_mode, metric_names, resolve_metric
 from lossbench.engine.optim import build_optimizer, build_scheduler, optimizer_param_groups
+from lossbench.engine.reweighting import DeferredReweighting, cosine_head_warning
 from lossbench.engine.rng import loader_generators, rng_state, seed_everything
 from lossbench.engine.stages import freeze_for_stage, trained_groups
 from lossbench.engine.state import RunState, read_last_checkpoint
@@ -90,7 +90,8 @@ def resume(
 class Run:
     """What one training run works with, made by :func:`_set_up`; every step below takes it.
 
-    ``head``: the model's head prefixes (its stage groups); ``main``: the
+    ``head``: the model's head prefixes (its stage groups); ``reweighting``:
+    the loss's deferred class weights (``drw_epoch``); ``main``: the
     task's main metric; ``best_name``: the metrics.csv column choosing best.pt;
     ``names``: every column a monitor may watch; ``state``: what changes from
     epoch to epoch and is checkpointed.
@@ -101,6 +102,7 @@ class Run:
     data: DataBundle
     head: tuple[str, ...]
     loss_fn: nn.Module
+    reweighting: DeferredReweighting
     metrics: TaskMetrics
     train_loader: DataLoader
     val_loader: DataLoader
@@ -140,6 +142,9 @@ def _fit(
         run.log(f"{exp.name}: {exp.task}, {len(run.data.train)} train / {len(run.data.val)} val images, "
                 f"{run.data.num_classes} classes, model {exp.model.name}, loss {exp.loss}, device {ctx.device}"
                 + (f", {ctx.world_size} processes" if ctx.distributed else ""))
+        head_warning = cosine_head_warning(run.loss_fn, exp.model.head) if exp.task == "classification" else None
+        if head_warning:
+            run.log(head_warning)
         for index, (first, last) in enumerate(_stage_bounds(exp)):
             if last <= run.state.epoch or run.state.stopped_early:
                 continue
@@ -174,6 +179,8 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
     for stage in exp.resolved_stages():  # a stage naming an unknown group fails before the first epoch
         trained_groups(parameter_groups(model, head), stage.train)
     loss_fn = DeepSupervision(build_loss(exp.loss, data.num_classes, exp.task, data.class_counts, IGNORE_INDEX))
+    loss_fn = loss_fn.to(device)
+    reweighting = DeferredReweighting(loss_fn, exp.drw_epoch, exp.drw_beta, data.class_counts, exp.loss, device)
     train_loader, val_loader = build_loaders(data, batch_size=exp.batch_size, num_workers=exp.data.num_workers,
                                              seed=exp.seed, world_size=ctx.world_size, rank=ctx.rank)
 
@@ -187,7 +194,7 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
         ema=build_ema(model, exp.ema.decay) if exp.ema is not None else None,
         scaler=torch.amp.GradScaler(device.type) if exp.amp == "fp16" else None,
     )
-    return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn.to(device),
+    return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn, reweighting=reweighting,
                metrics=TaskMetrics(exp.task, data.num_classes, IGNORE_INDEX).to(device),
                train_loader=train_loader, val_loader=exact_eval_loader(val_loader, ctx), autocast=autocast,
                main=main, best_name=best_name, names=names, state=state, trackers=trackers,
@@ -263,35 +270,13 @@ def _nonfinite_tensors(module: nn.Module) -> list[str]:
     return [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
-def _call_epoch_hooks(loss_fn: nn.Module, epoch: int, drw_epoch: int | None) -> None:
-    """``on_epoch_start(epoch)`` on every loss module that has it, with ``drw_epoch`` when one is set.
-
-    LDAM-DRW (Cao et al. 2019) re-weights by class after ``drw_epoch`` epochs;
-    the loss decides from ``epoch`` (1-based) and ``drw_epoch``.
-    """
-    hooked = [m for m in loss_fn.modules() if hasattr(m, "on_epoch_start")]
-    if drw_epoch is None:
-        for module in hooked:
-            module.on_epoch_start(epoch)
-        return
-    takers = [m for m in hooked if "drw_epoch" in inspect.signature(m.on_epoch_start).parameters]
-    if not takers:
-        raise UserError("drw_epoch: set, but the loss has no deferred re-weighting; use e.g. loss: ldam, "
-                        "or remove drw_epoch")
-    for module in hooked:
-        if module in takers:
-            module.on_epoch_start(epoch, drw_epoch=drw_epoch)
-        else:
-            module.on_epoch_start(epoch)
-
-
 def _run_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str) -> None:
     """Train one epoch, stop on weights or a validation loss gone non-finite, validate, then :func:`_end_epoch`."""
     exp, state, ctx = run.exp, run.state, run.ctx
     started = time.perf_counter()
     if hasattr(run.train_loader.sampler, "set_epoch"):
         run.train_loader.sampler.set_epoch(epoch)
-    _call_epoch_hooks(run.loss_fn, epoch, exp.drw_epoch)
+    run.reweighting.start_epoch(epoch)
     desc = f"epoch {epoch}/{exp.epochs}"
     tr = loop.train_epoch(run.train_loader, run.metrics, f"{desc} train")
     eval_model = state.ema.module if state.ema is not None else state.model
@@ -335,6 +320,7 @@ def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str, 
     if exp.task == "classification" and "recall" in va.metrics:
         va.metrics.update(shot_accuracies(va.metrics["recall"], run.data.class_counts))
     row = _epoch_row(run, epoch, index, tr, va)
+    state.final_cm = va.metrics.get("confusion_matrix")
     if state.scheduler is not None and not loop.step_scheduler:
         state.scheduler.step(row[monitor])
     # none for sigmoid (binary / multi-label) outputs
@@ -369,6 +355,7 @@ def _summarise(run: Run) -> dict[str, Any]:
         "best": state.best,
         "final": {k: v for k, v in state.rows[-1].items() if k.startswith("val_")},
         "best_confusion_matrix": state.best_cm,
+        "final_confusion_matrix": state.final_cm,
         "class_names": data.class_names,
         "class_counts": data.class_counts,
         "epochs": exp.epochs,

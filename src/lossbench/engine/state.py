@@ -66,7 +66,7 @@ class RunState:
     and ``scheduler`` are the current stage's. ``epoch`` epochs are done, the
     last of them in stage ``stage``; ``rows`` are metrics.csv's; ``best``
     holds the best epoch's metrics and ``best_cm`` its confusion matrix, as
-    chosen by ``best_monitor``; ``stopper`` watches for early stopping.
+    chosen by ``best_monitor``; ``final_cm`` is the last epoch's confusion matrix; ``stopper`` watches for early stopping.
     """
 
     model: nn.Module
@@ -83,6 +83,7 @@ class RunState:
     rows: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": None})
     best_cm: list[list[int]] | None = None
+    final_cm: list[list[int]] | None = None
 
     def checkpoint(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
         """What ``last.pt`` holds after the current epoch; ``rng`` is every rank's RNG state, in rank order."""
@@ -95,6 +96,7 @@ class RunState:
             "epoch": self.epoch, "stage": self.stage, "stopped_early": self.stopped_early, "rng": rng,
             "best_tracker": self.best_monitor.state_dict(), "stopper": state_of(self.stopper),
             "rows": self.rows, "best": self.best, "best_cm": self.best_cm,
+            "final_cm": self.final_cm,
         }
 
     def restore(self, checkpoint: dict[str, Any], path: Path) -> None:
@@ -109,6 +111,7 @@ class RunState:
             if self.stopper is not None and checkpoint.get("stopper") is not None:
                 self.stopper.load_state_dict(checkpoint["stopper"])
             self.rows, self.best, self.best_cm = list(checkpoint["rows"]), dict(checkpoint["best"]), checkpoint["best_cm"]
+            self.final_cm = checkpoint.get("final_cm")  # absent from checkpoints written before it was kept
             self.epoch, self.stopped_early, self.stage = checkpoint["epoch"], checkpoint["stopped_early"], checkpoint["stage"]
 
     def restore_stage(self, checkpoint: dict[str, Any], path: Path, index: int, rank: int) -> None:

@@ -5,7 +5,9 @@ A sweep config is an experiment config (one or more ``---`` documents) with a
 mapping (``baseline: {loss: ce}``). The product of the lists gives the cells;
 each cell is a normal run folder inside the sweep folder, trained by a
 ``lossbench train`` subprocess, so a crash, NaN or out-of-memory in one cell
-is recorded as that cell's one-line error while the others go on.
+is recorded as that cell's one-line error while the others go on. Where those
+processes run is the backend's business (experiments/backends.py: this
+machine's pool, or Ray tasks on a cluster).
 
 Re-running a sweep skips cells whose run folder has ``summary.json``,
 continues cells that were interrupted mid-run (``last.pt`` but no summary)
@@ -29,7 +31,8 @@ import re
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +40,11 @@ from typing import Any
 from lossbench.config import Experiment, document_name, read_documents, set_key, validate_experiment
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
+from lossbench.experiments.backends import LocalBackend
+from lossbench.experiments.report_options import plan_report_options
 
 LOCK_NAME = ".sweep.lock"
+STOP_POLL_SECONDS = 0.5  # how often a cell that may be stopped (a tuning trial) looks for its stop file
 
 
 @dataclass
@@ -63,6 +69,8 @@ class SweepPlan:
     cells: list[Cell]
     grid_keys: list[str]
     report: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] = field(default_factory=dict)  # document -> its raw ``tune:`` section (experiments/tune.py)
+    source: Path | None = None
 
 
 def _slug(values: dict[str, Any]) -> str:
@@ -72,21 +80,54 @@ def _slug(values: dict[str, Any]) -> str:
     return f"{text}-{digest}"
 
 
-def _grid(doc: dict[str, Any], path: Path) -> dict[str, list[Any]]:
+def _grid(doc: dict[str, Any], path: Path) -> list[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+    """The grid's entries as (config keys, rows of values); the cells are the product of the entries' rows.
+
+    A plain key (``loss: [ce, focal]``) is one key with one value a row. A key
+    naming several config keys, comma-separated, zips them like
+    ``pytest.mark.parametrize``: ``"loss, drw_epoch": [[ce, null], [ce, 7]]``
+    is two rows, so settings that belong together are not crossed.
+    """
     grid = doc.pop("grid", None) or {}
     if not isinstance(grid, dict):
         raise UserError(f"{path}: grid: must map config keys to lists, e.g. grid: {{loss: [ce, focal]}}")
+    entries: list[tuple[tuple[str, ...], list[tuple[Any, ...]]]] = []
+    named: dict[str, str] = {}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"{path}: grid.{key}: must be a non-empty list of values, got {values!r}")
-    return grid
+        keys = tuple(k.strip() for k in str(key).split(","))
+        if len(keys) == 1:
+            rows = [(value,) for value in values]
+        else:
+            if not all(keys):
+                raise UserError(f"{path}: grid.{key}: an empty key name; zip keys as \"a, b\"")
+            for i, row in enumerate(values, 1):
+                if not isinstance(row, list) or len(row) != len(keys):
+                    size = (f"has {len(row)} value{'s' * (len(row) != 1)}" if isinstance(row, list)
+                            else "is not a list")
+                    raise UserError(f"{path}: grid.{key}: row {i} {row!r} {size} for {len(keys)} keys; "
+                                    f"give each row as [{', '.join(keys)}]")
+            rows = [tuple(row) for row in values]
+        for k in keys:
+            if k in named:
+                raise UserError(f"{path}: grid: {k} is named twice (in grid.{named[k]} and grid.{key}); "
+                                "name each config key once")
+            named[k] = str(key)
+        entries.append((keys, rows))
+    return entries
 
 
-def _decodes_files(source: Any) -> bool:
-    """Whether ``source`` decodes image files one by one, so the cells should share the decode-once cache."""
+def _values_per_key(entries: list[tuple[list[str], list[tuple[Any, ...]]]]) -> dict[str, list[Any]]:
+    """Each config key of the grid with the values its cells take (a zipped key's column of its rows)."""
+    return {k: [row[j] for row in rows] for keys, rows in entries for j, k in enumerate(keys)}
+
+
+def _shares_cache(source: Any) -> bool:
+    """Whether ``source`` declares its images worth caching once for every cell (decoded or generated)."""
     from lossbench.data import SOURCES
 
-    return isinstance(source, str) and source in SOURCES and SOURCES.get(source).decodes_files
+    return isinstance(source, str) and source in SOURCES and SOURCES.get(source).shares_cache
 
 
 def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: str | Path | None = None) -> SweepPlan:
@@ -98,27 +139,25 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
     cells: list[Cell] = []
     grid_keys: list[str] = []
     report: dict[str, Any] = {}
+    tune: dict[str, Any] = {}
     root: Path | None = Path(sweep_dir) if sweep_dir else None
     for i, doc in enumerate(docs):
         doc = apply_overrides(doc, list(overrides or []))
         grid = _grid(doc, path)
+        keys = [k for entry_keys, _ in grid for k in entry_keys]
         data = doc.get("data")
-        if isinstance(data, dict) and _decodes_files(data.get("source", "synthetic")) \
-                and "cache" not in data and "data.cache" not in grid:
+        if isinstance(data, dict) and _shares_cache(data.get("source", "synthetic")) \
+                and "cache" not in data and "data.cache" not in keys:
             data["cache"] = True  # decode once, shared by every cell (and by later sweeps)
-        doc_report = doc.pop("report", None) or {}
-        if not isinstance(doc_report, dict):
-            raise UserError(f"{path}: report: must be a mapping such as {{baseline: {{loss: ce}}}}")
-        if doc_report.get("epoch", "best") not in ("best", "final"):
-            raise UserError(f"{path}: report.epoch: {doc_report['epoch']!r}; use best (each run's best epoch) "
-                            f"or final (its last epoch)")
+        doc_report = doc.pop("report", None)
         document = document_name(doc, path, i, len(docs))
-        report.setdefault(document, doc_report)
+        if (section := doc.pop("tune", None)) is not None:  # checked and run by experiments/tune.py
+            tune[document] = section
         if root is None:
             root = Path(doc.get("output_dir") or "runs") / path.stem
-        grid_keys += [k for k in grid if k not in grid_keys]
-        for combo in itertools.product(*grid.values()) if grid else [()]:
-            values = dict(zip(grid, combo))
+        grid_keys += [k for k in keys if k not in grid_keys]
+        for combo in itertools.product(*(rows for _, rows in grid)):
+            values = {k: v for (entry_keys, _), row in zip(grid, combo) for k, v in zip(entry_keys, row)}
             raw = copy.deepcopy(doc)
             for key, value in values.items():
                 set_key(raw, key, value)
@@ -126,10 +165,13 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
             raw["name"], raw["output_dir"] = name, str(root)
             exp = validate_experiment(raw, f"{path} (cell {name})")
             cells.append(Cell(name, document, values, exp))
+        on_test = any(c.experiment.data.eval_split == "test" for c in cells if c.document == document)
+        report[document] = plan_report_options(doc_report, str(path), task=cells[-1].experiment.task,
+                                               grid=_values_per_key(grid), eval_split="test" if on_test else "val")
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise UserError(f"{path}: two documents give the same cell names; give each document its own name:")
-    return SweepPlan(root, cells, grid_keys, report)
+    return SweepPlan(root, cells, grid_keys, report, tune, path)
 
 
 class SweepLock:
@@ -227,8 +269,34 @@ def _error_line(stderr: str, returncode: int) -> str:
     return lines[-1] if lines else f"exited with code {returncode}"
 
 
-def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None) -> tuple[str, str, float]:
-    """Train one cell in a subprocess; returns (status, error line, seconds)."""
+def _run_process(command: list[str], log: Any, env: dict[str, str], preexec: Any, stop_file: Path | None
+                 ) -> tuple[int, str, bool]:
+    """(return code, stderr, stopped) of one training process; it is ended (SIGTERM) once ``stop_file`` exists,
+    and killed when this call is interrupted (a cancelled Ray task), so it never outlives its cell."""
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=preexec)
+    stopped = False
+    try:
+        while True:
+            try:
+                _, stderr = proc.communicate(timeout=None if stop_file is None else STOP_POLL_SECONDS)
+                return proc.returncode, stderr, stopped
+            except subprocess.TimeoutExpired:
+                if not stopped and stop_file is not None and stop_file.exists():
+                    proc.terminate()
+                    stopped = True
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_file: Path | None = None
+             ) -> tuple[str, str, float]:
+    """Train one cell in a subprocess; returns (status, error line, seconds).
+
+    With ``stop_file`` (a tuning trial that may be pruned) the process is ended once that file
+    appears, and the status is ``stopped``: the run folder keeps the epochs it finished.
+    """
     config_path = sweep_dir / "configs" / f"{cell.name}.yaml"
     runfolder.write_yaml(config_path, cell.experiment.model_dump(mode="json", exclude_none=True))
     log_path = sweep_dir / "logs" / f"{cell.name}.log"
@@ -246,17 +314,18 @@ def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None) -> tupl
         for i, command in enumerate(attempts):
             log.write(f"$ {' '.join(command[1:])}\n")
             log.flush()
-            proc = subprocess.run(command, stdout=log, stderr=subprocess.PIPE, text=True, env=env,
-                                  preexec_fn=preexec)
-            log.write(proc.stderr)
-            if proc.returncode == 0 or proc.returncode < 0 or i == len(attempts) - 1:
+            returncode, stderr, stopped = _run_process(command, log, env, preexec, stop_file)
+            log.write(stderr)
+            if returncode == 0 or returncode < 0 or i == len(attempts) - 1:
                 break
             # the interrupted run could not be continued (e.g. its checkpoint is damaged): start it again
-            log.write(f"resume failed ({_error_line(proc.stderr, proc.returncode)}); starting the cell again\n")
+            log.write(f"resume failed ({_error_line(stderr, returncode)}); starting the cell again\n")
     seconds = time.perf_counter() - start
-    if proc.returncode == 0 and (cell.run_dir / "summary.json").is_file():
+    if returncode == 0 and (cell.run_dir / "summary.json").is_file():
         return "done", "", seconds
-    error = _error_line(proc.stderr, proc.returncode)
+    if stopped:
+        return "stopped", "", seconds
+    error = _error_line(stderr, returncode)
     runfolder.atomic_write_text(cell.run_dir / "error.txt", error + "\n")
     return "failed", error, seconds
 
@@ -299,47 +368,54 @@ def read_results(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _gpu_count() -> int:
+def cell_outcome(cell: Cell, future: Future) -> tuple[str, str, float]:
+    """(status, error line, seconds) of a finished cell; a call that raised (a lost Ray worker) fails the cell."""
     try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001 - no usable CUDA is the same as none
-        return 0
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. under ``taskset``), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - recorded as the cell's error, the other cells go on
+        error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}"[:300]
+        cell.run_dir.mkdir(parents=True, exist_ok=True)
+        runfolder.atomic_write_text(cell.run_dir / "error.txt", error + "\n")
+        return "failed", error, 0.0
 
 
-def run_sweep(plan: SweepPlan, jobs: int = 1, log=print) -> list[dict[str, Any]]:
-    """Run every unfinished cell (``jobs`` at a time), keep results.csv current, return its rows."""
+def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[str], Any]) -> None:
+    """Train ``cells`` on ``backend`` (as many at a time as it runs); results.csv is rewritten as each one ends."""
+    futures = {backend.submit(run_cell, cell, plan.sweep_dir): cell for cell in cells}
+    for n, future in enumerate(as_completed(futures), 1):
+        cell = futures[future]
+        status, error, seconds = cell_outcome(cell, future)
+        write_results(plan)
+        detail = f"error: {error}" if error else "ok"
+        log(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
+
+
+def run_sweep(plan: SweepPlan, jobs: int = 1, log=print, backend: Any = None,
+              prepare: Callable[[SweepPlan, Any, Callable], set[str] | None] | None = None) -> list[dict[str, Any]]:
+    """Run every unfinished cell on ``backend`` (default: this machine, ``jobs`` at a time), keep results.csv
+    current, return its rows.
+
+    ``prepare(plan, backend, log)`` runs first, under the sweep's lock: tuning
+    (:func:`lossbench.experiments.tune.run_studies`) runs its studies there and adds the tuned cells to
+    ``plan.cells``; it returns the names of cells to record but not train (a study that found nothing).
+    """
     started = time.perf_counter()
-    with SweepLock(plan.sweep_dir):
-        todo = [c for c in plan.cells if cell_status(c)[0] != "done"]
-        skipped = len(plan.cells) - len(todo)
-        log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {skipped} already done, {len(todo)} to run, "
-            f"{jobs} at a time")
-        write_results(plan)
-        gpus = _gpu_count()
-        threads = max(1, _usable_cpus() // max(1, jobs))
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {
-                pool.submit(run_cell, cell, plan.sweep_dir, threads, (i % gpus) if gpus else None): cell
-                for i, cell in enumerate(todo)
-            }
-            for n, future in enumerate(as_completed(futures), 1):
-                cell = futures[future]
-                status, error, seconds = future.result()
-                write_results(plan)
-                detail = f"error: {error}" if error else "ok"
-                log(f"[{n}/{len(todo)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
-        rows = collect_results(plan)
-        write_results(plan)
+    own = backend is None
+    backend = LocalBackend(jobs) if own else backend
+    try:
+        with SweepLock(plan.sweep_dir):
+            held = (prepare(plan, backend, log) or set()) if prepare is not None else set()
+            done = {c.name for c in plan.cells if cell_status(c)[0] == "done"}
+            todo = [c for c in plan.cells if c.name not in done and c.name not in held]
+            log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {len(done)} already done, {len(todo)} to run, "
+                f"{backend.describe()}")
+            write_results(plan)
+            run_cells(plan, todo, backend, log)
+            rows = collect_results(plan)
+            write_results(plan)
+    finally:
+        if own:
+            backend.close()
     failed = [r for r in rows if r["status"] != "done"]
     log(f"sweep finished in {time.perf_counter() - started:.0f}s: {len(rows) - len(failed)} done, "
         f"{len(failed)} failed -> {plan.sweep_dir / 'results.csv'}")

@@ -1,18 +1,21 @@
 """The loss library: ``build_loss(spec, num_classes, ...) -> nn.Module``.
 
 Every loss is called as ``loss(logits, target)`` for both tasks. Adding a loss
-is one module with one ``@register_loss`` class, imported below.
+is one new module in this package with one ``@register_loss`` class: every
+module of the package is imported here (:func:`import_loss_modules`), so no
+list of imports has to be edited.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
 from lossbench.errors import UserError
-from lossbench.losses import balanced, ce, combine, dice, focal, lovasz, tversky  # noqa: F401  (registers losses)
 from lossbench.losses.combine import DeepSupervision, WeightedSum
 from lossbench.losses.registry import LOSSES, LossContext, loss_parameters, loss_summary, register_loss
 from lossbench.losses.spec import Term, parse_spec
@@ -21,6 +24,17 @@ __all__ = [
     "DeepSupervision", "LOSSES", "LossContext", "build_loss", "loss_parameters", "loss_summary", "parse_spec",
     "register_loss",
 ]
+
+
+def import_loss_modules() -> list[str]:
+    """Import every module of this package (each registers its losses); their names, sorted."""
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    for name in names:
+        importlib.import_module(f"{__name__}.{name}")
+    return names
+
+
+import_loss_modules()
 
 
 def _check_type(loss: str, key: str, value: Any, default: Any) -> None:
@@ -39,6 +53,10 @@ def _build_term(term: Term, ctx: LossContext) -> nn.Module:
     cls = LOSSES.get(term.name)
     allowed = loss_parameters(cls)
     unknown = sorted(set(term.params) - set(allowed))
+    moved = getattr(cls, "moved_parameters", {})
+    for key in unknown:
+        if key in moved:
+            raise UserError(f"loss {term.name}: {key} is no longer a parameter of {term.name}; {moved[key]}")
     if unknown:
         valid = ", ".join(allowed) or "none"
         raise UserError(f"loss {term.name}: unknown parameter {unknown[0]!r}; valid parameters: {valid}")

@@ -11,16 +11,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossbench.losses.ce import cross_entropy_mean, one_hot_float
-from lossbench.losses.common import check_index_target, class_view, flat_index, flat_logits, is_sigmoid_target
+from lossbench.losses.common import canonical_target, check_index_target, class_view, flat_index, flat_logits
+from lossbench.losses.common import is_sigmoid_target
 from lossbench.losses.focal import sigmoid_focal_terms, softmax_focal_terms
 from lossbench.losses.registry import LossContext, register_loss
-from lossbench.losses.weights import class_counts_tensor, effective_number_weights
+from lossbench.losses.weights import ClassWeighted, class_counts_tensor, class_weights, effective_number_weights
+from lossbench.losses.weights import weighted_mean
 
 
-def _index_only(name: str, logits: torch.Tensor, target: torch.Tensor) -> None:
+def _index_target(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The class-index target (an N x 1 x *spatial mask squeezed); ValueError for float targets."""
+    target = canonical_target(logits, target)
     if is_sigmoid_target(logits, target):
         raise ValueError(f"{name} needs class-index targets, not float targets")
     check_index_target(logits, target)
+    return target
 
 
 def _beta(beta: float) -> float:
@@ -33,13 +38,38 @@ def _beta(beta: float) -> float:
 class ClassBalancedLoss(nn.Module):
     """Class-balanced loss (1/N) sum_i w_{y_i} L_i, w_c = (1-beta)/(1-beta^n_c) normalised to sum C (Cui et al. 2019).
 
-    "Class-Balanced Loss Based on Effective Number of Samples". ``base``:
-    "ce" (softmax cross-entropy), "focal" (softmax focal) or "sigmoid_focal"
-    (one sigmoid per class, the paper's best variant). Unlike ``ce(weight=...)``
-    the weighted sum is divided by the number of samples, as in the paper.
+    Paper: Cui, Jia, Lin, Song, Belongie, "Class-Balanced Loss Based on
+    Effective Number of Samples" (CVPR 2019). Official code:
+    richardaecn/class-balanced-loss, src/cifar_main.py: the weights (lines
+    425-430), one weight per sample, w of its true class, copied to every
+    class channel (lines 323-330), the losses and their normalisation (lines
+    226-266 and 332-342).
+
+    ``base``: "sigmoid_focal" (the official "focal": one sigmoid per class,
+    modulator (1 - p_t)^gamma, every channel of sample i weighted by w_{y_i},
+    the sum over samples and channels divided by the number of samples),
+    "ce" (the official "softmax": sum_i w_{y_i} CE_i / N, TF's
+    SUM_BY_NONZERO_WEIGHTS), or "focal" (softmax focal, sum_i w_{y_i} FL_i / N;
+    not in the paper). Segmentation: pixels are the samples.
+
+    Defaults are those of the official long-tailed CIFAR script
+    (cifar_im_trainval_cb.sh: focal, beta 0.9999, gamma 1.0; gamma 1.0 is also
+    the code's default): the class-balanced *sigmoid focal* loss the paper
+    proposes (its softmax and sigmoid CE variants are ``base`` "ce" and
+    "sigmoid_focal" with gamma 0). The paper also
+    initialises the classifier's bias to -log((1 - pi) / pi), pi = 0.1, for
+    the sigmoid losses; that is a model option, not the loss's.
+
+    The normalisation is 1/N, not the library's sum_i w_{y_i} L_i / sum_i
+    w_{y_i} (:mod:`lossbench.losses.weights`): the official code divides by
+    the number of samples, so a batch rich in tail samples weighs more in
+    total; the weights, normalised to sum to C, keep the loss's overall scale.
+    ``cb`` has no ``set_class_weights``: its weights are the method itself
+    (deferred re-weighting with cb would apply them twice).
     """
 
-    def __init__(self, ctx: LossContext, base: str = "focal", beta: float = 0.9999, gamma: float = 2.0) -> None:
+    def __init__(self, ctx: LossContext, base: str = "sigmoid_focal", beta: float = 0.9999,
+                 gamma: float = 1.0) -> None:
         super().__init__()
         if base not in ("ce", "focal", "sigmoid_focal"):
             raise ValueError(f"base must be 'ce', 'focal' or 'sigmoid_focal', got {base!r}")
@@ -52,63 +82,62 @@ class ClassBalancedLoss(nn.Module):
         self.register_buffer("weight", effective_number_weights(counts, _beta(beta)).float(), persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _index_only("cb", logits, target)
+        target = _index_target("cb", logits, target)
+        t, valid = flat_index(target, self.ignore_index)
+        sample_weight = self.weight[t] * valid
         if self.base == "sigmoid_focal":
-            loss, y, valid = sigmoid_focal_terms(logits, one_hot_float(logits, target, self.ignore_index),
-                                                 self.gamma, self.ignore_index)
-            per_sample = (loss * class_view(self.weight, 3) * valid).sum(1)
-            return per_sample.sum() / valid[:, 0].sum().clamp(min=1)
-        loss, t, valid = softmax_focal_terms(logits, target, self.gamma, self.ignore_index)
-        return (loss * self.weight[t] * valid).sum() / valid.sum().clamp(min=1)
+            loss, _, _ = sigmoid_focal_terms(logits, one_hot_float(logits, target, self.ignore_index),
+                                             self.gamma, self.ignore_index)
+            loss = loss.sum(1)
+        else:
+            loss, _, _ = softmax_focal_terms(logits, target, self.gamma, self.ignore_index)
+        return (loss * sample_weight).sum() / valid.sum().clamp(min=1)
 
 
 @register_loss("ldam")
-class LDAMLoss(nn.Module):
-    """LDAM -log softmax(s (z - m_y e_y))_y, margins m_c proportional to n_c^(-1/4) (Cao et al. 2019).
+class LDAMLoss(ClassWeighted):
+    """LDAM -log softmax(s (z - m_y e_y))_y, margins m_c ∝ n_c^(-1/4), the largest ``max_margin`` (Cao et al. 2019).
 
-    "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss".
-    The largest margin is ``max_margin``. The paper applies it to cosine
-    logits with scale s = 30; for plain linear logits use a small s (1).
-    Deferred re-weighting (DRW): from epoch ``drw_epoch`` on (the engine calls
-    ``on_epoch_start``) the samples are weighted by effective-number weights
-    with ``beta``, mean normalised by the weights like ``F.cross_entropy``.
+    Paper: Cao, Wei, Gaidon, Arechiga, Ma, "Learning Imbalanced Datasets with
+    Label-Distribution-Aware Margin Loss" (NeurIPS 2019). Official code:
+    kaidic/LDAM-DRW, losses.py, lines 23-45 (margins n^(-1/4) scaled so the
+    largest is max_m = 0.5; F.cross_entropy(s * (z - m_y e_y), y, weight=w),
+    PyTorch's weighted mean), cifar_train.py, line 213 (s = 30).
+
+    The defaults are the paper's: s = 30 on a *cosine* classifier (normalised
+    features and weights, no bias, so |z| <= 1; models/resnet_cifar.py,
+    NormedLinear), ``model.head: cosine``. On a plain linear head use a small
+    s (1); ``expects_cosine_logits`` (s > 1) lets the engine warn. ``weight``:
+    per-class sample weights (mean normalised by them,
+    :mod:`lossbench.losses.weights`); deferred re-weighting (DRW) is the
+    engine's ``drw_epoch`` option, which calls ``set_class_weights``.
     """
 
-    def __init__(self, ctx: LossContext, max_margin: float = 0.5, s: float = 30.0, drw_epoch: int | None = None,
-                 beta: float = 0.9999) -> None:
-        super().__init__()
+    moved_parameters = {
+        "drw_epoch": "deferred re-weighting is now a config option (for ce, focal and ldam): "
+                     "use the config key drw_epoch: N",
+        "beta": "deferred re-weighting (and its beta) is now a config option: use the config key drw_epoch: N",
+    }
+
+    def __init__(self, ctx: LossContext, max_margin: float = 0.5, s: float = 30.0, weight=None) -> None:
+        super().__init__(ctx, class_weights(weight, ctx))
         if max_margin <= 0 or s <= 0:
             raise ValueError(f"max_margin and s must be > 0, got max_margin={max_margin}, s={s}")
-        if drw_epoch is not None and (isinstance(drw_epoch, bool) or not isinstance(drw_epoch, int) or drw_epoch < 1):
-            raise ValueError(f"drw_epoch must be an epoch number >= 1 or null, got {drw_epoch!r}")
         counts = class_counts_tensor(ctx, "ldam")
         m = counts.pow(-0.25)
         self.register_buffer("margins", (m * (max_margin / m.max())).float(), persistent=False)
-        self.register_buffer("drw_weight", effective_number_weights(counts, _beta(beta)).float(), persistent=False)
         self.s = float(s)
-        self.drw_epoch = drw_epoch
-        self.reweight = False
+        self.expects_cosine_logits = self.s > 1
         self.ignore_index = ctx.ignore_index
 
-    def on_epoch_start(self, epoch: int, drw_epoch: int | None = None) -> None:
-        """Switch the class-balanced weights on once ``epoch`` (1-based) reaches ``drw_epoch``.
-
-        The engine passes the experiment's ``drw_epoch`` when the config sets
-        one; it then takes the place of the loss's own parameter.
-        """
-        start = self.drw_epoch if drw_epoch is None else drw_epoch
-        self.reweight = start is not None and epoch >= start
-
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _index_only("ldam", logits, target)
+        target = _index_target("ldam", logits, target)
         t, valid = flat_index(target, self.ignore_index)
         z = flat_logits(logits)
         z = z - torch.zeros_like(z).scatter_(1, t.unsqueeze(1), 1.0) * class_view(self.margins, 3)
         logpt = F.log_softmax(self.s * z, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
-        w = valid.to(z.dtype)
-        if self.reweight:
-            w = w * self.drw_weight[t]
-        return -(logpt * w).sum() / w.sum().clamp(min=1e-12)
+        weight = self.class_weight(logits)
+        return weighted_mean(-logpt, valid if weight is None else valid * weight[t])
 
 
 class _PriorShiftedCE(nn.Module):
@@ -120,7 +149,7 @@ class _PriorShiftedCE(nn.Module):
         self.name = name
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _index_only(self.name, logits, target)
+        target = _index_target(self.name, logits, target)
         return cross_entropy_mean(logits.float() + class_view(self.shift, logits.ndim), target, self.ignore_index)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lossbench.losses.common import as_binary_target, check_index_target, class_view, flat_float, is_sigmoid_target
+from lossbench.losses.common import canonical_target, check_index_target, class_view, flat_float, is_sigmoid_target
 from lossbench.losses.registry import LossContext, register_loss
-from lossbench.losses.weights import class_weights
+from lossbench.losses.weights import ClassWeighted, class_weights, weighted_mean
 
 
 def _smoothing(value: float) -> float:
@@ -40,41 +42,53 @@ def binary_cross_entropy(
     ignore_index: int,
     label_smoothing: float = 0.0,
     pos_weight: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean BCE with logits over the entries whose target is not ``ignore_index``.
 
     Label smoothing moves targets to y (1 - eps) + eps / 2 (two-class case of
-    Szegedy et al. 2016). ``pos_weight`` (per channel) scales the positive term.
+    Szegedy et al. 2016). ``pos_weight`` (per channel) scales the positive
+    term; ``weight`` (per channel) weighs whole entries, mean normalised by
+    the weights (see :mod:`lossbench.losses.weights`).
     """
-    y, w = flat_float(target, ignore_index)
+    y, valid = flat_float(target, ignore_index)
     if label_smoothing:
         y = y * (1 - label_smoothing) + label_smoothing / 2
     z = logits.float().reshape(y.shape)
     pw = None if pos_weight is None else class_view(pos_weight, 3)
-    return F.binary_cross_entropy_with_logits(z, y, weight=w, pos_weight=pw, reduction="sum") / w.sum().clamp(min=1)
+    terms = F.binary_cross_entropy_with_logits(z, y, pos_weight=pw, reduction="none")
+    return weighted_mean(terms, valid if weight is None else valid * class_view(weight, 3))
 
 
 @register_loss("ce")
-class CrossEntropy(nn.Module):
+class CrossEntropy(ClassWeighted):
     """Cross-entropy -sum_c w_c q_c log softmax(z)_c, q the (label-smoothed) target; weighted mean over pixels.
 
-    Float targets shaped like the logits (or a one-channel model) fall back to
-    BCE with logits. With class weights the mean is sum_i w_{y_i} l_i / sum_i w_{y_i}
-    (PyTorch's convention).
+    With class weights the mean is sum_i w_{y_i} l_i / sum_i w_{y_i}
+    (PyTorch's convention, the one every weighted loss here uses; see
+    :mod:`lossbench.losses.weights`). ``set_class_weights`` replaces the
+    weights (deferred re-weighting). Float targets shaped like the logits (or
+    a one-channel model) are binary / multi-label: ``ce`` then computes
+    per-channel BCE with logits (class weights per channel) and says so once.
     """
 
     def __init__(self, ctx: LossContext, weight=None, label_smoothing: float = 0.0) -> None:
-        super().__init__()
+        super().__init__(ctx, class_weights(weight, ctx))
         self.ignore_index = ctx.ignore_index
         self.label_smoothing = _smoothing(label_smoothing)
-        self.register_buffer("weight", class_weights(weight, ctx), persistent=False)
+        self.warned_bce = False
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target = as_binary_target(logits, target)
+        target = canonical_target(logits, target)
+        weight = self.class_weight(logits)
         if is_sigmoid_target(logits, target):
-            return binary_cross_entropy(logits, target, self.ignore_index, self.label_smoothing)
+            if not self.warned_bce:
+                self.warned_bce = True
+                warnings.warn("loss ce: float targets shaped like the logits (binary / multi-label), so ce computes "
+                              "per-channel binary cross-entropy (sigmoid); write loss: bce to say so", stacklevel=1)
+            return binary_cross_entropy(logits, target, self.ignore_index, self.label_smoothing, weight=weight)
         check_index_target(logits, target)
-        return cross_entropy_mean(logits, target, self.ignore_index, self.weight, self.label_smoothing)
+        return cross_entropy_mean(logits, target, self.ignore_index, weight, self.label_smoothing)
 
 
 @register_loss("bce")
@@ -92,7 +106,7 @@ class BinaryCrossEntropy(nn.Module):
         self.register_buffer("pos_weight", class_weights(pos_weight, ctx), persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target = as_binary_target(logits, target)
+        target = canonical_target(logits, target)
         if not is_sigmoid_target(logits, target):
             target = one_hot_float(logits, target, self.ignore_index)
         return binary_cross_entropy(logits, target, self.ignore_index, self.label_smoothing, self.pos_weight)

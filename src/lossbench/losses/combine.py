@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lossbench.losses.ce import BinaryCrossEntropy, CrossEntropy
-from lossbench.losses.common import as_binary_target, is_sigmoid_target
+from lossbench.losses.common import canonical_target, is_sigmoid_target
 from lossbench.losses.dice import DiceLoss
 from lossbench.losses.focal import FocalLoss
 from lossbench.losses.registry import LossContext, register_loss
@@ -44,13 +44,13 @@ class BCEDiceLoss(nn.Module):
     """
 
     def __init__(self, ctx: LossContext, bce_weight: float = 0.5, dice_weight: float = 1.0,
-                 smooth: float = 1.0) -> None:
+                 smooth: float | None = None) -> None:
         super().__init__()
         self.bce, self.ce, self.dice = BinaryCrossEntropy(ctx), CrossEntropy(ctx), DiceLoss(ctx, smooth=smooth)
         self.bce_weight, self.dice_weight = float(bce_weight), float(dice_weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        sigmoid = is_sigmoid_target(logits, as_binary_target(logits, target))
+        sigmoid = is_sigmoid_target(logits, canonical_target(logits, target))
         first = (self.bce if sigmoid else self.ce)(logits, target)
         return self.bce_weight * first + self.dice_weight * self.dice(logits, target)
 
@@ -60,7 +60,7 @@ class FocalDiceLoss(WeightedSum):
     """focal_weight * Focal + dice_weight * Dice (Zhu et al. 2019, AnatomyNet), both from the same logits."""
 
     def __init__(self, ctx: LossContext, gamma: float = 2.0, alpha=None, focal_weight: float = 1.0,
-                 dice_weight: float = 1.0, smooth: float = 1.0) -> None:
+                 dice_weight: float = 1.0, smooth: float | None = None) -> None:
         super().__init__([FocalLoss(ctx, gamma=gamma, alpha=alpha), DiceLoss(ctx, smooth=smooth)],
                          [focal_weight, dice_weight], ["focal", "dice"])
 

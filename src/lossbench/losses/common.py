@@ -6,7 +6,9 @@ spatial rank). A target is either
 - class indices (N or N x *spatial, integer): softmax over the C channels, or
 - a float tensor shaped like the logits (binary / multi-label): sigmoid per
   channel. A one-channel model (N x 1 x *spatial) may also be given an N x
-  *spatial mask of 0 / 1; it is read as the float target N x 1 x *spatial.
+  *spatial mask of 0 / 1; it is read as the float target N x 1 x *spatial,
+- or an N x 1 x *spatial integer mask, read as one of the two above
+  (:func:`canonical_target`).
 
 ``ignore_index`` marks samples / pixels (or, for float targets, entries) that
 count nowhere. Everything is computed in float32 so that fp16 / bf16 logits
@@ -25,9 +27,21 @@ def is_sigmoid_target(logits: torch.Tensor, target: torch.Tensor) -> bool:
     return target.is_floating_point() and target.shape == logits.shape
 
 
-def as_binary_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """An N x *spatial 0/1 mask for a one-channel model -> float target shaped like the logits."""
-    if logits.ndim >= 2 and logits.shape[1] == 1 and target.shape == logits.shape[:1] + logits.shape[2:]:
+def canonical_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The target in one of the two canonical forms: class indices N x *spatial, or floats shaped like the logits.
+
+    Two other spellings of a mask are accepted and rewritten: an N x 1 x *spatial
+    integer (or bool) mask, as image loaders and MONAI write it (for a
+    C-channel model: the class indices N x *spatial; for a one-channel model:
+    the 0/1 float target N x 1 x *spatial), and an N x *spatial 0/1 mask for a
+    one-channel model (the float target N x 1 x *spatial).
+    """
+    if logits.ndim < 2:
+        return target
+    if not target.is_floating_point() and target.ndim == logits.ndim and target.shape[1] == 1 \
+            and target.shape[:1] + target.shape[2:] == logits.shape[:1] + logits.shape[2:]:
+        return target.float() if logits.shape[1] == 1 else target.squeeze(1)
+    if logits.shape[1] == 1 and target.shape == logits.shape[:1] + logits.shape[2:]:
         return target.unsqueeze(1).float()
     return target
 
@@ -80,7 +94,7 @@ def flat_float(target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, t
 
 def probabilities(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> Probs:
     """Softmax (index targets) or sigmoid (float targets) probabilities with aligned one-hot targets."""
-    target = as_binary_target(logits, target)
+    target = canonical_target(logits, target)
     z = flat_logits(logits)
     if is_sigmoid_target(logits, target):
         y, valid = flat_float(target, ignore_index)
@@ -99,12 +113,6 @@ def flag(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false, got {value!r}")
     return value
-
-
-def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over valid (0/1 or bool) entries; 0, with a gradient, when none is valid."""
-    w = valid.to(values.dtype).expand_as(values).reshape(-1)
-    return values.reshape(-1).dot(w) / w.sum().clamp(min=1)
 
 
 def class_view(vector: torch.Tensor, ndim: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lossbench.losses.common import as_binary_target, check_index_target, flat_float, flat_index, flat_logits
+from lossbench.losses.common import canonical_target, check_index_target, flat_float, flat_index, flat_logits
 from lossbench.losses.common import flag, is_sigmoid_target
 from lossbench.losses.registry import LossContext, register_loss
 
@@ -70,7 +70,7 @@ class LovaszHingeLoss(nn.Module):
         self.ignore_index = ctx.ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target = as_binary_target(logits, target)
+        target = canonical_target(logits, target)
         if not is_sigmoid_target(logits, target):
             raise ValueError("lovasz_hinge needs float 0/1 targets shaped like the logits or a one-channel model; "
                              "use lovasz_softmax for class indices")
@@ -105,6 +105,7 @@ class LovaszSoftmaxLoss(nn.Module):
         self.ignore_index = ctx.ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = canonical_target(logits, target)
         if is_sigmoid_target(logits, target) or logits.shape[1] == 1:
             raise ValueError("lovasz_softmax needs class-index targets and C >= 2 logits; use lovasz_hinge")
         check_index_target(logits, target)

@@ -4,6 +4,9 @@ With TP = sum p y, FP = |P| - TP, FN = |Y| - TP (see :mod:`lossbench.losses.dice
 the Tversky index TI = (TP + s) / (TP + alpha FP + beta FN + s) is Dice for
 alpha = beta = 1/2 and Jaccard for alpha = beta = 1. Here alpha weighs false
 positives and beta false negatives (Salehi et al. 2017; smp's convention).
+Unset ``smooth`` / ``skip_empty`` take the task's defaults, as for ``dice``
+(:mod:`lossbench.losses.dice`: 1 / false for segmentation, 0 / true for
+classification).
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ def _check(alpha: float, beta: float) -> None:
 class JaccardLoss(RegionLoss):
     """Soft Jaccard / IoU 1 - mean_c (TP_c + s) / (|P_c| + |Y_c| - TP_c + s) (Rahman & Wang 2016).
 
-    ``per_image``, ``skip_empty`` and ``weight`` as for ``dice``.
+    ``per_image``, ``skip_empty``, ``weight`` and the task defaults of ``smooth`` / ``skip_empty`` as for ``dice``.
     """
 
-    def __init__(self, ctx: LossContext, smooth: float = 1.0, weight=None, per_image: bool = False,
-                 skip_empty: bool = False) -> None:
+    def __init__(self, ctx: LossContext, smooth: float | None = None, weight=None, per_image: bool = False,
+                 skip_empty: bool | None = None) -> None:
         super().__init__(ctx, smooth, weight, per_image, skip_empty)
 
     def class_losses(self, tp, psum, ysum):
@@ -42,8 +45,8 @@ class JaccardLoss(RegionLoss):
 class TverskyLoss(RegionLoss):
     """Tversky 1 - mean_c (TP + s) / (TP + alpha FP + beta FN + s); beta > alpha favours recall (Salehi et al. 2017)."""
 
-    def __init__(self, ctx: LossContext, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0, weight=None,
-                 per_image: bool = False, skip_empty: bool = False) -> None:
+    def __init__(self, ctx: LossContext, alpha: float = 0.3, beta: float = 0.7, smooth: float | None = None,
+                 weight=None, per_image: bool = False, skip_empty: bool | None = None) -> None:
         super().__init__(ctx, smooth, weight, per_image, skip_empty)
         _check(alpha, beta)
         self.alpha, self.beta = float(alpha), float(beta)
@@ -62,7 +65,8 @@ class FocalTverskyLoss(RegionLoss):
     """
 
     def __init__(self, ctx: LossContext, alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75,
-                 smooth: float = 1.0, weight=None, per_image: bool = False, skip_empty: bool = False) -> None:
+                 smooth: float | None = None, weight=None, per_image: bool = False,
+                 skip_empty: bool | None = None) -> None:
         super().__init__(ctx, smooth, weight, per_image, skip_empty)
         _check(alpha, beta)
         if gamma <= 0:

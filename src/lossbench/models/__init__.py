@@ -5,9 +5,10 @@ model is one new file here with one ``@register_model`` builder (see
 ARCHITECTURE.md). A registry entry declares its model's head (the parameter
 prefixes of the ``head`` group; all other parameters are the ``backbone``),
 so the engine can freeze, unfreeze and give each group its own learning rate:
-:func:`model_layout` gives it. ``pretrained`` weights other than ImageNet (a
-file, a run folder) are loaded here, strict about the backbone and tolerant
-of the head (see weights.py).
+:func:`model_layout` gives it. Every classifier takes ``model.head`` (linear
+or cosine) and ``model.bias_prior`` (see heads.py). ``pretrained`` weights
+other than ImageNet (a file, a run folder) are loaded here, strict about the
+backbone and tolerant of the head (see weights.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from lossbench.config import ModelConfig
 from lossbench.errors import UserError
+from lossbench.models.heads import configure_head
 from lossbench.models.registry import MODELS, ModelEntry, ModelLayout
 from lossbench.models.weights import load_backbone_strict, read_state_dict, resolve_pretrained_file
 
@@ -53,7 +55,12 @@ def build_model(cfg: ModelConfig, task: str, num_classes: int, log: Callable[[st
         raise UserError(f"model.deep_supervision: {cfg.name!r} has no side outputs; use nested_unet or set it false")
     if cfg.pretrained == "imagenet" and not entry.imagenet:
         raise UserError(f"model.pretrained: {cfg.name!r} has no ImageNet weights; use null, a weights file or a run")
+    if entry.task != "classification" and (cfg.head != "linear" or cfg.bias_prior is not None):
+        key = "head" if cfg.head != "linear" else "bias_prior"
+        raise UserError(f"model.{key}: is a classifier option and {cfg.name!r} is a {entry.task} model; "
+                        f"remove model.{key}")
     model = entry.build(cfg, num_classes)
+    configure_head(model, cfg, entry.layout(model).head)
     if cfg.pretrained not in (None, "imagenet"):
         path = resolve_pretrained_file(cfg.pretrained)
         load_backbone_strict(model, read_state_dict(path), str(path), entry.layout(model), log)

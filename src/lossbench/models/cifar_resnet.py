@@ -5,6 +5,8 @@ A 3x3 stem of 16 channels, three stages of ``n`` basic blocks with 16, 32 and
 and a linear head: 6n + 2 layers, so n = 3 is ResNet-20 (0.27M parameters)
 and n = 5 ResNet-32 (0.46M). Shortcuts that change shape are the paper's
 parameter-free option A: stride-2 subsampling plus zero-padded channels.
+``model.head: cosine`` gives the cosine head LDAM-DRW trains this network
+with (models/heads.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Every classifier returns N x C logits. The head is replaced for the number of
 classes; ``in_channels`` other than 3 adapts the first convolution (ImageNet
 weights summed over RGB for one channel, as smp and timm do); ``stem: small``
 swaps the 7x7 stride-2 convolution and max-pool of a torchvision ResNet for a
-3x3 stride-1 convolution, the usual stem for 32x32 images.
+3x3 stride-1 convolution, the usual stem for 32x32 images. ``model.head`` and
+``model.bias_prior`` apply to all of them (models/heads.py).
 """
 
 from __future__ import annotations

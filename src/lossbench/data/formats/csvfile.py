@@ -127,7 +127,7 @@ def _items(rows: list[tuple[str, str, str]], images: Path, opts: CsvOptions, num
     return items, bad
 
 
-@register_source("csv", decodes_files=True)
+@register_source("csv", shares_cache=True)
 def csv_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """CSV of image ids / paths and integer labels (one file with a header, or header-less ids + labels files)."""
     require_task("csv", task, "classification")

@@ -28,7 +28,7 @@ def _images_under(folder: Path) -> list[Path]:
                   if is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-@register_source("folder", decodes_files=True)
+@register_source("folder", shares_cache=True)
 def folder_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """One folder per class: root/train/<class>/, root/val/<class>/ or root/<class>/."""
     require_task("folder", task, "classification")

@@ -42,7 +42,7 @@ def _read_list(path: Path) -> list[tuple[str, int, str]]:
     return out
 
 
-@register_source("oxford_pet", decodes_files=True)
+@register_source("oxford_pet", shares_cache=True)
 def oxford_pet_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """Oxford-IIIT Pet: trimap segmentation (3 classes, or pet/background) or 37-breed classification."""
     require_task("oxford_pet", task, "segmentation", "classification")

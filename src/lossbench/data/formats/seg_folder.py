@@ -57,7 +57,7 @@ def _items(base: Path, cfg: DataConfig, nested: list[str]) -> list[FileItem]:
     return items
 
 
-@register_source("seg_folder", decodes_files=True)
+@register_source("seg_folder", shares_cache=True)
 def seg_folder_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """images/ + masks/<class>/ binary masks (pytorch-nested-unet) or masks/ index PNGs."""
     require_task("seg_folder", task, "segmentation")

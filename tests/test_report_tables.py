@@ -1,0 +1,211 @@
+"""The report's tables, epoch and split rules on sweep folders written by hand (no training)."""
+
+import csv
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats as sps
+
+from lossbench.errors import UserError
+from lossbench.experiments.report import (
+    build_report,
+    compare,
+    group_by_seed,
+    load_sweep,
+    per_class_values,
+    setup_document,
+    summed_confusion,
+)
+from lossbench.experiments.stats import holm_adjust
+
+CLASSES = ["a", "b", "c"]
+BEST_CM = [[8, 0, 0], [0, 8, 0], [0, 0, 8]]
+FINAL_CM = [[5, 3, 0], [0, 6, 2], [1, 1, 6]]
+
+
+def _cell(root: Path, document: str, loss: str, seed: int, value: float | None, eval_split: str) -> dict:
+    name = f"{document}--loss-{loss}_seed-{seed}"
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    config = {"name": name, "task": "classification", "loss": loss, "seed": seed, "data": {"eval_split": eval_split}}
+    (root / "configs" / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    row = {"cell": name, "document": document, "task": "classification", "status": "failed", "error": "boom",
+           "seed": seed, "loss": loss}
+    if value is None:
+        return row
+    run = root / name
+    run.mkdir()
+    final = {"val_balanced_accuracy": value, "val_few_shot_accuracy": math.nan,
+             **{f"val_recall_{k}": FINAL_CM[k][k] / 8 for k in range(3)}}
+    best = {"epoch": 1, "val_balanced_accuracy": 1.0, "val_few_shot_accuracy": math.nan,
+            **{f"val_recall_{k}": 1.0 for k in range(3)}}
+    summary = {"task": "classification", "class_names": CLASSES, "class_counts": [40, 20, 4], "best": best,
+               "final": final, "best_confusion_matrix": BEST_CM, "final_confusion_matrix": FINAL_CM}
+    (run / "summary.json").write_text(json.dumps(summary))
+    with (run / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["epoch", "train_loss", "train_balanced_accuracy", "val_loss",
+                                    "val_balanced_accuracy", "val_few_shot_accuracy"])
+        writer.writeheader()
+        writer.writerow({"epoch": 1, "train_loss": 1.0, "train_balanced_accuracy": 0.5, "val_loss": 0.9,
+                         "val_balanced_accuracy": 1.0, "val_few_shot_accuracy": "nan"})
+        writer.writerow({"epoch": 2, "train_loss": 0.8, "train_balanced_accuracy": 0.6, "val_loss": 0.7,
+                         "val_balanced_accuracy": value, "val_few_shot_accuracy": "nan"})
+    row.update(status="done", error="", best_balanced_accuracy=1.0, final_balanced_accuracy=value,
+               best_few_shot_accuracy="nan", final_few_shot_accuracy="nan")
+    return row
+
+
+def write_sweep(root: Path, documents: dict[str, dict[str, list[float | None]]], report: dict | None = None,
+                eval_split: str = "val") -> Path:
+    """A sweep folder: per document, loss -> final balanced accuracy per seed (None: the cell failed)."""
+    cells, rows = [], []
+    for document, losses in documents.items():
+        for loss, values in losses.items():
+            for seed, value in enumerate(values):
+                row = _cell(root, document, loss, seed, value, eval_split)
+                cells.append({"name": row["cell"], "document": document, "values": {"loss": loss, "seed": seed}})
+                rows.append(row)
+    (root / "sweep.json").write_text(json.dumps({"grid_keys": ["loss", "seed"], "cells": cells,
+                                                 "report": report or {}}))
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with (root / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def quiet_report(root: Path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_report(root)
+    return (root / "report.md").read_text()
+
+
+def table_rows(md: str, first_column: str) -> dict[str, list[str]]:
+    """Rows of the Markdown table whose header starts with ``first_column``, by their first cell."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    out = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        out[cells[0]] = cells[1:]
+    return out
+
+
+def setup_of(root: Path):
+    meta, rows = load_sweep(root)
+    return setup_document(root, meta, group_by_seed(meta, rows))
+
+
+def test_two_seeds_give_no_verdict(tmp_path):
+    root = write_sweep(tmp_path, {"doc": {"ce": [0.60, 0.62], "focal": [0.70, 0.7201]}},
+                       {"doc": {"baseline": {"loss": "ce"}, "epoch": "final"}})
+    md = quiet_report(root)
+    rows = table_rows(md, "configuration | paired seeds")
+    assert rows["loss=focal"][0] == "2" and rows["loss=focal"][-1] == "too few seeds (n = 2)"
+    assert float(rows["loss=focal"][3]) < 0.05  # two nearly equal differences: p is small, and means nothing
+    assert [r[-1] for r in rows.values()] == ["", "too few seeds (n = 2)"]
+    assert "significant" not in md
+
+
+def test_three_seeds_holm_adjusted_verdicts_and_clipped_intervals(tmp_path):
+    base = np.array([0.90, 0.93, 0.94])
+    configs = {"good": base + [0.05, 0.051, 0.049], "mid": base + [0.04, 0.07, 0.05], "same": base + [0.01, -0.02, 0.0]}
+    root = write_sweep(tmp_path, {"doc": {"ce": list(base), **{k: list(v) for k, v in configs.items()}}},
+                       {"doc": {"epoch": "final"}})
+    md = quiet_report(root)
+    rows = table_rows(md, "configuration | paired seeds")
+    p = {k: sps.ttest_rel(v, base).pvalue for k, v in configs.items()}
+    adjusted = dict(zip(p, holm_adjust(list(p.values()))))
+    for name, values in configs.items():
+        n, diff, interval, raw, holm, verdict = rows[f"loss={name}"]
+        assert n == "3" and float(diff) == pytest.approx(np.mean(values - base), abs=1e-4)
+        assert float(raw) == pytest.approx(p[name], abs=1e-4) and float(holm) == pytest.approx(adjusted[name], abs=1e-4)
+    assert rows["loss=good"][-1] == "better"
+    assert p["mid"] < 0.05 < adjusted["mid"] and rows["loss=mid"][-1] == "no difference"  # the verdict uses Holm's p
+    assert rows["loss=same"][-1] == "no difference"
+    # the interval of a mean accuracy stays inside [0, 1]
+    metrics = table_rows(md, "configuration | seeds")
+    mean, low, high = map(float, re.match(r"★ ([\d.]+) \[([\d.-]+), ([\d.-]+)\]", metrics["loss=mid"][2]).groups())
+    assert high == 1.0 and low < mean < high
+    assert "95 % paired t-interval over n seeds, clipped to the metric's range" in md
+    assert "Holm-Bonferroni adjusted over the 3 comparisons" in md and "two-sided paired t-test" in md
+
+
+def test_derived_configurations_join_the_holm_family(tmp_path):
+    root = write_sweep(tmp_path, {"doc": {"ce": [0.6, 0.62, 0.65], "focal": [0.7, 0.71, 0.76]}})
+    setup = setup_of(root)
+    alone = compare(setup)[0]
+    both = {c.label: c for c in compare(setup, {"ce + post-hoc": {0: 0.61, 1: 0.64, 2: 0.655}})}
+    assert both["loss=focal"].p == alone.p
+    assert both["loss=focal"].p_holm == pytest.approx(min(1.0, max(2 * alone.p, both["ce + post-hoc"].p)))
+
+
+def test_confusion_and_per_class_figures_follow_report_epoch(tmp_path):
+    root = write_sweep(tmp_path, {"doc": {"ce": [0.6, 0.7]}}, {"doc": {"epoch": "final"}})
+    setup = setup_of(root)
+    (group,) = setup.groups
+    assert setup.epoch == "final"
+    cm, names = summed_confusion(root, group, "final")
+    assert names == CLASSES and cm.tolist() == (2 * np.array(FINAL_CM)).tolist()
+    assert per_class_values(root, group, "final")[0] == pytest.approx([5 / 8, 6 / 8, 6 / 8])
+    assert summed_confusion(root, group, "best")[0].tolist() == (2 * np.array(BEST_CM)).tolist()
+    md = quiet_report(root)
+    assert "Normalized confusion matrices of the final epoch" in md and "Per class (final epoch)" in md
+    assert "Metrics (final epoch)" in md and "best epoch" not in md
+
+
+def test_old_summaries_without_a_final_matrix_show_none_rather_than_the_best(tmp_path):
+    root = write_sweep(tmp_path, {"doc": {"ce": [0.6, 0.7]}}, {"doc": {"epoch": "final"}})
+    for summary in root.glob("*/summary.json"):
+        data = json.loads(summary.read_text())
+        del data["final_confusion_matrix"]
+        summary.write_text(json.dumps(data))
+    md = quiet_report(root)
+    assert "Normalized confusion matrices" not in md and "recorded none of their final epoch" in md
+
+
+def test_test_split_defaults_to_final_and_labels_an_explicit_best(tmp_path):
+    root = write_sweep(tmp_path, {"doc": {"ce": [0.6, 0.7], "focal": [0.65, 0.7]}}, eval_split="test")
+    setup = setup_of(root)
+    assert (setup.eval_split, setup.epoch, setup.best_on_test) == ("test", "final", False)
+    md = quiet_report(root)
+    assert "Evaluated on the test split at each run's final epoch" in md and "Warning" not in md
+    meta = json.loads((root / "sweep.json").read_text())
+    meta["report"] = {"doc": {"epoch": "best"}}  # a folder planned before plan_sweep refused this
+    (root / "sweep.json").write_text(json.dumps(meta))
+    md = quiet_report(root)
+    assert "> **Warning: each run's best epoch was selected on the test split" in md
+    assert "Metrics (best epoch, selected on the test split)" in md
+    assert '<p class="warning"><strong>Warning: each run' in (root / "report.html").read_text()
+
+
+def test_a_failed_cell_and_an_all_failed_document_report_without_warnings(tmp_path):
+    root = write_sweep(tmp_path, {"clf": {"ce": [0.6, 0.7, None], "focal": [None, None, None]},
+                                  "broken": {"ce": [None, None]}})
+    md = quiet_report(root)  # no "Mean of empty slice", no "No artists with labels found to put in legend"
+    assert md.count("### Failed cells") == 2
+    assert table_rows(md, "configuration | paired seeds")["loss=focal"][-1] == "too few seeds (n = 0)"
+
+
+def test_report_time_options_are_validated_like_plan_time(tmp_path):
+    root = write_sweep(tmp_path, {"doc": {"ce": [0.6, 0.7], "focal": [0.65, 0.7]}},
+                       {"doc": {"baseline": {"loss": "x"}}})
+    with pytest.raises(UserError, match=r"sweep\.json: report\.baseline: loss=x names no configuration of the grid; "
+                                        r"loss is one of ce, focal"):
+        build_report(root)
+    assert not (root / "report.md").exists()
+
+
+def test_options_of_an_unnamed_single_document_saved_under_the_old_key_still_apply(tmp_path):
+    root = write_sweep(tmp_path, {"exp": {"ce": [0.6, 0.7], "focal": [0.65, 0.7]}},
+                       {"exp-0": {"baseline": {"loss": "focal"}}})
+    assert setup_of(root).baseline.label == "loss=focal"
