@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lossbench.config import ModelConfig, validate_experiment
 from lossbench.engine.stages import freeze_for_stage
 from lossbench.errors import UserError
-from lossbench.models import build_model, parameter_groups
+from lossbench.models import build_model, model_layout, parameter_groups
 from lossbench.models.heads import CosineLinear
 
 CLASSIFIERS = {  # name -> (config overrides, input shape, path of the layer giving the logits)
@@ -24,7 +24,8 @@ CLASSIFIERS = {  # name -> (config overrides, input shape, path of the layer giv
 def test_cosine_head_gives_the_cosines_of_features_and_class_vectors(name):
     extra, shape, path = CLASSIFIERS[name]
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=name, head="cosine", **extra), "classification", 5).eval()
+    cfg = ModelConfig(name=name, head="cosine", **extra)
+    model = build_model(cfg, "classification", 5).eval()
     head = model.get_submodule(path)
     assert isinstance(head, CosineLinear)
     features = []
@@ -36,7 +37,7 @@ def test_cosine_head_gives_the_cosines_of_features_and_class_vectors(name):
                            for n in range(shape[0])])
     assert out.shape == (shape[0], 5) and torch.allclose(out, cosines, atol=1e-5)
     assert out.abs().max() <= 1 + 1e-6
-    groups = parameter_groups(model)
+    groups = parameter_groups(model, model_layout(cfg, model).head)
     assert [id(p) for p in groups["head"]] == [id(head.directions)]  # no bias; in the head group
     assert all(not n.startswith(path + ".") for n, _ in model.named_parameters() if n.endswith("bias"))
 
@@ -53,8 +54,9 @@ def test_cosine_head_starts_with_unit_class_vectors_like_ldam_drw():
 
 
 def test_a_cosine_head_trains_alone_when_the_backbone_is_frozen():
-    model = build_model(ModelConfig(name="resnet20", head="cosine"), "classification", 3)
-    _, trained = freeze_for_stage(model, "head")
+    cfg = ModelConfig(name="resnet20", head="cosine")
+    model = build_model(cfg, "classification", 3)
+    _, trained = freeze_for_stage(model, "head", model_layout(cfg, model).head)
     assert trained == ["head"]
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc.directions"]
 
