@@ -9,8 +9,12 @@ many / medium / few-shot accuracy; then the report's comparison with the
 baseline (CE) on its metric, from the same functions as ``lossbench report``:
 the paired difference Δ, its 95 % paired t-interval clipped to the metric's
 range, the paired t-test's p, its Holm-Bonferroni adjusted p and the verdict
-(which needs 3 paired seeds). Cells not finished are listed under the table.
-Figures are percentages.
+(which needs 3 paired seeds). With ``--posthoc-la`` (or the sweep's
+``report.posthoc_la``) each plain-CE configuration also gets a "+ post-hoc LA"
+row: the same runs scored with logits - tau * log(prior), tau chosen on the
+held-out split (lossbench.engine.inference.logit_adjustment); those rows join
+the Holm family. Cells not finished are listed under the table. Figures are
+percentages.
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lossbench.experiments.report import compare, group_by_seed, load_sweep, setup_document, values_by_seed
+from lossbench.experiments.report import (
+    compare,
+    group_by_seed,
+    load_sweep,
+    posthoc_groups,
+    setup_document,
+    values_by_seed,
+)
 from lossbench.experiments.stats import ALPHA, MIN_PAIRS
 
 COLUMNS = [("balanced_accuracy", "top-1 = bal. acc."), ("macro_f1", "macro-F1"),
@@ -44,15 +55,30 @@ def p_value(p: float) -> str:
     return "–" if math.isnan(p) else ("< 0.001" if p < 1e-3 else f"{p:.3f}")
 
 
+def row_label(values: dict) -> str:
+    """The loss, with what else the grid changes: DRW, the cosine head, the prior bias."""
+    parts = [f"`{values.get('loss')}`"]
+    if values.get("drw_epoch") not in (None, "None"):
+        parts.append(f"DRW from epoch {values['drw_epoch']}")
+    if values.get("model.head") == "cosine":
+        parts.append("cosine head")
+    if values.get("model.bias_prior") not in (None, "None"):
+        parts.append(f"prior bias {values['model.bias_prior']}")
+    return ", ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--posthoc-la", action="store_true", help="add '+ post-hoc LA' rows for plain-CE runs "
+                        "even when the sweep's report options do not ask for them")
     args = parser.parse_args(argv)
     meta, rows = load_sweep(args.sweep_dir)
     groups = group_by_seed(meta, rows)
     setup = setup_document(args.sweep_dir, meta, [g for g in groups if g.document == groups[0].document])
     base, epoch, metric = setup.baseline, setup.epoch, setup.metric
-    comparisons = {c.label: c for c in compare(setup)}
+    adjusted = posthoc_groups(args.sweep_dir, setup) if args.posthoc_la or setup.posthoc_la else []
+    comparisons = {c.label: c for c in compare(setup, {f"{g.label} + post-hoc LA": v for g, v, _ in adjusted})}
     tested = sum(math.isfinite(c.p) for c in comparisons.values())
     print(f"{epoch}-epoch metrics, %, mean ± std over seeds; Δ: paired difference in {metric} vs {base.label} over "
           f"the seeds both finished, with its 95 % paired t-interval (clipped to the metric's range), paired t-test "
@@ -61,16 +87,20 @@ def main(argv: list[str] | None = None) -> None:
     print("| loss | seeds | " + " | ".join(title for _, title in COLUMNS)
           + f" | Δ vs {base.label} | 95 % interval | p | p_Holm | verdict |")
     print("|---|---:|" + "---:|" * (len(COLUMNS) + 4) + "---|")
-    for g in setup.groups:
-        cells = [pct(list(values_by_seed(g, m, epoch).values())) for m, _ in COLUMNS]
-        if g is base:
+    rows_out = [(row_label(g.values), g.label, len(g.done),
+                 [list(values_by_seed(g, m, epoch).values()) for m, _ in COLUMNS]) for g in setup.groups]
+    for g, _, results in adjusted:
+        taus = "/".join(f"{r.tau:g}" for r in results)
+        rows_out.append((f"{row_label(g.values)} + post-hoc LA (τ {taus})", f"{g.label} + post-hoc LA",
+                         len(results), [[float(r.metrics.get(m, math.nan)) for r in results] for m, _ in COLUMNS]))
+    for label, key, n, values in rows_out:
+        if key == base.label:
             tail = ["baseline", "", "", "", ""]
         else:
-            c = comparisons[g.label]
+            c = comparisons[key]
             interval = "–" if math.isnan(c.low) else f"[{signed_pct(c.low)}, {signed_pct(c.high)}]"
             tail = [signed_pct(c.diff), interval, p_value(c.p), p_value(c.p_holm), c.verdict]
-        label = str(g.values.get("loss", g.label))
-        print(f"| `{label}` | {len(g.done)} | " + " | ".join(cells + tail) + " |")
+        print(f"| {label} | {n} | " + " | ".join([pct(v) for v in values] + tail) + " |")
     missing = [r["cell"] for g in setup.groups for r in g.rows if r["status"] != "done"]
     if missing:
         print(f"\nNot finished ({len(missing)}): " + ", ".join(missing))

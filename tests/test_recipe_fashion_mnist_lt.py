@@ -50,7 +50,7 @@ def test_recipes_plan_every_loss_seed_zero_first():
         assert exp.data.source == "fashion_mnist" and exp.data.eval_split == "test"
         assert exp.data.imbalance_ratio == 100 and exp.model.in_channels == 1
         assert plan.report[plan.cells[0].document] == {"baseline": {"loss": "ce", "drw_epoch": None},
-                                                       "epoch": "final"}
+                                                       "epoch": "final", "posthoc_la": True}
     full = plan_sweep(RECIPE, sweep_dir="/nonexistent").cells[0].experiment
     assert (full.model.name, full.epochs, full.batch_size) == ("resnet32", 200, 128)
     assert (full.optimizer.name, full.optimizer.lr, full.optimizer.weight_decay) == ("sgd", 0.1, 2e-4)
@@ -130,3 +130,7 @@ def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path, monkeypatc
     report = (out / "report.md").read_text()
     assert "Metrics (final epoch)" in report
     assert "many_shot_accuracy" in report and "few_shot_accuracy" in report
+    # the plain-CE configuration gets its post-hoc logit-adjusted twin, tau chosen on the held-out split
+    assert "| loss=ce, drw_epoch=None, model.head=linear, model.bias_prior=None + post-hoc LA | 1 |" in report
+    posthoc = json.loads((out / rows[0]["cell"] / "posthoc_la.json").read_text())["result"]
+    assert posthoc["chosen_on"] == "holdout" and posthoc["checkpoint"] == "last.pt"

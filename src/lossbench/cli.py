@@ -158,7 +158,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from lossbench.engine.inference import evaluate_run
 
     evaluate_run(args.run, data=args.data, split=args.split, name=args.name, checkpoint=args.checkpoint,
-                 batch_size=args.batch_size, device=args.device)
+                 batch_size=args.batch_size, device=args.device, posthoc_la=args.posthoc_la, tau=args.tau)
     return 0
 
 
@@ -202,6 +202,12 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's batch_size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--posthoc-la", action="store_true",
+                   help="post-hoc logit adjustment (Menon et al. 2021): score logits - tau * log(training prior), "
+                   "tau chosen on the held-out split (data.holdout) or, for --split test, on val; never on the "
+                   "split scored")
+    p.add_argument("--tau", type=float, default=None, help="post-hoc logit adjustment with this fixed tau "
+                   "(1 is the paper's default) instead of choosing it")
     p.set_defaults(func=_cmd_eval)
 
 

@@ -83,6 +83,7 @@ class DocumentSetup:
     metric: str
     epoch: str
     eval_split: str
+    posthoc_la: bool = False
 
     @property
     def best_on_test(self) -> bool:
@@ -165,7 +166,8 @@ def setup_document(sweep_dir: Path, meta: dict[str, Any], groups: list[SeedGroup
                                                      grid=_grid(meta, document))
     split = evaluated_split(sweep_dir, groups)
     return DocumentSetup(document, task, groups, find_baseline(groups, options.baseline),
-                         options.metric or MAIN_METRIC[task], options.epoch or default_epoch(split), split)
+                         options.metric or MAIN_METRIC[task], options.epoch or default_epoch(split), split,
+                         bool(options.posthoc_la))
 
 
 def values_by_seed(group: SeedGroup, metric: str, epoch: str) -> dict[int, float]:
@@ -522,8 +524,9 @@ def _data_section(doc: _Doc, sweep_dir: Path, setup: DocumentSetup, n: int) -> N
               f"{setup.document}: class counts per split")
 
 
-def _tables_section(doc: _Doc, setup: DocumentSetup) -> None:
-    comparisons = compare(setup)
+def _tables_section(doc: _Doc, sweep_dir: Path, setup: DocumentSetup) -> None:
+    adjusted = posthoc_groups(sweep_dir, setup) if setup.posthoc_la else []
+    comparisons = compare(setup, {f"{g.label} + post-hoc LA": values for g, values, _ in adjusted})
     doc.para(method_sentence(setup, comparisons))
     if setup.best_on_test:
         doc.warning("Warning: each run's best epoch was selected on the test split (data.eval_split: test with "
@@ -533,10 +536,59 @@ def _tables_section(doc: _Doc, setup: DocumentSetup) -> None:
     doc.table(*metric_table(setup))
     doc.heading(f"Against the baseline ({setup.baseline.label}) on {setup.metric}", 3)
     doc.table(*comparison_table(setup, comparisons))
+    if setup.posthoc_la:
+        _posthoc_section(doc, setup, adjusted)
     fails = failures(setup.groups)
     if fails:
         doc.heading("Failed cells", 3)
         doc.table(["cell", "status", "error"], fails)
+
+
+def is_plain_ce(sweep_dir: Path, row: dict[str, str]) -> bool:
+    """Whether a cell trained with plain ``ce`` (no parameters, no deferred re-weighting), per its config."""
+    path = sweep_dir / row["cell"] / "config.yaml"
+    try:
+        config = read_documents(path)[0]
+    except (UserError, IndexError):
+        return False
+    return str(config.get("loss")).replace(" ", "") in ("ce", "ce()") and config.get("drw_epoch") is None
+
+
+def posthoc_groups(sweep_dir: Path, setup: DocumentSetup
+                   ) -> list[tuple[SeedGroup, dict[int, float], list[Any]]]:
+    """Each plain-CE configuration with its runs' ``setup.metric`` under post-hoc logit adjustment (seed ->
+    value) and each run's :class:`PosthocResult`, at the report's epoch (``final``: last.pt; ``best``: best.pt)."""
+    from lossbench.engine.inference.logit_adjustment import run_posthoc
+
+    checkpoint = "last" if setup.epoch == "final" else "best"
+    out = []
+    for group in setup.groups:
+        if not group.done or not all(is_plain_ce(sweep_dir, r) for r in group.done):
+            continue
+        results = {int(r["seed"]): run_posthoc(sweep_dir / r["cell"], checkpoint) for r in group.done}
+        values = {seed: float(res.metrics.get(setup.metric, math.nan)) for seed, res in results.items()}
+        out.append((group, values, list(results.values())))
+    return out
+
+
+def _posthoc_section(doc: _Doc, setup: DocumentSetup, adjusted: list[tuple[SeedGroup, dict[int, float], list[Any]]]
+                     ) -> None:
+    """How each '+ post-hoc LA' row was made: tau per seed and the split it was chosen on."""
+    doc.heading("Post-hoc logit adjustment", 3)
+    if not adjusted:
+        doc.para("report.posthoc_la is set, but no finished configuration trained with plain ce.")
+        return
+    doc.para(f"Rows marked '+ post-hoc LA' score the same runs with logits − τ·log(training prior) (Menon et al. "
+             f"2021), at the {setup.epoch} epoch; τ is chosen by balanced accuracy on a split the figures are not "
+             "measured on (the held-out split of data.holdout: true), else fixed at the paper's τ = 1.")
+    body = []
+    for group, values, results in adjusted:
+        taus = ", ".join(f"{r.tau:g}" for r in results)
+        where = sorted({r.chosen_on or "fixed (no held-out split)" for r in results})
+        mean, low, high = mean_and_interval(list(values.values()), setup.metric)
+        body.append([f"{group.label} + post-hoc LA", str(len(values)), taus, ", ".join(where),
+                     _fmt_mean(mean, low, high)])
+    doc.table(["configuration", "seeds", "τ per seed", "τ chosen on", setup.metric], body)
 
 
 def _segmentation_examples(doc: _Doc, sweep_dir: Path, setup: DocumentSetup, n: int) -> None:
@@ -605,7 +657,7 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
     for n, setup in enumerate(setups):
         doc.heading(f"{setup.document} ({setup.task})")
         _data_section(doc, sweep_dir, setup, n)
-        _tables_section(doc, setup)
+        _tables_section(doc, sweep_dir, setup)
         _tuning_section(doc, sweep_dir, setup, setups)
         _figures_section(doc, sweep_dir, setup, n)
     md_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"

@@ -62,6 +62,10 @@ class ReportOptions(StrictModel):
     epoch: Epoch | None = Field(
         None, description="each run's best epoch or its final one; default final when data.eval_split is test, "
         "else best")
+    posthoc_la: bool | None = Field(
+        None, description="add a '+ post-hoc LA' row for each plain-CE configuration: its runs scored with "
+        "logits - tau * log(training prior) (Menon et al. 2021), tau chosen on the held-out split "
+        "(data.holdout: true), else the paper's tau = 1; classification only; default false")
 
 
 class _Document(StrictModel):
@@ -97,6 +101,9 @@ def validate_report_options(raw: Any, source: str, *, task: str, grid: dict[str,
     """The options of one document, each checked against its grid and task; one line naming the key if not."""
     options = _parse(raw, source)
     _check_baseline(options.baseline, grid, source)
+    if options.posthoc_la and task != "classification":
+        raise UserError(f"{source}: report.posthoc_la: post-hoc logit adjustment is for classification; this "
+                        f"document trains {task} runs, remove report.posthoc_la")
     if options.metric is not None:
         name = options.metric.removeprefix("val_")
         if not is_report_metric(name, task):

@@ -16,7 +16,7 @@ from lossbench.losses.common import is_sigmoid_target
 from lossbench.losses.focal import sigmoid_focal_terms, softmax_focal_terms
 from lossbench.losses.registry import LossContext, register_loss
 from lossbench.losses.weights import ClassWeighted, class_counts_tensor, class_weights, effective_number_weights
-from lossbench.losses.weights import weighted_mean
+from lossbench.losses.weights import log_class_prior, weighted_mean
 
 
 def _index_target(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -144,7 +144,7 @@ class _PriorShiftedCE(nn.Module):
     def __init__(self, ctx: LossContext, name: str, tau: float) -> None:
         super().__init__()
         counts = class_counts_tensor(ctx, name)
-        self.register_buffer("shift", (tau * torch.log(counts / counts.sum())).float(), persistent=False)
+        self.register_buffer("shift", (tau * log_class_prior(counts)).float(), persistent=False)
         self.ignore_index = ctx.ignore_index
         self.name = name
 

@@ -47,6 +47,12 @@ from torch import nn
 from lossbench.losses.registry import LossContext
 
 
+def log_class_prior(counts: torch.Tensor) -> torch.Tensor:
+    """log pi_c = log(n_c / sum n): the training label prior that logit adjustment subtracts or adds
+    (Menon et al. 2021), of counts already at least 1 each (:func:`class_counts_tensor`)."""
+    return torch.log(counts / counts.sum())
+
+
 def class_counts_tensor(ctx: LossContext, what: str) -> torch.Tensor:
     """The training class counts as float64, at least 1 each; ValueError naming ``what`` when absent.
 

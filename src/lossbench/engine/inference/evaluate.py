@@ -23,6 +23,8 @@ from lossbench.config import with_data
 from lossbench.contract import IGNORE_INDEX
 from lossbench.data import DataBundle, build_data
 from lossbench.engine import runfolder
+from lossbench.engine.inference.logit_adjustment import PosthocResult, require_classifier, score_with_adjustment, \
+    selection_split, training_class_counts
 from lossbench.engine.inference.run import LoadedRun, load_run
 from lossbench.errors import UserError
 from lossbench.metrics import TaskMetrics, channel_figures, confusion_figures, metrics_from_confusion, \
@@ -74,11 +76,17 @@ def evaluate_run(
     batch_size: int | None = None,
     device: str = "auto",
     log: Callable[[str], None] = print,
+    posthoc_la: bool = False,
+    tau: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint on a split of its data (or of ``data``) and write ``RUN/eval[/name]/``.
 
     Returns what ``metrics.json`` holds: the metrics of :mod:`lossbench.metrics`,
     the raw and row-normalised confusion matrices, and the per-class table.
+    With ``posthoc_la`` (or a fixed ``tau``) the logits are adjusted by the
+    training prior first (:mod:`.logit_adjustment`), tau chosen on a split
+    other than the one scored; ``metrics.json`` then records tau and where it
+    was chosen.
     """
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be a positive number of images")
@@ -91,27 +99,63 @@ def evaluate_run(
     if bundle.class_names != run.class_names:
         log(f"note: class names differ from the run's; reporting the run's ({', '.join(run.class_names)})")
     dataset = _split(bundle, split)
-    metrics = _measure(run, dataset, exp.task, batch_size or exp.batch_size, exp.data.num_workers)
-    cm = None
-    if metrics.sigmoid_outputs:  # binary / multi-label channels: per-channel counts, no K x K confusion matrix
-        values = metrics.compute()
-        rows = per_class_rows(channel_figures(metrics.channels.compute().cpu()), exp.task, run.class_names, True)
-    else:
-        cm = metrics.confusion.compute().cpu()
+    adjusted = None
+    if posthoc_la or tau is not None:
+        adjusted = _adjusted(run, bundle, dataset, split, tau, batch_size or exp.batch_size)
+        cm = torch.tensor(adjusted.metrics["confusion_matrix"])
         values = metrics_from_confusion(cm, exp.task)
         rows = per_class_rows(confusion_figures(cm), exp.task, run.class_names)
+    else:
+        values, rows, cm = _measured(run, dataset, exp.task, batch_size or exp.batch_size, exp.data.num_workers)
     result = {"run": str(run.run_dir), "checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
               "data": exp.data.model_dump(mode="json"), "num_images": len(dataset), "class_names": run.class_names,
               "metrics": values, "per_class": rows}
+    if adjusted is not None:
+        result["posthoc_la"] = {"tau": adjusted.tau, "chosen_on": adjusted.chosen_on,
+                                "balanced_accuracy_by_tau": adjusted.scores}
     if cm is not None:
         result["confusion_matrix"] = cm.tolist()
         result["normalized_confusion_matrix"] = normalized_confusion(cm).tolist()
     out = run.run_dir / "eval" / name if name else run.run_dir / "eval"
     _write_eval(out, result, cm, f"{exp.name}: {split}, {run.checkpoint.stem} checkpoint"
-                + (f" (epoch {run.epoch})" if run.epoch else ""))
+                + (f" (epoch {run.epoch})" if run.epoch else "")
+                + (f", post-hoc logit adjustment ({adjusted.tau_note})" if adjusted is not None else ""))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not isinstance(v, list))
-    log(f"{exp.name}: {split} ({len(dataset)} images): {shown} -> {out}")
+    adjusted_note = f" with post-hoc logit adjustment, {adjusted.tau_note}" if adjusted is not None else ""
+    log(f"{exp.name}: {split} ({len(dataset)} images){adjusted_note}: {shown} -> {out}")
     return result
+
+
+def _adjusted(run: LoadedRun, bundle: DataBundle, dataset: Dataset, split: str, tau: float | None,
+              batch_size: int) -> PosthocResult:
+    """``dataset`` scored with post-hoc logit adjustment; tau given, or chosen on another split."""
+    require_classifier(run)
+    if tau is not None and tau < 0:
+        raise UserError(f"--tau {tau}: must be >= 0 (1 is the paper's default)")
+    selection = None
+    if tau is None:
+        selection = selection_split(bundle, run.exp.data.eval_split, split)
+        if selection is None:
+            raise UserError(f"--posthoc-la: tau is chosen on a split other than the one scored, and {run.run_dir} "
+                            f"has none besides --split {split}; train with data.holdout: true, evaluate --split "
+                            "test, or give --tau (1 is the paper's default)")
+    return score_with_adjustment(run, training_class_counts(run.run_dir, bundle), dataset, tau, selection,
+                                 batch_size)
+
+
+def _measured(run: LoadedRun, dataset: Dataset, task: str, batch_size: int, num_workers: int
+              ) -> tuple[dict[str, Any], list[dict[str, Any]], torch.Tensor | None]:
+    """Metrics, per-class rows and confusion matrix (None for sigmoid outputs) of the run on ``dataset``."""
+    metrics = _measure(run, dataset, task, batch_size, num_workers)
+    cm = None
+    if metrics.sigmoid_outputs:  # binary / multi-label channels: per-channel counts, no K x K confusion matrix
+        values = metrics.compute()
+        rows = per_class_rows(channel_figures(metrics.channels.compute().cpu()), task, run.class_names, True)
+    else:
+        cm = metrics.confusion.compute().cpu()
+        values = metrics_from_confusion(cm, task)
+        rows = per_class_rows(confusion_figures(cm), task, run.class_names)
+    return values, rows, cm
 
 
 def _write_eval(out: Path, result: dict[str, Any], cm: torch.Tensor | None, title: str) -> None:
