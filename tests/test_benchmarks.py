@@ -22,7 +22,7 @@ def test_entry_point_rejects_an_unknown_benchmark():
 
 
 def _lt_table():
-    spec = importlib.util.spec_from_file_location("lt_table", ROOT / "benchmarks" / "lt_table.py")
+    spec = importlib.util.spec_from_file_location("quality_table", ROOT / "benchmarks" / "quality_table.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,7 +1,7 @@
 """Statistics of a sweep: is one configuration better than the baseline, and how sure are we?
 
 Pure functions on numbers (no formatting, no files), used by the report and by
-``benchmarks/lt_table.py`` so both print the same figures:
+``benchmarks/quality_table.py`` so both print the same figures:
 
 - :func:`paired_differences`: other - baseline over the seeds both finished;
 - :func:`paired_t_test`: two-sided paired t-test on those differences
