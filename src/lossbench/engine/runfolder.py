@@ -1,7 +1,10 @@
 """The run folder: atomic writes of config, metrics, summary and checkpoints.
 
 Every file is written to a temporary sibling and renamed into place, so a
-process killed at any moment leaves the previous complete file.
+process killed at any moment leaves the previous complete file. Every file
+lossbench writes for a user (run folders, eval, predict, export, sweeps and
+reports) goes through :func:`atomic_write_bytes` and gets the permissions the
+user's umask gives any other file.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import io
 import json
 import os
 import platform
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,10 +25,25 @@ import yaml
 from lossbench.errors import UserError
 
 
+def _open_temp_sibling(path: Path) -> tuple[int, Path]:
+    """A new, exclusively created ``.<name>.<random>.tmp`` beside ``path``, open for writing.
+
+    Created with mode 0666 so the user's umask decides its permissions, as for
+    any file they write (``tempfile.mkstemp`` would make every file 0600, and a
+    colleague or a web server could not read report.html).
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _open_temp_sibling(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -33,7 +51,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
