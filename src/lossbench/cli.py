@@ -12,8 +12,6 @@ from collections.abc import Sequence
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import os
-
     from lossbench.config import load_experiments
     from lossbench.errors import UserError
 
@@ -21,16 +19,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UserError("train: give either a CONFIG file or --resume RUN_DIR (not both)")
     if args.resume is not None and (args.set or args.overwrite):
         raise UserError("train --resume continues a run with its recorded config; drop --set / --overwrite")
-    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     # a mistake in the config is reported before torch and the engine are imported (seconds sooner)
     experiments = load_experiments(args.config, args.set) if args.resume is None else []
 
     from lossbench.engine import resume, train
-    from lossbench.engine.distributed import session
+    from lossbench.engine.distributed import is_main_process, session
+    from lossbench.engine.runfolder import is_finished
 
+    is_main = is_main_process()  # under torchrun only rank 0 reports
     start = time.perf_counter()
     if args.resume is not None:
+        finished = is_finished(args.resume)
         summaries = [resume(args.resume)]
+        if finished:  # resume said so in one line and changed nothing
+            return 0
     else:
         with session(experiments[0].device):
             summaries = [train(exp, overwrite=args.overwrite) for exp in experiments]

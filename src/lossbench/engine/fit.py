@@ -35,7 +35,7 @@ from lossbench.data import DataBundle, build_data
 from lossbench.data.loaders import build_loaders
 from lossbench.engine import runfolder
 from lossbench.engine.distributed import (
-    DistContext, broadcast_buffers, exact_eval_loader, gather_objects, run_on_main, session,
+    DistContext, broadcast_buffers, exact_eval_loader, gather_objects, is_main_process, run_on_main, session,
 )
 from lossbench.engine.ema import build_ema
 from lossbench.engine.loop import EpochResult, TrainLoop, autocast_for, evaluate
@@ -74,8 +74,19 @@ def train(
 def resume(
     run_dir: str | Path, log: Callable[[str], Any] = print, on_epoch_end: Callable[[int], Any] | None = None
 ) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its last.pt with the config it recorded; return its summary."""
+    """Continue the run in ``run_dir`` from its last.pt with the config it recorded; return its summary.
+
+    A finished run has nothing to continue: its recorded summary is returned
+    and no file of its folder is touched (a resume that rewrote summary.json
+    would record the resume's seconds as the run's wall time).
+    """
     run_dir = Path(run_dir)
+    if runfolder.is_finished(run_dir):
+        summary = runfolder.read_summary(run_dir)
+        if is_main_process():
+            log(f"{run_dir}: finished after {summary.get('epochs_trained', '?')} of {summary.get('epochs', '?')} "
+                "epochs; nothing to resume, its files are unchanged")
+        return summary
     config, last = run_dir / "config.yaml", run_dir / "last.pt"
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
@@ -375,7 +386,7 @@ def _summarise(run: Run) -> dict[str, Any]:
                 plot_confusion(torch.tensor(state.best_cm), data.class_names,
                                f"{exp.name}: epoch {state.best['epoch']} (best {run.best_name})"),
             )
-        runfolder.write_json(run.run_dir / "summary.json", summary)
+        runfolder.write_json(run.run_dir / runfolder.SUMMARY, summary)
 
     run_on_main(run.ctx, write_end_files)
     return summary

@@ -97,12 +97,34 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+#: written by a run's last step: a run folder holding it is finished
+SUMMARY = "summary.json"
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (its summary is written last)."""
+    return (Path(run_dir) / SUMMARY).is_file()
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A finished run's ``summary.json``; one line naming the file when it cannot be read."""
+    path = run_dir / SUMMARY
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: cannot be read as JSON ({type(exc).__name__}); the run's record is damaged, "
+                        "train it again with --overwrite") from None
+    if not isinstance(summary, dict):
+        raise UserError(f"{path}: holds a {type(summary).__name__}, not a run's summary; train it again with --overwrite")
+    return summary
+
+
 #: a new best.pt waits here until last.pt, which records which epoch is best, has been written
 PENDING_BEST = ".best.pending.pt"
 
 
 #: files of a finished or interrupted run that a fresh run (``--overwrite``) must not inherit
-PREVIOUS_RUN_FILES = ("summary.json", "last.pt", "best.pt", PENDING_BEST, "metrics.csv", "confusion_matrix.png",
+PREVIOUS_RUN_FILES = (SUMMARY, "last.pt", "best.pt", PENDING_BEST, "metrics.csv", "confusion_matrix.png",
                       "skipped_files.json")
 
 
@@ -180,7 +202,7 @@ def versions() -> dict[str, str]:
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Create the run folder, refusing to clobber a finished run and failing early if unwritable."""
     if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        if (run_dir / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
+        if (run_dir / "last.pt").is_file() and not is_finished(run_dir):
             raise UserError(f"{run_dir}: holds an unfinished run; continue it with lossbench train --resume {run_dir}, "
                             "or pass --overwrite to start again")
         raise UserError(
