@@ -56,7 +56,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
         studies = plan_tuning(plan)
     with open_backend(args.backend, args.address, args.jobs) as backend:
-        rows = run_tuned_sweep(plan, studies, backend) if plan.tune else run_sweep(plan, backend=backend)
+        rows = (run_tuned_sweep(plan, studies, backend, rerun_changed=args.rerun_changed) if plan.tune
+                else run_sweep(plan, backend=backend, rerun_changed=args.rerun_changed))
     html_path, _ = build_report(plan.sweep_dir)
     print(f"report: {html_path}")
     print(f"wall time: {time.perf_counter() - start:.1f}s")
@@ -135,7 +136,8 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     from lossbench.experiments.backends import BACKENDS
 
     p = sub.add_parser("sweep", help="run a grid of experiments over seeds and write a report",
-                       description="Run every cell of CONFIG's grid: (skipping finished cells), then write the report. "
+                       description="Run every cell of CONFIG's grid: (skipping finished cells that recorded the same config "
+                       "and data), then write the report. "
                        "With a tune: section, first an Optuna study of the same budget per configuration, then its "
                        "best values over the seeds.")
     p.add_argument("config", help="YAML config with a grid: mapping of config keys to lists")
@@ -143,6 +145,9 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=None, help="cells (and tuning trials) to run in parallel "
                    "(default 1; with --backend ray: one per GPU of the cluster, or one per CPU without GPUs)")
     p.add_argument("--out", default=None, help="sweep folder (default: <output_dir>/<config name>)")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="train again the finished cells whose config or data changed since they trained (without "
+                   "it such a cell stops the sweep before anything runs)")
     p.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local: processes on this machine (default); ray: Ray tasks on a cluster "
                    "(pip install 'lossbench[ray]'), the sweep folder on storage every node sees")

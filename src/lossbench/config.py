@@ -340,6 +340,10 @@ class EarlyStoppingConfig(StrictModel):
     mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
 
 
+#: what a run records about itself in config.yaml besides the experiment; never read as input
+RECORDED_KEYS = ("versions", "data_identity")
+
+
 class Experiment(StrictModel):
     """One experiment: data, model, loss and the training recipe."""
 
@@ -378,6 +382,8 @@ class Experiment(StrictModel):
     output_dir: Path = Field(Path("runs"), description="parent folder of run folders")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     versions: dict[str, str] | None = Field(None, description="package versions a run recorded; ignored as input")
+    data_identity: str | None = Field(
+        None, description="hash of the files under data.root a run trained on, as it recorded them; ignored as input")
 
     @field_validator("name")
     @classmethod
@@ -635,8 +641,7 @@ def with_data(exp: Experiment, data: Sequence[str] = ()) -> Experiment:
     ``KEY`` is relative to the data section (``root=/data/other``) or
     written in full (``data.root=/data/other``). Later items win.
     """
-    raw = exp.model_dump(mode="json")
-    raw.pop("versions", None)
+    raw = exp.model_dump(mode="json", exclude=set(RECORDED_KEYS))
     for item in data:
         section = read_data_section(item)
         if section is not None:

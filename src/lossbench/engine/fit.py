@@ -231,10 +231,10 @@ def _restore(run: Run, checkpoint: dict[str, Any]) -> None:
 
 
 def _start(run: Run) -> None:
-    """A new run's first files: the resolved config (with package versions) and the data layer's run files."""
-    resolved = run.exp.model_dump(mode="json")
-    resolved["versions"] = runfolder.versions()
-    run_on_main(run.ctx, lambda: runfolder.start_run(run.run_dir, resolved, run.data.run_files))
+    """A new run's first files: the resolved config (with package versions and the data's identity) and the data
+    layer's run files."""
+    run_on_main(run.ctx, lambda: runfolder.start_run(run.run_dir, runfolder.recorded_config(run.exp),
+                                                     run.data.run_files))
 
 
 def _stage_bounds(exp: Experiment) -> list[tuple[int, int]]:

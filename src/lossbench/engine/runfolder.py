@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import yaml
 
+from lossbench.config import Experiment
 from lossbench.errors import UserError
 
 
@@ -179,6 +180,14 @@ def tidy_after_kill(run_dir: Path, best_epoch: int | None) -> None:
         os.replace(pending, run_dir / "best.pt")
     else:
         pending.unlink()
+
+
+def recorded_config(exp: Experiment) -> dict[str, Any]:
+    """``config.yaml`` of a new run: the resolved experiment, the package versions and the data's identity
+    (what a re-run sweep compares before it reuses a finished cell)."""
+    from lossbench.data.cache import data_identity
+
+    return {**exp.model_dump(mode="json"), "versions": versions(), "data_identity": data_identity(exp)}
 
 
 def versions() -> dict[str, str]:
