@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from lossbench.errors import UserError
 
@@ -449,9 +449,16 @@ class Experiment(StrictModel):
         stage = self.resolved_stages()[index]
         return _merged(SchedulerConfig, self.scheduler, stage.scheduler, f"stages.{index}.scheduler")
 
+    #: where the experiment was read from (a config file, "cell NAME" of a sweep file), set by validate_experiment
+    _source: str = PrivateAttr("config")
+
     @property
     def run_dir(self) -> Path:
         return self.output_dir / (self.name or "run")
+
+    def where(self, key: str) -> str:
+        """``<config file>: <key>``: how a message names one of this experiment's settings, e.g. ``exp.yaml: loss``."""
+        return f"{self._source}: {key}"
 
 
 def _merged(model: type[StrictModel], base: StrictModel, update: dict[str, Any], where: str) -> Any:
@@ -565,11 +572,13 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
 
 
 def validate_experiment(raw: dict[str, Any], source: str) -> Experiment:
-    """Validate a raw mapping as an Experiment, errors as one UserError line."""
+    """Validate a raw mapping as an Experiment read from ``source``, errors as one UserError line naming it."""
     try:
-        return Experiment.model_validate(raw)
+        exp = Experiment.model_validate(raw)
     except ValidationError as err:
         raise UserError(describe_validation_error(err, source)) from None
+    exp._source = source
+    return exp
 
 
 def document_name(doc: dict[str, Any], path: Path, index: int, count: int) -> str:

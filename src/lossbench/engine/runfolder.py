@@ -10,6 +10,7 @@ user's umask gives any other file.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -208,8 +209,8 @@ def versions() -> dict[str, str]:
     }
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Create the run folder, refusing to clobber a finished run and failing early if unwritable."""
+def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse, creating nothing, to clobber a finished or unfinished run, or to write where no folder can be made."""
     if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
         if (run_dir / "last.pt").is_file() and not is_finished(run_dir):
             raise UserError(f"{run_dir}: holds an unfinished run; continue it with lossbench train --resume {run_dir}, "
@@ -218,10 +219,28 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
             f"{run_dir}: run folder already exists; pass --overwrite to replace it or set name: to another name"
         )
     try:
+        existing = run_dir
+        while not os.path.lexists(existing) and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in output_dir
+        _unwritable(run_dir, exc)
+
+
+def create_run_dir(run_dir: Path) -> None:
+    """Create the run folder (once the run is sure to start: a refused run leaves none) and make sure it takes files."""
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in output_dir
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise UserError(f"{run_dir}: cannot write the run folder ({reason}); choose a writable output_dir") from None
+    except (OSError, ValueError) as exc:
+        _unwritable(run_dir, exc)
+
+
+def _unwritable(run_dir: Path, exc: Exception) -> None:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    raise UserError(f"{run_dir}: cannot write the run folder ({reason}); choose a writable output_dir") from None

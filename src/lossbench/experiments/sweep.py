@@ -142,6 +142,7 @@ def _shares_cache(source: Any) -> bool:
 def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: str | Path | None = None) -> SweepPlan:
     """Expand every document's grid into validated cells (all errors surface before anything runs)."""
     from lossbench.config import apply_overrides
+    from lossbench.losses import check_spec
 
     path = Path(path)
     docs = read_documents(path)
@@ -173,6 +174,7 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
             name = f"{document}--{_slug(values)}"
             raw["name"], raw["output_dir"] = name, str(root)
             exp = validate_experiment(raw, f"{path} (cell {name})")
+            check_spec(exp.loss, exp.where("loss"))  # a typo in a grid's loss stops the sweep before any cell runs
             cells.append(Cell(name, document, values, exp))
         on_test = any(c.experiment.data.eval_split == "test" for c in cells if c.document == document)
         report[document] = plan_report_options(doc_report, str(path), task=cells[-1].experiment.task,
