@@ -492,7 +492,7 @@ def run_sweep(plan: SweepPlan, jobs: int = 1, log=print, backend: Any = None,
         with SweepLock(plan.sweep_dir):
             held = (prepare(plan, backend, log) or set()) if prepare is not None else set()
             todo = cells_to_run(plan, rerun_changed, held)
-            done = len(plan.cells) - len(todo) - len(held)
+            done = sum(cell_status(c, plan.identities)[0] == "done" for c in plan.cells)
             log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {done} already done, {len(todo)} to run, "
                 f"{backend.describe()}")
             write_results(plan)
