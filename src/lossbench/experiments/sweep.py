@@ -79,7 +79,7 @@ class SweepPlan:
     report: dict[str, Any] = field(default_factory=dict)
     tune: dict[str, Any] = field(default_factory=dict)  # document -> its raw ``tune:`` section (experiments/tune.py)
     source: Path | None = None
-    identities: dict[str, str | None] = field(default_factory=dict)  # memo of changed_setting: data -> identity
+    memo: dict[str, Any] = field(default_factory=dict)  # of changed_setting: data identities, recorded configs
 
 
 def _slug(values: dict[str, Any]) -> str:
@@ -244,38 +244,50 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def changed_setting(cell: Cell, identities: dict[str, str | None] | None = None) -> str | None:
-    """What differs between the run the cell's folder recorded and the run the sweep would start now
-    (None: nothing); ``identities`` memoises the data's identity across cells that share their data."""
-    from lossbench.data.cache import data_identity
-
-    config = cell.run_dir / "config.yaml"
-    if not config.is_file():
-        return "its config.yaml is missing"
+def _recorded_change(cell: Cell) -> tuple[str | None, str | None]:
+    """(what differs between the config the cell's folder recorded and the cell's, the recorded data identity)."""
     try:
         recorded = load_run_config(cell.run_dir)
     except UserError as exc:
-        return f"its config.yaml cannot be read ({str(exc)[:100]})"
+        return f"its config.yaml cannot be read ({str(exc)[:100]})", None
     found = _first_difference(recorded.model_dump(mode="json"), cell.experiment.model_dump(mode="json"))
     if found:
         key, old, new = found
-        return f"{key} was {_shown(old)} and the config now gives {_shown(new)}"
-    if recorded.data_identity is None:  # generated data, or a run from before identities were recorded
-        return None
-    memo = {} if identities is None else identities
-    key = json.dumps([cell.experiment.data.model_dump(mode="json"), str(cell.experiment.output_dir)])
+        return f"{key} was {_shown(old)} and the config now gives {_shown(new)}", None
+    return None, recorded.data_identity
+
+
+def changed_setting(cell: Cell, memo: dict[str, Any] | None = None) -> str | None:
+    """What differs between the run the cell's folder recorded and the run the sweep would start now
+    (None: nothing). ``memo`` (a plan's) keeps what was read and hashed: each recorded config while its file is
+    unchanged, and the data's identity for every cell that shares the data."""
+    from lossbench.data.cache import data_identity
+
+    memo = {} if memo is None else memo
+    config = cell.run_dir / "config.yaml"
+    try:
+        stamp = config.stat()
+    except OSError:
+        return "its config.yaml is missing"
+    key = f"config {config} {stamp.st_mtime_ns} {stamp.st_size}"
+    if key not in memo:
+        memo[key] = _recorded_change(cell)
+    change, identity = memo[key]
+    if change is not None or identity is None:  # None: generated data, or a run from before identities
+        return change
+    key = json.dumps(["data", cell.experiment.data.model_dump(mode="json"), str(cell.experiment.output_dir)])
     if key not in memo:
         memo[key] = data_identity(cell.experiment)
-    if memo[key] != recorded.data_identity:
+    if memo[key] != identity:
         return f"the files under data.root ({cell.experiment.data.root}) changed since it trained"
     return None
 
 
-def cell_status(cell: Cell, identities: dict[str, str | None] | None = None) -> tuple[str, str]:
+def cell_status(cell: Cell, memo: dict[str, Any] | None = None) -> tuple[str, str]:
     """('done' | 'failed' | 'changed' | 'pending', error line) from what the cell's run folder holds: done only
     when it finished the very run the sweep would start now."""
     finished = runfolder.is_finished(cell.run_dir)
-    change = changed_setting(cell, identities) if finished else None
+    change = changed_setting(cell, memo) if finished else None
     if finished and change is None:
         return "done", ""
     error = cell.run_dir / "error.txt"
@@ -302,7 +314,7 @@ def changed_cells(plan: SweepPlan, cells: list[Cell], rerun_changed: bool) -> li
     """The finished ``cells`` that would run differently now, to train again (``rerun_changed``); otherwise one
     line naming the first of them, what changed and the flag that retrains them."""
     changed = [(c, why) for c in cells if runfolder.is_finished(c.run_dir)
-               and (why := changed_setting(c, plan.identities)) is not None]
+               and (why := changed_setting(c, plan.memo)) is not None]
     if changed and not rerun_changed:
         cell, why = changed[0]
         more = f" (and {len(changed) - 1} more finished cells changed)" if len(changed) > 1 else ""
@@ -412,7 +424,7 @@ def collect_results(plan: SweepPlan) -> list[dict[str, Any]]:
     """One row per cell: grid values, status, error, best and final metrics."""
     rows = []
     for cell in plan.cells:
-        status, error = cell_status(cell, plan.identities)
+        status, error = cell_status(cell, plan.memo)
         row: dict[str, Any] = {"cell": cell.name, "document": cell.document, "task": cell.experiment.task,
                                "status": status, "error": error, "seed": cell.experiment.seed}
         row.update({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in cell.values.items()})
@@ -469,7 +481,7 @@ def cells_to_run(plan: SweepPlan, rerun_changed: bool, held: set[str] = frozense
     would run differently now lose their old results first, so they are never reported as done again."""
     for cell in changed_cells(plan, plan.cells, rerun_changed):
         runfolder.clear_previous_run(cell.run_dir)
-    return [c for c in plan.cells if c.name not in held and cell_status(c, plan.identities)[0] != "done"]
+    return [c for c in plan.cells if c.name not in held and cell_status(c, plan.memo)[0] != "done"]
 
 
 def run_sweep(plan: SweepPlan, jobs: int = 1, log=print, backend: Any = None,
@@ -492,7 +504,7 @@ def run_sweep(plan: SweepPlan, jobs: int = 1, log=print, backend: Any = None,
         with SweepLock(plan.sweep_dir):
             held = (prepare(plan, backend, log) or set()) if prepare is not None else set()
             todo = cells_to_run(plan, rerun_changed, held)
-            done = sum(cell_status(c, plan.identities)[0] == "done" for c in plan.cells)
+            done = sum(cell_status(c, plan.memo)[0] == "done" for c in plan.cells)
             log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {done} already done, {len(todo)} to run, "
                 f"{backend.describe()}")
             write_results(plan)
