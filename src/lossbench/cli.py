@@ -136,8 +136,8 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     from lossbench.experiments.backends import BACKENDS
 
     p = sub.add_parser("sweep", help="run a grid of experiments over seeds and write a report",
-                       description="Run every cell of CONFIG's grid: (skipping finished cells that recorded the same config "
-                       "and data), then write the report. "
+                       description="Run every cell of CONFIG's grid: (skipping finished cells that recorded the "
+                       "same config and data), then write the report. "
                        "With a tune: section, first an Optuna study of the same budget per configuration, then its "
                        "best values over the seeds.")
     p.add_argument("config", help="YAML config with a grid: mapping of config keys to lists")

@@ -117,7 +117,8 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
         raise UserError(f"{path}: cannot be read as JSON ({type(exc).__name__}); the run's record is damaged, "
                         "train it again with --overwrite") from None
     if not isinstance(summary, dict):
-        raise UserError(f"{path}: holds a {type(summary).__name__}, not a run's summary; train it again with --overwrite")
+        raise UserError(f"{path}: holds a {type(summary).__name__}, not a run's summary; "
+                        "train it again with --overwrite")
     return summary
 
 
