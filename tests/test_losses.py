@@ -530,8 +530,8 @@ def test_deep_supervision_passes_set_class_weights_through():
 @pytest.mark.parametrize(
     "spec, kwargs, message",
     [
-        ("cb", {}, "loss cb: cb needs the training class counts"),
-        ("ldam", {}, "loss ldam: ldam needs the training class counts"),
+        ("cb", {}, "loss: cb: cb needs the training class counts"),
+        ("ldam", {}, "loss: ldam: ldam needs the training class counts"),
         ("ce(weight=balanced)", {}, "balanced weighting needs the training class counts"),
         ("dice(per_image=yes)", {"task": "segmentation"},
          r"per_image must be true or false \(default False\), got 'yes'"),
@@ -542,9 +542,9 @@ def test_deep_supervision_passes_set_class_weights_through():
         ("ce(weight=[1, 2])", {}, r"one number per class \(3\)"),
         ("lovasz_softmax(classes=some)", {}, "classes must be 'present' or 'all'"),
         ("ldam(drw_epoch=7)", {"class_counts": COUNTS},
-         "loss ldam: drw_epoch is no longer a parameter of ldam; .* use the config key drw_epoch: N"),
+         "loss: ldam: drw_epoch is no longer a parameter of ldam; .* use the config key drw_epoch: N"),
         ("tversky(alpa=0.3)", {}, "unknown parameter 'alpa'; valid parameters: alpha, beta, smooth"),
-        ("focal(gamma=high)", {}, r"loss focal: gamma must be a number \(default 2.0\), got 'high'"),
+        ("focal(gamma=high)", {}, r"loss: focal: gamma must be a number \(default 2.0\), got 'high'"),
         ("jaccard(skip_empty=1)", {}, r"skip_empty must be true or false, got 1"),
     ],
 )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench.config import (
-    Experiment, ModelConfig, apply_overrides, load_experiment, override_text, validate_experiment,
+    RECORDED_KEYS, Experiment, ModelConfig, apply_overrides, load_experiment, override_text, validate_experiment,
 )
 from lossbench.contract import IGNORE_INDEX
 from lossbench.errors import UserError
@@ -83,7 +83,7 @@ class TrainedRun:
 def _experiment(config: str | Path | dict[str, Any] | Experiment, overrides: list[str]) -> Experiment:
     if isinstance(config, (str, Path)):
         return load_experiment(config, overrides)
-    raw = (config.model_dump(mode="json", exclude={"versions"}) if isinstance(config, Experiment)
+    raw = (config.model_dump(mode="json", exclude=set(RECORDED_KEYS)) if isinstance(config, Experiment)
            else copy.deepcopy(dict(config)))
     return validate_experiment(apply_overrides(raw, overrides), "train")
 
@@ -120,18 +120,20 @@ class SweepResult:
 
 
 def sweep(config: str | Path, *, jobs: int = 1, out: str | Path | None = None, log: Callable[[str], Any] = print,
-          **overrides: Any) -> SweepResult:
+          rerun_changed: bool = False, **overrides: Any) -> SweepResult:
     """Run every cell of a sweep config's ``grid:`` (each in its own process) and write the report.
 
     ``overrides`` change config keys of every document first, e.g.
     ``sweep("recipes/quickstart.yaml", epochs=1, jobs=2)``; finished cells
-    of an earlier sweep into the same folder are kept.
+    of an earlier sweep into the same folder are kept when they recorded the
+    same config and data. A finished cell trained on another config or other
+    data is a UserError, unless ``rerun_changed`` trains it again.
     """
     from lossbench.experiments.report import build_report
     from lossbench.experiments.sweep import plan_sweep, run_sweep
 
     plan = plan_sweep(config, _overrides(overrides), out)
-    rows = run_sweep(plan, jobs=jobs, log=log)
+    rows = run_sweep(plan, jobs=jobs, log=log, rerun_changed=rerun_changed)
     html_path, _ = build_report(plan.sweep_dir)
     return SweepResult(plan.sweep_dir, rows, html_path)
 

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import os
-
     from lossbench.config import load_experiments
     from lossbench.errors import UserError
 
@@ -21,16 +19,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UserError("train: give either a CONFIG file or --resume RUN_DIR (not both)")
     if args.resume is not None and (args.set or args.overwrite):
         raise UserError("train --resume continues a run with its recorded config; drop --set / --overwrite")
-    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     # a mistake in the config is reported before torch and the engine are imported (seconds sooner)
     experiments = load_experiments(args.config, args.set) if args.resume is None else []
 
     from lossbench.engine import resume, train
-    from lossbench.engine.distributed import session
+    from lossbench.engine.distributed import is_main_process, session
+    from lossbench.engine.runfolder import is_finished
 
+    is_main = is_main_process()  # under torchrun only rank 0 reports
     start = time.perf_counter()
     if args.resume is not None:
+        finished = is_finished(args.resume)
         summaries = [resume(args.resume)]
+        if finished:  # resume said so in one line and changed nothing
+            return 0
     else:
         with session(experiments[0].device):
             summaries = [train(exp, overwrite=args.overwrite) for exp in experiments]
@@ -54,7 +56,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
         studies = plan_tuning(plan)
     with open_backend(args.backend, args.address, args.jobs) as backend:
-        rows = run_tuned_sweep(plan, studies, backend) if plan.tune else run_sweep(plan, backend=backend)
+        rows = (run_tuned_sweep(plan, studies, backend, rerun_changed=args.rerun_changed) if plan.tune
+                else run_sweep(plan, backend=backend, rerun_changed=args.rerun_changed))
     html_path, _ = build_report(plan.sweep_dir)
     print(f"report: {html_path}")
     print(f"wall time: {time.perf_counter() - start:.1f}s")
@@ -133,7 +136,8 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     from lossbench.experiments.backends import BACKENDS
 
     p = sub.add_parser("sweep", help="run a grid of experiments over seeds and write a report",
-                       description="Run every cell of CONFIG's grid: (skipping finished cells), then write the report. "
+                       description="Run every cell of CONFIG's grid: (skipping finished cells that recorded the "
+                       "same config and data), then write the report. "
                        "With a tune: section, first an Optuna study of the same budget per configuration, then its "
                        "best values over the seeds.")
     p.add_argument("config", help="YAML config with a grid: mapping of config keys to lists")
@@ -141,6 +145,9 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=None, help="cells (and tuning trials) to run in parallel "
                    "(default 1; with --backend ray: one per GPU of the cluster, or one per CPU without GPUs)")
     p.add_argument("--out", default=None, help="sweep folder (default: <output_dir>/<config name>)")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="train again the finished cells whose config or data changed since they trained (without "
+                   "it such a cell stops the sweep before anything runs)")
     p.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local: processes on this machine (default); ray: Ray tasks on a cluster "
                    "(pip install 'lossbench[ray]'), the sweep folder on storage every node sees")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from lossbench.errors import UserError
 
@@ -340,6 +340,10 @@ class EarlyStoppingConfig(StrictModel):
     mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
 
 
+#: what a run records about itself in config.yaml besides the experiment; never read as input
+RECORDED_KEYS = ("versions", "data_identity")
+
+
 class Experiment(StrictModel):
     """One experiment: data, model, loss and the training recipe."""
 
@@ -378,6 +382,8 @@ class Experiment(StrictModel):
     output_dir: Path = Field(Path("runs"), description="parent folder of run folders")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     versions: dict[str, str] | None = Field(None, description="package versions a run recorded; ignored as input")
+    data_identity: str | None = Field(
+        None, description="hash of the files under data.root a run trained on, as it recorded them; ignored as input")
 
     @field_validator("name")
     @classmethod
@@ -443,9 +449,16 @@ class Experiment(StrictModel):
         stage = self.resolved_stages()[index]
         return _merged(SchedulerConfig, self.scheduler, stage.scheduler, f"stages.{index}.scheduler")
 
+    #: where the experiment was read from (a config file, "cell NAME" of a sweep file), set by validate_experiment
+    _source: str = PrivateAttr("config")
+
     @property
     def run_dir(self) -> Path:
         return self.output_dir / (self.name or "run")
+
+    def where(self, key: str) -> str:
+        """``<config file>: <key>``: how a message names one of this experiment's settings, e.g. ``exp.yaml: loss``."""
+        return f"{self._source}: {key}"
 
 
 def _merged(model: type[StrictModel], base: StrictModel, update: dict[str, Any], where: str) -> Any:
@@ -559,11 +572,13 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
 
 
 def validate_experiment(raw: dict[str, Any], source: str) -> Experiment:
-    """Validate a raw mapping as an Experiment, errors as one UserError line."""
+    """Validate a raw mapping as an Experiment read from ``source``, errors as one UserError line naming it."""
     try:
-        return Experiment.model_validate(raw)
+        exp = Experiment.model_validate(raw)
     except ValidationError as err:
         raise UserError(describe_validation_error(err, source)) from None
+    exp._source = source
+    return exp
 
 
 def document_name(doc: dict[str, Any], path: Path, index: int, count: int) -> str:
@@ -635,8 +650,7 @@ def with_data(exp: Experiment, data: Sequence[str] = ()) -> Experiment:
     ``KEY`` is relative to the data section (``root=/data/other``) or
     written in full (``data.root=/data/other``). Later items win.
     """
-    raw = exp.model_dump(mode="json")
-    raw.pop("versions", None)
+    raw = exp.model_dump(mode="json", exclude=set(RECORDED_KEYS))
     for item in data:
         section = read_data_section(item)
         if section is not None:

@@ -18,8 +18,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to factories of one kind (e.g. ``"loss"``)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or (f"{kind}es" if kind.endswith(("s", "x", "sh", "ch")) else f"{kind}s")
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -39,9 +40,9 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             close = difflib.get_close_matches(name, self._items, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = f"; did you mean {close[0]!r}?" if close else ";"
             raise UserError(
-                f"unknown {self.kind} {name!r}{hint}; known {self.kind}s: {', '.join(sorted(self._items))}"
+                f"unknown {self.kind} {name!r}{hint} known {self.plural}: {', '.join(sorted(self._items))}"
             ) from None
 
     def __contains__(self, name: object) -> bool:

@@ -1,4 +1,4 @@
-"""Where derived data lives: the decode-once image cache, scan results and dataset statistics.
+"""Where derived data lives: the decode-once image cache, scan results and dataset statistics; the data's identity.
 
 The cache folder is ``data.cache_dir``, else ``$LOSSBENCH_CACHE``, else
 ``$XDG_CACHE_HOME/lossbench`` (``~/.cache/lossbench``). Entries are keyed by a
@@ -7,6 +7,10 @@ fingerprint of every file's path, size and modification time), so a changed
 file or setting gets a new entry and a stale one is never read. Entries are
 written to a temporary name and renamed into place, so a crash (or two DDP
 ranks building at once) never leaves a half-written entry that looks complete.
+
+:func:`data_identity` keys a run's data the same way, over every file under
+``data.root``: a run records it in ``config.yaml``, and a re-run sweep reuses
+a finished cell only while its data still has the identity it trained on.
 """
 
 from __future__ import annotations
@@ -20,8 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from lossbench.config import DataConfig
+from lossbench.config import DataConfig, Experiment
+from lossbench.data.decode import IMAGE_EXTENSIONS
 from lossbench.errors import UserError
+
+#: a file under data.root that is no image and at most this large (a label CSV, a class list) is keyed by its
+#: content, so an edit that keeps its size and modification time is seen; every other file by size and mtime
+CONTENT_KEYED_BYTES = 1 << 20
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -98,3 +107,45 @@ def open_cached_arrays(entry: Path, names: list[str]) -> tuple[dict[str, Any], d
     except (OSError, ValueError):
         return None
     return meta, arrays
+
+
+def _stamp(path: str) -> list[Any]:
+    """What identifies one file: its content (small files that are no images) or its size and mtime."""
+    try:
+        st = os.stat(path)
+        if st.st_size <= CONTENT_KEYED_BYTES and os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS:
+            with open(path, "rb") as f:
+                return ["sha256", hashlib.sha256(f.read()).hexdigest()]
+        return [st.st_size, st.st_mtime_ns]
+    except OSError as exc:  # a dangling link, a file without read permission
+        return ["unreadable", exc.errno]
+
+
+def data_identity(exp: Experiment) -> str | None:
+    """A hash of every file under ``exp.data.root`` (relative path and :func:`_stamp`); None without a root.
+
+    Hidden files and folders, the data cache and the runs' own folder
+    (``output_dir``) are left out: they change without the data changing.
+    Linked folders are followed, each real folder once.
+    """
+    cfg = exp.data
+    if cfg.root is None:
+        return None
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        return digest([root.name, _stamp(str(root))] if root.exists() else "missing")
+    skipped = {os.path.realpath(p) for p in (exp.output_dir, cache_root(cfg))}
+    seen = {os.path.realpath(root)}
+    rows = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(folder, name))
+            if not name.startswith(".") and real not in skipped and real not in seen:
+                seen.add(real)
+                kept.append(name)
+        dirs[:] = kept
+        rel = os.path.relpath(folder, root)
+        rows += [[os.path.join(rel, name), _stamp(os.path.join(folder, name))]
+                 for name in sorted(files) if not name.startswith(".")]
+    return digest(rows)

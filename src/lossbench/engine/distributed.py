@@ -42,6 +42,11 @@ class DistContext:
         return self.world_size > 1
 
 
+def is_main_process() -> bool:
+    """Whether this process reports: rank 0 of a torchrun launch, or a plain single process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def resolve_device(name: str, key: str = "device:") -> torch.device:
     """``auto`` -> CUDA when present, else CPU; a named CUDA device must exist (``key`` names the setting)."""
     if name == "auto":

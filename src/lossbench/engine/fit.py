@@ -35,7 +35,7 @@ from lossbench.data import DataBundle, build_data
 from lossbench.data.loaders import build_loaders
 from lossbench.engine import runfolder
 from lossbench.engine.distributed import (
-    DistContext, broadcast_buffers, exact_eval_loader, gather_objects, run_on_main, session,
+    DistContext, broadcast_buffers, exact_eval_loader, gather_objects, is_main_process, run_on_main, session,
 )
 from lossbench.engine.ema import build_ema
 from lossbench.engine.loop import EpochResult, TrainLoop, autocast_for, evaluate
@@ -47,7 +47,7 @@ from lossbench.engine.stages import freeze_for_stage, trained_groups
 from lossbench.engine.state import RunState, read_last_checkpoint
 from lossbench.engine.trackers import Trackers
 from lossbench.errors import UserError
-from lossbench.losses import build_loss
+from lossbench.losses import build_loss, check_spec
 from lossbench.losses.combine import DeepSupervision
 from lossbench.metrics import MAIN_METRIC, TaskMetrics, shot_accuracies
 from lossbench.models import build_model, model_layout, parameter_groups
@@ -65,8 +65,10 @@ def train(
 
     Under torchrun this runs data-parallel; only rank 0 writes the run folder
     and logs. ``on_epoch_end(epoch)`` is called on every rank after the
-    epoch's checkpoint is written.
+    epoch's checkpoint is written. A loss spec with a typo is refused (naming
+    the config file and ``loss``) before any data is read.
     """
+    check_spec(exp.loss, exp.where("loss"))
     with session(exp.device) as ctx:
         return _fit(exp, ctx, overwrite, None, log, on_epoch_end)
 
@@ -74,8 +76,19 @@ def train(
 def resume(
     run_dir: str | Path, log: Callable[[str], Any] = print, on_epoch_end: Callable[[int], Any] | None = None
 ) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its last.pt with the config it recorded; return its summary."""
+    """Continue the run in ``run_dir`` from its last.pt with the config it recorded; return its summary.
+
+    A finished run has nothing to continue: its recorded summary is returned
+    and no file of its folder is touched (a resume that rewrote summary.json
+    would record the resume's seconds as the run's wall time).
+    """
     run_dir = Path(run_dir)
+    if runfolder.is_finished(run_dir):
+        summary = runfolder.read_summary(run_dir)
+        if is_main_process():
+            log(f"{run_dir}: finished after {summary.get('epochs_trained', '?')} of {summary.get('epochs', '?')} "
+                "epochs; nothing to resume, its files are unchanged")
+        return summary
     config, last = run_dir / "config.yaml", run_dir / "last.pt"
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
@@ -93,8 +106,9 @@ class Run:
     ``head``: the model's head prefixes (its stage groups); ``reweighting``:
     the loss's deferred class weights (``drw_epoch``); ``main``: the
     task's main metric; ``best_name``: the metrics.csv column choosing best.pt;
-    ``names``: every column a monitor may watch; ``state``: what changes from
-    epoch to epoch and is checkpointed.
+    ``names``: every column a monitor may watch; ``monitors``: the column each
+    stage's scheduler watches; ``state``: what changes from epoch to epoch and
+    is checkpointed.
     """
 
     exp: Experiment
@@ -110,6 +124,7 @@ class Run:
     main: str
     best_name: str
     names: list[str]
+    monitors: list[str]
     state: RunState
     trackers: Trackers
     log: Callable[[str], Any]
@@ -159,9 +174,9 @@ def _fit(
 
 def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Trackers, log: Callable[[str], Any],
             on_epoch_end: Callable[[int], Any] | None) -> Run:
-    """The run folder, seeds, data, model, loss, loaders, monitors and the initial state (in this order: it
-    decides what the seeded random streams draw)."""
-    run_on_main(ctx, lambda: runfolder.prepare_run_dir(exp.run_dir, overwrite))
+    """Seeds, data, model, loss, loaders, monitors and the initial state (in this order: it decides what the
+    seeded random streams draw), then the run folder: a run refused on the way leaves no folder behind."""
+    run_on_main(ctx, lambda: runfolder.check_run_dir(exp.run_dir, overwrite))
     device = ctx.device
     autocast = autocast_for(exp.amp, device)
     if exp.deterministic:
@@ -178,7 +193,8 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
     head = model_layout(exp.model, model).head
     for stage in exp.resolved_stages():  # a stage naming an unknown group fails before the first epoch
         trained_groups(parameter_groups(model, head), stage.train)
-    loss_fn = DeepSupervision(build_loss(exp.loss, data.num_classes, exp.task, data.class_counts, IGNORE_INDEX))
+    loss_fn = DeepSupervision(build_loss(exp.loss, data.num_classes, exp.task, data.class_counts, IGNORE_INDEX,
+                                         where=exp.where("loss")))
     loss_fn = loss_fn.to(device)
     reweighting = DeferredReweighting(loss_fn, exp.drw_epoch, exp.drw_beta, data.class_counts, exp.loss, device)
     train_loader, val_loader = build_loaders(data, batch_size=exp.batch_size, num_workers=exp.data.num_workers,
@@ -186,7 +202,9 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
 
     main = MAIN_METRIC[exp.task]
     names = metric_names(exp.task, data.num_classes)
-    best_name = resolve_metric(exp.best_metric or main, names, "best_metric")
+    best_name = resolve_metric(exp.best_metric or main, names, exp.where("best_metric"))
+    monitors = [resolve_metric(exp.stage_scheduler(i).monitor or best_name, names, exp.where("scheduler.monitor"))
+                for i in range(len(exp.resolved_stages()))]
     state = RunState(
         model=model, generators=loader_generators(train_loader),
         best_monitor=MetricMonitor(best_name, metric_mode(best_name, exp.best_mode)),
@@ -194,10 +212,11 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
         ema=build_ema(model, exp.ema.decay) if exp.ema is not None else None,
         scaler=torch.amp.GradScaler(device.type) if exp.amp == "fp16" else None,
     )
+    run_on_main(ctx, lambda: runfolder.create_run_dir(exp.run_dir))
     return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn, reweighting=reweighting,
                metrics=TaskMetrics(exp.task, data.num_classes, IGNORE_INDEX).to(device),
                train_loader=train_loader, val_loader=exact_eval_loader(val_loader, ctx), autocast=autocast,
-               main=main, best_name=best_name, names=names, state=state, trackers=trackers,
+               main=main, best_name=best_name, names=names, monitors=monitors, state=state, trackers=trackers,
                log=log if ctx.is_main else (lambda *_: None), on_epoch_end=on_epoch_end)
 
 
@@ -206,7 +225,7 @@ def _stopper(exp: Experiment, names: list[str], best_name: str) -> MetricMonitor
     if exp.early_stopping is None:
         return None
     es = exp.early_stopping
-    name = resolve_metric(es.metric or best_name, names, "early_stopping.metric")
+    name = resolve_metric(es.metric or best_name, names, exp.where("early_stopping.metric"))
     return MetricMonitor(name, metric_mode(name, es.mode), es.min_delta)
 
 
@@ -220,10 +239,10 @@ def _restore(run: Run, checkpoint: dict[str, Any]) -> None:
 
 
 def _start(run: Run) -> None:
-    """A new run's first files: the resolved config (with package versions) and the data layer's run files."""
-    resolved = run.exp.model_dump(mode="json")
-    resolved["versions"] = runfolder.versions()
-    run_on_main(run.ctx, lambda: runfolder.start_run(run.run_dir, resolved, run.data.run_files))
+    """A new run's first files: the resolved config (with package versions and the data's identity) and the data
+    layer's run files."""
+    run_on_main(run.ctx, lambda: runfolder.start_run(run.run_dir, runfolder.recorded_config(run.exp),
+                                                     run.data.run_files))
 
 
 def _stage_bounds(exp: Experiment) -> list[tuple[int, int]]:
@@ -244,7 +263,7 @@ def _run_stage(run: Run, index: int, first: int, last: int, checkpoint: dict[str
     opt_cfg, sched_cfg = exp.stage_optimizer(index), exp.stage_scheduler(index)
     state.optimizer = build_optimizer(opt_cfg, optimizer_param_groups(groups, trained, opt_cfg))
     steps_per_epoch = math.ceil(len(run.train_loader) / exp.grad_accumulation)
-    monitor = resolve_metric(sched_cfg.monitor or run.best_name, run.names, "scheduler.monitor")
+    monitor = run.monitors[index]
     state.scheduler = build_scheduler(sched_cfg, state.optimizer, stages[index].epochs, steps_per_epoch,
                                       metric_mode(monitor, exp.best_mode if monitor == run.best_name else "auto"))
     if checkpoint is not None:
@@ -375,7 +394,7 @@ def _summarise(run: Run) -> dict[str, Any]:
                 plot_confusion(torch.tensor(state.best_cm), data.class_names,
                                f"{exp.name}: epoch {state.best['epoch']} (best {run.best_name})"),
             )
-        runfolder.write_json(run.run_dir / "summary.json", summary)
+        runfolder.write_json(run.run_dir / runfolder.SUMMARY, summary)
 
     run_on_main(run.ctx, write_end_files)
     return summary

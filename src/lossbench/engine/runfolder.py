@@ -1,17 +1,21 @@
 """The run folder: atomic writes of config, metrics, summary and checkpoints.
 
 Every file is written to a temporary sibling and renamed into place, so a
-process killed at any moment leaves the previous complete file.
+process killed at any moment leaves the previous complete file. Every file
+lossbench writes for a user (run folders, eval, predict, export, sweeps and
+reports) goes through :func:`atomic_write_bytes` and gets the permissions the
+user's umask gives any other file.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import platform
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,13 +23,29 @@ from typing import Any
 import torch
 import yaml
 
+from lossbench.config import Experiment
 from lossbench.errors import UserError
+
+
+def _open_temp_sibling(path: Path) -> tuple[int, Path]:
+    """A new, exclusively created ``.<name>.<random>.tmp`` beside ``path``, open for writing.
+
+    Created with mode 0666 so the user's umask decides its permissions, as for
+    any file they write (``tempfile.mkstemp`` would make every file 0600, and a
+    colleague or a web server could not read report.html).
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _open_temp_sibling(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -33,7 +53,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -79,12 +99,35 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+#: written by a run's last step: a run folder holding it is finished
+SUMMARY = "summary.json"
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (its summary is written last)."""
+    return (Path(run_dir) / SUMMARY).is_file()
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A finished run's ``summary.json``; one line naming the file when it cannot be read."""
+    path = run_dir / SUMMARY
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: cannot be read as JSON ({type(exc).__name__}); the run's record is damaged, "
+                        "train it again with --overwrite") from None
+    if not isinstance(summary, dict):
+        raise UserError(f"{path}: holds a {type(summary).__name__}, not a run's summary; "
+                        "train it again with --overwrite")
+    return summary
+
+
 #: a new best.pt waits here until last.pt, which records which epoch is best, has been written
 PENDING_BEST = ".best.pending.pt"
 
 
 #: files of a finished or interrupted run that a fresh run (``--overwrite``) must not inherit
-PREVIOUS_RUN_FILES = ("summary.json", "last.pt", "best.pt", PENDING_BEST, "metrics.csv", "confusion_matrix.png",
+PREVIOUS_RUN_FILES = (SUMMARY, "last.pt", "best.pt", PENDING_BEST, "metrics.csv", "confusion_matrix.png",
                       "skipped_files.json")
 
 
@@ -141,6 +184,14 @@ def tidy_after_kill(run_dir: Path, best_epoch: int | None) -> None:
         pending.unlink()
 
 
+def recorded_config(exp: Experiment) -> dict[str, Any]:
+    """``config.yaml`` of a new run: the resolved experiment, the package versions and the data's identity
+    (what a re-run sweep compares before it reuses a finished cell)."""
+    from lossbench.data.cache import data_identity
+
+    return {**exp.model_dump(mode="json"), "versions": versions(), "data_identity": data_identity(exp)}
+
+
 def versions() -> dict[str, str]:
     """Versions of the packages that decide a run's numbers."""
     import segmentation_models_pytorch
@@ -159,20 +210,38 @@ def versions() -> dict[str, str]:
     }
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Create the run folder, refusing to clobber a finished run and failing early if unwritable."""
+def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse, creating nothing, to clobber a finished or unfinished run, or to write where no folder can be made."""
     if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        if (run_dir / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
+        if (run_dir / "last.pt").is_file() and not is_finished(run_dir):
             raise UserError(f"{run_dir}: holds an unfinished run; continue it with lossbench train --resume {run_dir}, "
                             "or pass --overwrite to start again")
         raise UserError(
             f"{run_dir}: run folder already exists; pass --overwrite to replace it or set name: to another name"
         )
     try:
+        existing = run_dir
+        while not os.path.lexists(existing) and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in output_dir
+        _unwritable(run_dir, exc)
+
+
+def create_run_dir(run_dir: Path) -> None:
+    """Create the run folder (once the run is sure to start: a refused run leaves none) and make sure it takes files."""
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in output_dir
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise UserError(f"{run_dir}: cannot write the run folder ({reason}); choose a writable output_dir") from None
+    except (OSError, ValueError) as exc:
+        _unwritable(run_dir, exc)
+
+
+def _unwritable(run_dir: Path, exc: Exception) -> None:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    raise UserError(f"{run_dir}: cannot write the run folder ({reason}); choose a writable output_dir") from None

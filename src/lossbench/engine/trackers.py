@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import Experiment
+from lossbench.config import RECORDED_KEYS, Experiment
 from lossbench.errors import UserError
 
 MLFLOW_ID_FILE = "mlflow_run_id"
@@ -93,7 +93,7 @@ class MlflowTracker:
                                                    "lossbench.task": exp.task})
                 run_id = run.info.run_id
                 params: dict[str, str] = {}
-                _flatten("", exp.model_dump(mode="json", exclude={"versions"}), params)
+                _flatten("", exp.model_dump(mode="json", exclude=set(RECORDED_KEYS)), params)
                 items = list(params.items())
                 for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
                     self.client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in items[i:i + 100]])

@@ -9,9 +9,15 @@ is recorded as that cell's one-line error while the others go on. Where those
 processes run is the backend's business (experiments/backends.py: this
 machine's pool, or Ray tasks on a cluster).
 
-Re-running a sweep skips cells whose run folder has ``summary.json``,
-continues cells that were interrupted mid-run (``last.pt`` but no summary)
-with ``train --resume``, and retries failed cells from the start. A lock file
+Re-running a sweep skips finished cells (``summary.json``) whose run folder
+recorded exactly what the sweep would run now (the experiment of
+``config.yaml`` and the identity of its data's files,
+:func:`lossbench.data.cache.data_identity`); a finished cell trained on
+another config or other data stops the sweep in one line naming the cell and
+what changed, unless ``rerun_changed`` (``--rerun-changed``) trains it again.
+It continues unchanged cells that were interrupted mid-run (``last.pt`` but no
+summary) with ``train --resume``, and retries failed and changed cells from
+the start. A lock file
 keeps two sweeps from writing one folder. Cells of a file-based source share
 the decoded images through the data cache (``data.cache`` defaults to true in
 a sweep unless the config sets it).
@@ -37,7 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import Experiment, document_name, read_documents, set_key, validate_experiment
+from lossbench.config import (
+    RECORDED_KEYS, Experiment, document_name, load_run_config, read_documents, set_key, validate_experiment,
+)
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
 from lossbench.experiments.backends import LocalBackend
@@ -71,6 +79,7 @@ class SweepPlan:
     report: dict[str, Any] = field(default_factory=dict)
     tune: dict[str, Any] = field(default_factory=dict)  # document -> its raw ``tune:`` section (experiments/tune.py)
     source: Path | None = None
+    memo: dict[str, Any] = field(default_factory=dict)  # of changed_setting: data identities, recorded configs
 
 
 def _slug(values: dict[str, Any]) -> str:
@@ -133,6 +142,7 @@ def _shares_cache(source: Any) -> bool:
 def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: str | Path | None = None) -> SweepPlan:
     """Expand every document's grid into validated cells (all errors surface before anything runs)."""
     from lossbench.config import apply_overrides
+    from lossbench.losses import check_spec
 
     path = Path(path)
     docs = read_documents(path)
@@ -164,6 +174,7 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
             name = f"{document}--{_slug(values)}"
             raw["name"], raw["output_dir"] = name, str(root)
             exp = validate_experiment(raw, f"{path} (cell {name})")
+            check_spec(exp.loss, exp.where("loss"))  # a typo in a grid's loss stops the sweep before any cell runs
             cells.append(Cell(name, document, values, exp))
         on_test = any(c.experiment.data.eval_split == "test" for c in cells if c.document == document)
         report[document] = plan_report_options(doc_report, str(path), task=cells[-1].experiment.task,
@@ -210,13 +221,80 @@ class SweepLock:
             os.close(self.fd)
 
 
-def cell_status(cell: Cell) -> tuple[str, str]:
-    """('done' | 'failed' | 'pending', error line) from what the cell's run folder holds."""
-    if (cell.run_dir / "summary.json").is_file():
+#: keys that do not change what a run computes: where it and its caches live, what it records, its trackers
+OUTCOME_NEUTRAL_KEYS = frozenset({*RECORDED_KEYS, "name", "output_dir", "data.cache", "data.cache_dir", "tracking",
+                                  "tracking_uri", "tracking_experiment"})
+
+
+def _first_difference(recorded: Any, now: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """``(dotted key, recorded value, value now)`` of the first setting that differs, outcome-neutral keys aside."""
+    if key in OUTCOME_NEUTRAL_KEYS:
+        return None
+    if isinstance(recorded, dict) and isinstance(now, dict):
+        for k in [*recorded, *(k for k in now if k not in recorded)]:
+            found = _first_difference(recorded.get(k), now.get(k), f"{key}.{k}" if key else str(k))
+            if found:
+                return found
+        return None
+    return None if recorded == now else (key, recorded, now)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _recorded_change(cell: Cell) -> tuple[str | None, str | None]:
+    """(what differs between the config the cell's folder recorded and the cell's, the recorded data identity)."""
+    try:
+        recorded = load_run_config(cell.run_dir)
+    except UserError as exc:
+        return f"its config.yaml cannot be read ({str(exc)[:100]})", None
+    found = _first_difference(recorded.model_dump(mode="json"), cell.experiment.model_dump(mode="json"))
+    if found:
+        key, old, new = found
+        return f"{key} was {_shown(old)} and the config now gives {_shown(new)}", None
+    return None, recorded.data_identity
+
+
+def changed_setting(cell: Cell, memo: dict[str, Any] | None = None) -> str | None:
+    """What differs between the run the cell's folder recorded and the run the sweep would start now
+    (None: nothing). ``memo`` (a plan's) keeps what was read and hashed: each recorded config while its file is
+    unchanged, and the data's identity for every cell that shares the data."""
+    from lossbench.data.cache import data_identity
+
+    memo = {} if memo is None else memo
+    config = cell.run_dir / "config.yaml"
+    try:
+        stamp = config.stat()
+    except OSError:
+        return "its config.yaml is missing"
+    key = f"config {config} {stamp.st_mtime_ns} {stamp.st_size}"
+    if key not in memo:
+        memo[key] = _recorded_change(cell)
+    change, identity = memo[key]
+    if change is not None or identity is None:  # None: generated data, or a run from before identities
+        return change
+    key = json.dumps(["data", cell.experiment.data.model_dump(mode="json"), str(cell.experiment.output_dir)])
+    if key not in memo:
+        memo[key] = data_identity(cell.experiment)
+    if memo[key] != identity:
+        return f"the files under data.root ({cell.experiment.data.root}) changed since it trained"
+    return None
+
+
+def cell_status(cell: Cell, memo: dict[str, Any] | None = None) -> tuple[str, str]:
+    """('done' | 'failed' | 'changed' | 'pending', error line) from what the cell's run folder holds: done only
+    when it finished the very run the sweep would start now."""
+    finished = runfolder.is_finished(cell.run_dir)
+    change = changed_setting(cell, memo) if finished else None
+    if finished and change is None:
         return "done", ""
     error = cell.run_dir / "error.txt"
     if error.is_file():
         return "failed", error.read_text(encoding="utf-8").strip()
+    if finished:
+        return "changed", f"finished, but {change}"
     return "pending", ""
 
 
@@ -224,18 +302,26 @@ def resumable(cell: Cell) -> bool:
     """True when the cell's run stopped part-way without an error of its own (killed): it has
     ``last.pt`` and no summary, and either no ``error.txt`` or one saying it was killed."""
     run = cell.run_dir
-    if (run / "summary.json").is_file() or not (run / "last.pt").is_file() or not (run / "config.yaml").is_file():
+    if runfolder.is_finished(run) or not (run / "last.pt").is_file() or not (run / "config.yaml").is_file():
         return False
     error = run / "error.txt"
     if error.is_file() and not error.read_text(encoding="utf-8").startswith("killed by signal"):
         return False
-    try:  # continue only the same experiment: a changed sweep config starts the cell again
-        from lossbench.config import load_experiment
+    return changed_setting(cell) is None  # continue only the same run: a changed config or data starts it again
 
-        recorded = load_experiment(run / "config.yaml").model_dump(mode="json", exclude={"versions", "output_dir"})
-    except UserError:
-        return False
-    return recorded == cell.experiment.model_dump(mode="json", exclude={"versions", "output_dir"})
+
+def changed_cells(plan: SweepPlan, cells: list[Cell], rerun_changed: bool) -> list[Cell]:
+    """The finished ``cells`` that would run differently now, to train again (``rerun_changed``); otherwise one
+    line naming the first of them, what changed and the flag that retrains them."""
+    changed = [(c, why) for c in cells if runfolder.is_finished(c.run_dir)
+               and (why := changed_setting(c, plan.memo)) is not None]
+    if changed and not rerun_changed:
+        cell, why = changed[0]
+        more = f" (and {len(changed) - 1} more finished cells changed)" if len(changed) > 1 else ""
+        raise UserError(f"{plan.sweep_dir}: cell {cell.name} finished, but {why}{more}; its results are not "
+                        f"this config's: retrain changed cells with lossbench sweep {plan.source or 'CONFIG'} "
+                        "--rerun-changed, or choose another --out")
+    return [c for c, _ in changed]
 
 
 def _death_signal_setter() -> Any:
@@ -321,7 +407,7 @@ def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_fi
             # the interrupted run could not be continued (e.g. its checkpoint is damaged): start it again
             log.write(f"resume failed ({_error_line(stderr, returncode)}); starting the cell again\n")
     seconds = time.perf_counter() - start
-    if returncode == 0 and (cell.run_dir / "summary.json").is_file():
+    if returncode == 0 and runfolder.is_finished(cell.run_dir):
         return "done", "", seconds
     if stopped:
         return "stopped", "", seconds
@@ -338,12 +424,12 @@ def collect_results(plan: SweepPlan) -> list[dict[str, Any]]:
     """One row per cell: grid values, status, error, best and final metrics."""
     rows = []
     for cell in plan.cells:
-        status, error = cell_status(cell)
+        status, error = cell_status(cell, plan.memo)
         row: dict[str, Any] = {"cell": cell.name, "document": cell.document, "task": cell.experiment.task,
                                "status": status, "error": error, "seed": cell.experiment.seed}
         row.update({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in cell.values.items()})
         if status == "done":
-            summary = json.loads((cell.run_dir / "summary.json").read_text(encoding="utf-8"))
+            summary = json.loads((cell.run_dir / runfolder.SUMMARY).read_text(encoding="utf-8"))
             row["main_metric"] = summary["main_metric"]
             row["best_epoch"] = summary["best"].get("epoch")
             row.update(_flat("best_", summary["best"]))
@@ -390,24 +476,36 @@ def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[s
         log(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
 
 
+def cells_to_run(plan: SweepPlan, rerun_changed: bool, held: set[str] = frozenset()) -> list[Cell]:
+    """The plan's cells that are not done, ``held`` ones aside; with ``rerun_changed``, finished cells that
+    would run differently now lose their old results first, so they are never reported as done again."""
+    for cell in changed_cells(plan, plan.cells, rerun_changed):
+        runfolder.clear_previous_run(cell.run_dir)
+    return [c for c in plan.cells if c.name not in held and cell_status(c, plan.memo)[0] != "done"]
+
+
 def run_sweep(plan: SweepPlan, jobs: int = 1, log=print, backend: Any = None,
-              prepare: Callable[[SweepPlan, Any, Callable], set[str] | None] | None = None) -> list[dict[str, Any]]:
+              prepare: Callable[[SweepPlan, Any, Callable], set[str] | None] | None = None,
+              rerun_changed: bool = False) -> list[dict[str, Any]]:
     """Run every unfinished cell on ``backend`` (default: this machine, ``jobs`` at a time), keep results.csv
     current, return its rows.
 
+    A finished cell whose recorded config or data differs from what it would run now stops the sweep before
+    anything runs (:func:`changed_cells`), or, with ``rerun_changed``, loses its old results and trains again.
     ``prepare(plan, backend, log)`` runs first, under the sweep's lock: tuning
     (:func:`lossbench.experiments.tune.run_studies`) runs its studies there and adds the tuned cells to
     ``plan.cells``; it returns the names of cells to record but not train (a study that found nothing).
     """
     started = time.perf_counter()
+    changed_cells(plan, plan.cells, rerun_changed)  # a refusal before the lock and tuning leaves no byte changed
     own = backend is None
     backend = LocalBackend(jobs) if own else backend
     try:
         with SweepLock(plan.sweep_dir):
             held = (prepare(plan, backend, log) or set()) if prepare is not None else set()
-            done = {c.name for c in plan.cells if cell_status(c)[0] == "done"}
-            todo = [c for c in plan.cells if c.name not in done and c.name not in held]
-            log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {len(done)} already done, {len(todo)} to run, "
+            todo = cells_to_run(plan, rerun_changed, held)
+            done = sum(cell_status(c, plan.memo)[0] == "done" for c in plan.cells)
+            log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {done} already done, {len(todo)} to run, "
                 f"{backend.describe()}")
             write_results(plan)
             run_cells(plan, todo, backend, log)

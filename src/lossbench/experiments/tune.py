@@ -47,10 +47,14 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from lossbench.config import StrictModel, describe_validation_error, load_experiment, set_key, validate_experiment
+from lossbench.config import (
+    RECORDED_KEYS, StrictModel, describe_validation_error, set_key, validate_experiment,
+)
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
-from lossbench.experiments.sweep import Cell, SweepPlan, _slug, cell_outcome, run_cell, run_sweep
+from lossbench.experiments.sweep import (
+    Cell, SweepPlan, _slug, cell_outcome, changed_setting, run_cell, run_sweep,
+)
 
 TUNE_DB = "tune.db"
 TUNE_DIR = "tune"  # trial run folders, their stop files, and studies.json (what the report reads)
@@ -357,7 +361,7 @@ def plan_tuning(plan: SweepPlan) -> list[StudyPlan]:
             base["data"]["eval_split"] = "val"  # trials read the validation split, never the test split
             space = _space_for(tuning, base, plan.grid_keys)
             label = ", ".join(f"{k}={v}" for k, v in values.items()) or document
-            fingerprint = _digest([{k: v for k, v in base.items() if k != "versions"},
+            fingerprint = _digest([{k: v for k, v in base.items() if k not in RECORDED_KEYS},
                                    {k: d.model_dump() for k, d in space.items()}, tuning.metric, tuning.direction,
                                    tuning.epoch, tuning.config.sampler, tuning.config.pruner, tuning.startup,
                                    tuning.config.warmup_epochs])
@@ -383,14 +387,7 @@ def trial_cell(study: StudyPlan, run: str, params: dict[str, Any], sweep_dir: Pa
 def finished_before(cell: Cell) -> bool:
     """The cell's run folder already holds a finished run of exactly this experiment (a trial the sweep
     trained before it was killed, and did not get to record)."""
-    if not (cell.run_dir / "summary.json").is_file():
-        return False
-    try:
-        recorded = load_experiment(cell.run_dir / "config.yaml")
-    except UserError:
-        return False
-    exclude = {"versions", "output_dir"}
-    return recorded.model_dump(mode="json", exclude=exclude) == cell.experiment.model_dump(mode="json", exclude=exclude)
+    return runfolder.is_finished(cell.run_dir) and changed_setting(cell) is None
 
 
 def objective(cell: Cell, tuning: Tuning) -> float:
@@ -667,8 +664,9 @@ def run_studies(plan: SweepPlan, studies: list[StudyPlan], backend: Any, log) ->
 
 
 def run_tuned_sweep(plan: SweepPlan, studies: list[StudyPlan] | None = None, backend: Any = None, jobs: int = 1,
-                    log=print) -> list[dict[str, Any]]:
+                    log=print, rerun_changed: bool = False) -> list[dict[str, Any]]:
     """Tune every configuration of the plan's ``tune:`` documents (``studies``: :func:`plan_tuning`'s, when
     already checked), then run the sweep with the tuned cells; returns results.csv's rows."""
     studies = plan_tuning(plan) if studies is None else studies
-    return run_sweep(plan, jobs, log, backend, prepare=lambda p, b, lg: run_studies(p, studies, b, lg))
+    return run_sweep(plan, jobs, log, backend, prepare=lambda p, b, lg: run_studies(p, studies, b, lg),
+                     rerun_changed=rerun_changed)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -21,8 +22,8 @@ from lossbench.losses.registry import LOSSES, LossContext, loss_parameters, loss
 from lossbench.losses.spec import Term, parse_spec
 
 __all__ = [
-    "DeepSupervision", "LOSSES", "LossContext", "build_loss", "loss_parameters", "loss_summary", "parse_spec",
-    "register_loss",
+    "DeepSupervision", "LOSSES", "LossContext", "build_loss", "check_spec", "loss_parameters", "loss_summary",
+    "parse_spec", "register_loss",
 ]
 
 
@@ -46,26 +47,52 @@ def _check_type(loss: str, key: str, value: Any, default: Any) -> None:
     else:
         return
     if not ok:
-        raise UserError(f"loss {loss}: {key} must be {kind} (default {default!r}), got {value!r}")
+        raise UserError(f"{loss}: {key} must be {kind} (default {default!r}), got {value!r}")
 
 
-def _build_term(term: Term, ctx: LossContext) -> nn.Module:
+def _check_term(term: Term) -> type[nn.Module]:
+    """The term's loss class, once its name, parameter names and parameter types are known to be right."""
     cls = LOSSES.get(term.name)
     allowed = loss_parameters(cls)
     unknown = sorted(set(term.params) - set(allowed))
     moved = getattr(cls, "moved_parameters", {})
     for key in unknown:
         if key in moved:
-            raise UserError(f"loss {term.name}: {key} is no longer a parameter of {term.name}; {moved[key]}")
+            raise UserError(f"{term.name}: {key} is no longer a parameter of {term.name}; {moved[key]}")
     if unknown:
         valid = ", ".join(allowed) or "none"
-        raise UserError(f"loss {term.name}: unknown parameter {unknown[0]!r}; valid parameters: {valid}")
+        raise UserError(f"{term.name}: unknown parameter {unknown[0]!r}; valid parameters: {valid}")
     for key, value in term.params.items():
         _check_type(term.name, key, value, allowed[key])
+    return cls
+
+
+def _build_term(term: Term, ctx: LossContext) -> nn.Module:
+    cls = _check_term(term)
     try:
         return cls(ctx, **term.params)
     except (ValueError, TypeError) as exc:
-        raise UserError(f"loss {term.name}: {exc}") from None
+        raise UserError(f"{term.name}: {exc}") from None
+
+
+@contextmanager
+def _named(where: str) -> Iterator[None]:
+    """Put ``where`` (``exp.yaml: loss``) in front of the one line of a UserError raised in the block."""
+    try:
+        yield
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def check_spec(spec: str | dict[str, Any] | list[Any], where: str = "loss") -> list[Term]:
+    """The terms of ``spec``, once its syntax, loss names, parameter names and parameter types are right;
+    otherwise one line starting with ``where``. Needs no data: a run checks its loss before reading any
+    (values that depend on the data, such as class weights, are checked when the loss is built)."""
+    with _named(where):
+        terms = parse_spec(spec)
+        for term in terms:
+            _check_term(term)
+    return terms
 
 
 def build_loss(
@@ -74,11 +101,17 @@ def build_loss(
     task: str = "classification",
     class_counts: Sequence[int] | None = None,
     ignore_index: int = 255,
+    where: str = "loss",
 ) -> nn.Module:
-    """The loss module a spec describes; a weighted sum when the spec has several terms."""
+    """The loss module a spec describes; a weighted sum when the spec has several terms.
+
+    A spec that cannot be built is one UserError line starting with ``where``
+    (the engine passes ``<config file>: loss``).
+    """
     ctx = LossContext(num_classes, task, None if class_counts is None else tuple(class_counts), ignore_index)
-    terms = parse_spec(spec)
-    modules = [_build_term(t, ctx) for t in terms]
+    terms = check_spec(spec, where)
+    with _named(where):
+        modules = [_build_term(t, ctx) for t in terms]
     if len(terms) == 1 and terms[0].weight == 1.0:
         return modules[0]
     return WeightedSum(modules, [t.weight for t in terms], [t.name for t in terms])

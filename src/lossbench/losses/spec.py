@@ -8,6 +8,10 @@ its text. Nothing is ever evaluated.
 
 A spec may also be YAML structure: ``{name: focal, gamma: 2, weight: 1.0}`` or
 a list of such mappings, summed.
+
+Errors name the spec (or the term) and what is wrong; whoever knows where the
+spec came from puts that in front (``exp.yaml: loss: ...``, see
+:func:`lossbench.losses.build_loss`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def _shown(spec: Any) -> str:
 
 
 def _fail(spec: str, why: str) -> UserError:
-    return UserError(f"loss {_shown(spec)}: {why}; write e.g. 'focal(gamma=2) + 0.5 * dice'")
+    return UserError(f"{_shown(spec)}: {why}; write e.g. 'focal(gamma=2) + 0.5 * dice'")
 
 
 def _value(node: ast.AST, spec: str) -> Any:
@@ -102,10 +106,10 @@ def _from_mapping(item: dict[str, Any], spec: Any) -> Term:
     params = dict(item)
     name = params.pop("name", None)
     if not isinstance(name, str):
-        raise UserError(f"loss {_shown(spec)}: each loss mapping needs a 'name' key, e.g. {{name: focal, gamma: 2}}")
+        raise UserError(f"{_shown(spec)}: each loss mapping needs a 'name' key, e.g. {{name: focal, gamma: 2}}")
     weight = params.pop("weight", 1.0)
     if not isinstance(weight, (int, float)):
-        raise UserError(f"loss {_shown(spec)}: 'weight' must be a number, got {weight!r}")
+        raise UserError(f"{_shown(spec)}: 'weight' must be a number, got {weight!r}")
     return Term(name, params, float(weight))
 
 
@@ -115,13 +119,13 @@ def parse_spec(spec: str | dict[str, Any] | list[Any]) -> list[Term]:
         return [_from_mapping(spec, spec)]
     if isinstance(spec, list):
         if not spec:
-            raise UserError("loss []: an empty list names no loss")
+            raise UserError("[]: an empty list names no loss")
         terms: list[Term] = []
         for item in spec:
             terms += [_from_mapping(item, spec)] if isinstance(item, dict) else parse_spec(item)
         return terms
     if not isinstance(spec, str) or not spec.strip():
-        raise UserError(f"loss {_shown(spec)}: expected a loss spec such as 'ce' or 'focal(gamma=2) + 0.5 * dice'")
+        raise UserError(f"{_shown(spec)}: expected a loss spec such as 'ce' or 'focal(gamma=2) + 0.5 * dice'")
     try:
         tree = ast.parse(spec.strip(), mode="eval")
         return _terms(tree.body, spec)

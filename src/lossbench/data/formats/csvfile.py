@@ -27,6 +27,9 @@ _INT = re.compile(r"[+-]?\d+")
 
 
 def _read(path: Path, delimiter: str, key: str) -> list[list[str]]:
+    if path.is_dir():
+        raise UserError(f"data.csv.{key}: {path} is a folder, not a CSV file; name the CSV file in it "
+                        "(relative to data.root)")
     if not path.is_file():
         raise UserError(f"data.csv.{key}: {path} does not exist; fix the file name (relative to data.root)")
     try:
