@@ -10,6 +10,8 @@ values survive.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,10 +150,16 @@ class MaskSpec:
         return [self.kind, self.value_map, self.num_classes]
 
 
+#: distinct non-zero values of a binary mask remembered by the first scan (more than this: the mask is not binary)
+MAX_FOREGROUND_VALUES = 8
+
+
 def read_target_mask(
     mask_paths: tuple[Path | None, ...], spec: MaskSpec, image_path: Path, image_size: tuple[int, int], size: int
-) -> np.ndarray:
-    """The uint8 target mask (size x size, or C x size x size for multilabel) of one image."""
+) -> tuple[np.ndarray, tuple[tuple[int, ...], ...]]:
+    """The uint8 target mask (size x size, or C x size x size for multilabel) of one image, and the distinct
+    non-zero values of each binary mask layer (the first :data:`MAX_FOREGROUND_VALUES`; none for index masks),
+    from which :func:`stray_mask_values` finds values that mean nothing."""
     layers = []
     for k, path in enumerate(mask_paths):
         if path is None:
@@ -180,11 +188,42 @@ def read_target_mask(
                 hint = (f"classes are 0..{spec.num_classes - 1}" if spec.num_classes else "values must be below 255")
                 raise BadFile(f"{path}: mask values {bad[:5].tolist()} outside the classes ({hint}, 255 = ignore); "
                               f"map them with data.seg.value_map, e.g. {{0: 0, {int(bad[-1])}: 1}}")
-        return resize_mask(values.astype(np.uint8), size)
+        return resize_mask(values.astype(np.uint8), size), ()
     binary = [resize_mask((values > 0).astype(np.uint8), size) for _, values in layers]
+    foreground = tuple(tuple(int(v) for v in np.unique(values[values > 0])[:MAX_FOREGROUND_VALUES])
+                       for _, values in layers)
     if spec.kind == "multilabel":
-        return np.stack(binary)
+        return np.stack(binary), foreground
     out = np.zeros((size, size), dtype=np.uint8)
     for k, layer in enumerate(binary):
         out[layer > 0] = k + 1
-    return out
+    return out, foreground
+
+
+def stray_mask_values(foreground: Sequence[Sequence[Sequence[int]] | None],
+                      masks: Sequence[Sequence[Path | None]]) -> list[tuple[int, str]]:
+    """``(item, message)`` for each binary mask holding a value that means nothing in its folder.
+
+    A binary mask folder marks outside with 0 and inside with its foreground
+    values: those some mask of the folder uses as its only non-zero value (255,
+    or 1, or both when masks come from two tools); when no mask has a single
+    one, the value most masks hold. Any other value (77 among 0 / 255 masks,
+    the blended edges of an anti-aliased or JPEG mask) is neither, and its
+    mask is a bad file. ``foreground[i][k]`` are the non-zero values of item
+    i's k-th mask (None: the item is bad already), ``masks[i][k]`` its file;
+    the k-th masks of all items share one folder.
+    """
+    bad: dict[int, str] = {}
+    for k in range(len(masks[0]) if masks else 0):
+        held = [(i, values[k]) for i, values in enumerate(foreground) if values is not None and values[k]]
+        used = {vals[0] for _, vals in held if len(vals) == 1}
+        if not used and held:
+            votes = Counter(v for _, vals in held for v in vals)
+            used = {votes.most_common(1)[0][0]}
+        for i, vals in held:
+            stray = [v for v in vals if v not in used]
+            if stray and i not in bad:
+                bad[i] = (f"{masks[i][k]}: value{'s' * (len(stray) > 1)} {', '.join(map(str, stray))} in a binary "
+                          f"mask, but the masks of {masks[i][k].parent} mark inside with {', '.join(map(str, sorted(used)))} and "
+                          f"outside with 0; save it with those values only (no anti-aliasing, PNG not JPEG)")
+    return sorted(bad.items())
