@@ -16,6 +16,7 @@ subsample), for whatever must be chosen without seeing the test set.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -146,6 +147,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
     if cfg.sampler == "balanced" and exp.task != "classification":
         raise UserError("data.sampler: balanced sampling is for classification; use shuffle for segmentation")
     splits: Splits = SOURCES.get(cfg.source).load(cfg, exp.task, exp.seed)
+    _check_declared_count(cfg, splits)
     train, val, holdout = splits.train, splits.val, None
     generated_holdout = False
     if cfg.eval_split == "test":
@@ -183,8 +185,34 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         train = _keep(train, long_tail_indices(_labels(train), len(names), cfg.imbalance_ratio, exp.seed))
     skipped = [m for s in (splits.train, splits.val, splits.test) if s is not None for m in s.skipped]
     target = splits.target if exp.task == "segmentation" else "label"
-    return PreparedSplits(train, val, test, names, count_classes(train, len(names)), int(cfg.channels), target,
+    counts = count_classes(train, len(names))
+    _warn_empty_classes(cfg, names, counts, "pixels" if exp.task == "segmentation" else "images")
+    return PreparedSplits(train, val, test, names, counts, int(cfg.channels), target,
                           generated_val, skipped, holdout, generated_holdout)
+
+
+def _check_declared_count(cfg: DataConfig, splits: Splits) -> None:
+    """UserError when ``data.num_classes`` disagrees with the classes the source found."""
+    if cfg.num_classes is not None and cfg.num_classes != splits.num_classes:
+        where = f" at {cfg.root}" if cfg.root else ""
+        raise UserError(f"data.num_classes is {cfg.num_classes} but the {cfg.source} data{where} has "
+                        f"{splits.num_classes} classes ({', '.join(splits.class_names)}); set data.num_classes: "
+                        f"{splits.num_classes} or remove it")
+
+
+def _warn_empty_classes(cfg: DataConfig, names: list[str], counts: list[int], unit: str) -> None:
+    """One warning line naming the declared classes that no training image (or pixel) belongs to.
+
+    Sources refuse such classes where they inferred the class count from the
+    data; a class declared but absent (a class list, a mask folder) may be
+    legitimate, but the model cannot learn it, so the user hears of it.
+    """
+    empty = [name for name, n in zip(names, counts) if n == 0]
+    if empty:
+        where = f" at {cfg.root}" if cfg.root else ""
+        print(f"lossbench: warning: the {cfg.source} data{where} has no training {unit} of class"
+              f"{'es' * (len(empty) > 1)} {', '.join(map(repr, empty))}; the model cannot learn "
+              f"{'them' if len(empty) > 1 else 'it'}", file=sys.stderr)
 
 
 def resolve_normalization(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float] | None, list[float] | None]:
