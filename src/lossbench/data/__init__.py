@@ -57,6 +57,9 @@ class DataBundle:
     sampling and used by :func:`lossbench.data.loaders.build_loaders`.
     ``target`` says what the targets are; the run folder records it so that
     predictions read the network's outputs the way training did.
+    ``named_classes``: whether the class names say what the classes are
+    (:class:`Splits`), so that other data can be matched to them by name;
+    ``split.json`` records it with the names.
 
     ``val`` is the split evaluated every epoch (the source's test split under
     ``eval_split: test``). ``holdout`` is the held-out validation split of
@@ -76,6 +79,7 @@ class DataBundle:
     sample_weights: list[float] | None = None
     run_files: dict[str, str] = field(default_factory=dict)
     target: TargetKind = "label"
+    named_classes: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -97,6 +101,7 @@ class PreparedSplits:
     skipped: list[str]
     holdout: SampleSet | None = None
     generated_holdout: bool = False
+    named_classes: bool = True
 
 
 def resolve_config(exp: Experiment) -> DataConfig:
@@ -188,7 +193,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
     counts = count_classes(train, len(names))
     _warn_empty_classes(cfg, names, counts, "pixels" if exp.task == "segmentation" else "images")
     return PreparedSplits(train, val, test, names, counts, int(cfg.channels), target,
-                          generated_val, skipped, holdout, generated_holdout)
+                          generated_val, skipped, holdout, generated_holdout, splits.named_classes)
 
 
 def _check_declared_count(cfg: DataConfig, splits: Splits) -> None:
@@ -242,7 +247,8 @@ def _split_record(exp: Experiment, prepared: PreparedSplits) -> dict:
     record = {"source": exp.data.source, "root": str(exp.data.root) if exp.data.root else None,
               "seed": exp.seed, "val_fraction": exp.data.val_fraction if generated else None,
               "generated_val": prepared.generated_val, "eval_split": exp.data.eval_split,
-              "generated_holdout": prepared.generated_holdout}
+              "generated_holdout": prepared.generated_holdout, "class_names": prepared.class_names,
+              "named_classes": prepared.named_classes}
     for split in ("train", "val", "test", "holdout"):
         s = getattr(prepared, split)
         if s is not None:
@@ -280,4 +286,5 @@ def build_data(exp: Experiment) -> DataBundle:
         std=std,
         sample_weights=weights,
         run_files=run_files,
+        named_classes=prepared.named_classes,
     )

@@ -123,6 +123,30 @@ def normalization(spec: Any, channels: int) -> tuple[list[float] | None, list[fl
     return mean, std
 
 
+class Relabel:
+    """``(image, target) -> (image, target)`` with data class k renamed ``lut[k]``: another dataset's classes
+    scored as a run's.
+
+    A label and an index mask's values are looked up (255, ignored, stays); a
+    multi-label mask's channel k moves to channel ``lut[k]`` of ``num_classes``.
+    """
+
+    def __init__(self, lut: Sequence[int], num_classes: int) -> None:
+        self.lut = list(lut)
+        self.num_classes = num_classes
+        self.values = torch.full((256,), IGNORE_INDEX, dtype=torch.long)
+        self.values[: len(self.lut)] = torch.tensor(self.lut, dtype=torch.long)
+
+    def __call__(self, image: torch.Tensor, target: Any) -> tuple[torch.Tensor, Any]:
+        if not isinstance(target, torch.Tensor) or target.ndim == 0:
+            return image, self.lut[int(target)]
+        if target.is_floating_point():
+            moved = target.new_zeros((self.num_classes, *target.shape[1:]))
+            moved[self.lut] = target
+            return image, moved
+        return image, self.values[target.long()]
+
+
 class Transformed(Dataset):
     """A dataset whose samples pass through ``transform(image, target)``."""
 

@@ -179,4 +179,4 @@ def csv_source(cfg: DataConfig, task: str, seed: int) -> Splits:
         sets[split] = open_files(items, decoder, cfg, str(root / getattr(opts, split)), f"csv-{split}",
                                  skipped=skipped)
     names = list(opts.class_names) if opts.class_names else [str(k) for k in range(num_classes)]
-    return Splits(sets["train"], sets.get("val"), names, test=sets.get("test"))
+    return Splits(sets["train"], sets.get("val"), names, test=sets.get("test"), named_classes=bool(opts.class_names))

@@ -123,4 +123,5 @@ def seg_folder_source(cfg: DataConfig, task: str, seed: int) -> Splits:
                             f"{len(names)} classes ({', '.join(names)}); list one name per class")
         names = list(opts.class_names)
     target = "multilabel" if spec.kind == "multilabel" else "index"
-    return Splits(sets["train"], sets.get("val"), names, test=sets.get("test"), target=target)
+    return Splits(sets["train"], sets.get("val"), names, test=sets.get("test"), target=target,
+                  named_classes=bool(nested or opts.class_names))

@@ -49,7 +49,12 @@ class Predictions:
 
 @dataclass
 class LoadedRun:
-    """A run's experiment, class names and network with the checkpoint's weights, in eval mode."""
+    """A run's experiment, class names and network with the checkpoint's weights, in eval mode.
+
+    ``mean`` / ``std``: the normalisation it trained with; ``target``: what its
+    outputs are; ``named_classes``: whether its class names say what the classes
+    are, so other data can be matched to them by name (``split.json``).
+    """
 
     run_dir: Path
     exp: Experiment
@@ -60,6 +65,7 @@ class LoadedRun:
     mean: list[float] | None = None
     std: list[float] | None = None
     target: TargetKind = "label"
+    named_classes: bool = True
 
     @property
     def device(self) -> torch.device:
@@ -137,7 +143,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     epoch = meta.get("epoch") if isinstance(meta.get("epoch"), int) else None
     mean, std = run_normalization(run_dir, exp)
     return LoadedRun(run_dir, exp, list(names), model.to(resolve_device(device, "--device")).eval(), ckpt, epoch,
-                     mean, std, target)
+                     mean, std, target, _recorded_named_classes(run_dir))
 
 
 def _recorded_data(run_dir: Path, exp: Experiment) -> tuple[list[str], TargetKind]:
@@ -158,6 +164,14 @@ def _recorded_data(run_dir: Path, exp: Experiment) -> tuple[list[str], TargetKin
         bundle = build_data(exp)
         names, target = names or bundle.class_names, target or bundle.target
     return list(names), target
+
+
+def _recorded_named_classes(run_dir: Path) -> bool:
+    """Whether the run's class names say what its classes are (``split.json``; runs that predate it: True)."""
+    try:
+        return bool(json.loads((run_dir / "split.json").read_text(encoding="utf-8")).get("named_classes", True))
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def run_normalization(run_dir: Path, exp: Experiment) -> tuple[list[float] | None, list[float] | None]:
