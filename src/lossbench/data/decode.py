@@ -3,9 +3,10 @@
 Every failure is a :class:`BadFile` whose message names the file and the fix,
 so the first scan of a dataset can collect them and report them in one line.
 Images are converted to the channels the model takes (grayscale -> 3 channels
-when it wants 3, RGBA drops alpha, 16-bit scaled to 8) and resized to the
-configured square side; masks are resized with nearest neighbour so class
-values survive.
+when it wants 3, RGBA drops alpha, 16-bit divided by 257) and resized to the
+configured square side (:func:`decoding_steps` writes the steps out, for
+``export.json``); masks are resized with nearest neighbour so class values
+survive.
 """
 
 from __future__ import annotations
@@ -60,17 +61,57 @@ def _load(im: Image.Image, path: Path, what: str) -> None:
         raise BadFile(f"{path}: corrupt or truncated {what} ({exc}); re-copy it or delete it") from None
 
 
+#: Pillow modes of gray images with more than 8 bits of integers (16-bit PNG and TIFF; a 16-bit PGM opens as I)
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+#: their values are divided by this (65535 -> 255), whatever an image's own range, so a dark image stays dark
+DEEP_DIVISOR = 257
+#: Pillow mode each number of channels is decoded to
+CHANNEL_MODES = {1: "L", 3: "RGB"}
+
+
+def _to_8_bits(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+
+
 def _to_channels(im: Image.Image, channels: int) -> Image.Image:
-    """Convert any PIL mode to ``L`` (1 channel) or ``RGB`` (3 channels)."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    """Convert any PIL mode to ``L`` (1 channel) or ``RGB`` (3 channels), as :func:`decoding_steps` describes."""
+    if im.mode in DEEP_MODES:
+        im = _to_8_bits(np.asarray(im).astype(np.float64) / DEEP_DIVISOR)
+    elif im.mode == "F":  # floats say nothing of their range: 0..255 unless a value is above it
         arr = np.asarray(im).astype(np.float64)
-        if arr.max(initial=0) > 255:
-            arr = arr / 257.0
-        im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        im = _to_8_bits(arr / DEEP_DIVISOR if arr.max(initial=0) > 255 else arr)
     if im.mode == "P":
         im = im.convert("RGBA")
-    target = "RGB" if channels == 3 else "L"
+    target = CHANNEL_MODES[channels]
     return im if im.mode == target else im.convert(target)
+
+
+def decoding_steps(channels: int, size: int) -> list[dict]:
+    """How :func:`read_image` turns an image file into a uint8 C x size x size array, step by step.
+
+    For ``export.json``: what a user of an exported network repeats before it.
+    Each step names what it applies to and the Pillow call that does it.
+    """
+    mode = CHANNEL_MODES[channels]
+    return [
+        {"step": "decode", "library": "Pillow", "exif_orientation": "ignored",
+         "how": "PIL.Image.open; the pixels as stored (an EXIF orientation tag is not applied)"},
+        {"step": "jpeg_draft", "applies_to": "JPEG files", "mode": mode, "size": [size, size],
+         "how": f"im.draft('{mode}', ({size}, {size})) before loading: libjpeg decodes at 1/s scale (sides rounded "
+                f"up), s the largest of 8, 4, 2, 1 not above min(width // {size}, height // {size})"},
+        {"step": "high_bit_depth", "modes": list(DEEP_MODES), "divide_by": DEEP_DIVISOR,
+         "how": f"16-bit (and 32-bit integer) gray: round(value / {DEEP_DIVISOR}) clipped to 0..255, as 8-bit "
+                f"gray, whatever the image's own range; float (mode F) images: values as 0..255 unless one exceeds "
+                f"255, then / {DEEP_DIVISOR}; 16-bit colour PNGs: Pillow itself keeps each value's high byte"},
+        {"step": "palette", "modes": ["P"], "convert_to": "RGBA", "how": "im.convert('RGBA')"},
+        {"step": "channels", "mode": mode, "channels": channels,
+         "how": f"im.convert('{mode}'): alpha dropped, not composited"
+                + (", gray repeated in R, G and B" if channels == 3 else
+                   ", colour to luma L = R * 299/1000 + G * 587/1000 + B * 114/1000")},
+        {"step": "resize", "size": [size, size], "interpolation": "bilinear",
+         "how": f"im.resize(({size}, {size}), Image.BILINEAR) (Pillow's, antialiased when it shrinks) unless the "
+                f"image is {size} x {size} already; the aspect ratio is not kept, nothing is cropped"},
+    ]
 
 
 def read_image(path: Path, channels: int, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -103,7 +144,7 @@ def image_array(im: Image.Image, channels: int, size: int | None, path: Path | s
         im = im.resize((size, size), Image.BILINEAR)
     arr = np.asarray(im, dtype=np.uint8)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr)
+    return np.array(arr, order="C")  # a writable copy: torch.from_numpy warns on Pillow's read-only buffers
 
 
 def read_mask_values(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
@@ -128,7 +169,7 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Nearest-neighbour resize of a uint8 H x W mask to size x size."""
     if mask.shape == (size, size):
         return mask
-    return np.asarray(Image.fromarray(mask, "L").resize((size, size), Image.NEAREST), dtype=np.uint8)
+    return np.array(Image.fromarray(mask, "L").resize((size, size), Image.NEAREST), dtype=np.uint8)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,17 @@ class SampleTransform:
         return x, target
 
 
+def evaluation_steps(mean: Sequence[float] | None, std: Sequence[float] | None) -> list[dict]:
+    """What :class:`SampleTransform` does to a decoded uint8 image outside training, step by step (export.json)."""
+    steps = [{"step": "scale", "divide_by": 255, "how": "uint8 H x W x C -> float32 C x H x W, divided by 255"}]
+    if mean is not None:
+        steps.append({"step": "normalize", "mean": list(mean), "std": list(std),
+                      "how": "x[c] = (x[c] - mean[c]) / std[c] per channel"})
+    else:
+        steps.append({"step": "normalize", "mean": None, "std": None, "how": "none (the run used normalize: none)"})
+    return steps
+
+
 def normalization(spec: Any, channels: int) -> tuple[list[float] | None, list[float] | None]:
     """``(mean, std)`` for ``imagenet``, ``none`` or explicit lists (``auto`` is resolved by the caller)."""
     if spec == "none":

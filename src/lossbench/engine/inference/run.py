@@ -103,18 +103,39 @@ class LoadedRun:
         return Predictions(torch.cat([p.probabilities for p in parts]), torch.cat([p.labels for p in parts]),
                            parts[0].label_names)
 
+    @property
+    def sigmoid_outputs(self) -> bool:
+        """Whether the outputs are independent sigmoid channels (a multi-label or one-channel segmenter)."""
+        return self.exp.task == "segmentation" and (self.target == "multilabel" or len(self.class_names) == 1)
+
     def predict_batch(self, batch: torch.Tensor) -> Predictions:
-        """:class:`Predictions` of one N x C x H x W batch of model inputs (on the CPU)."""
+        """:class:`Predictions` of one N x C x H x W batch of model inputs (on the CPU), read as
+        :meth:`output_description` says."""
         with torch.inference_mode():
             logits = self.model(batch.to(self.device))
         logits = (logits[-1] if isinstance(logits, (list, tuple)) else logits).float()
-        segment = self.exp.task == "segmentation"
-        if segment and (self.target == "multilabel" or logits.shape[1] == 1):
+        if self.sigmoid_outputs:
             probs = torch.sigmoid(logits).cpu()
             labels = (probs.argmax(1) + 1) * (probs.amax(1) > 0.5)
             return Predictions(probs, labels, ["background", *self.class_names])
         probs = torch.softmax(logits, 1).cpu()
         return Predictions(probs, probs.argmax(1), list(self.class_names))
+
+    def output_description(self) -> dict:
+        """What the network's outputs mean and how :meth:`predict_batch` reads them (for export.json)."""
+        size = self.exp.data.image_size
+        if self.exp.task == "classification":
+            return {"activation": "softmax", "labels": list(self.class_names),
+                    "how": "softmax over dim 1 gives each class's probability; the class is the argmax, an index "
+                           "into labels"}
+        where = (f"a {size} x {size} mask; lossbench predict resizes it to the image's own size with nearest "
+                 "neighbour")
+        if self.sigmoid_outputs:
+            return {"activation": "sigmoid", "labels": ["background", *self.class_names],
+                    "how": "sigmoid per channel; a pixel's label is k + 1 for the channel k of highest probability "
+                           f"when that is above 0.5, else 0 (background), an index into labels: {where}"}
+        return {"activation": "softmax", "labels": list(self.class_names),
+                "how": f"softmax over dim 1; a pixel's label is the argmax over dim 1, an index into labels: {where}"}
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
