@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from lossbench.config import DataConfig, Experiment
 from lossbench.contract import IGNORE_INDEX
 from lossbench.data import cache, formats  # noqa: F401  (formats: registers every source)
+from lossbench.data.files import SCAN_VERSION
 from lossbench.data.imbalance import (
     channel_mean_std,
     class_counts,
@@ -231,7 +232,7 @@ def auto_mean_std(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float
     """Per-channel mean / std of the training images, read from the cache or computed and cached."""
     cfg = exp.data
     names = getattr(prepared.train, "names", None)
-    key = cache.digest([cfg.source, str(cfg.root), cfg.image_size, prepared.channels, names])[:20]
+    key = cache.digest([SCAN_VERSION, cfg.source, str(cfg.root), cfg.image_size, prepared.channels, names])[:20]
     path = cache.cache_root(cfg) / f"stats-{cfg.source}-{key}.json"
     found = cache.read_json(path)
     if found and len(found.get("mean", [])) == prepared.channels:
