@@ -151,7 +151,8 @@ def repeat_preprocessing(path, steps: list[dict]) -> np.ndarray:
     im = im.convert(by_name["channels"]["mode"])
     if im.size != size:
         im = im.resize(size, getattr(Image.Resampling, by_name["resize"]["interpolation"].upper()))
-    x = np.asarray(im, dtype=np.float32).reshape(size[1], size[0], -1).transpose(2, 0, 1) / by_name["scale"]["divide_by"]
+    x = np.asarray(im, dtype=np.float32).reshape(size[1], size[0], -1).transpose(2, 0, 1)
+    x = x / by_name["scale"]["divide_by"]
     norm = by_name["normalize"]
     return (x - np.array(norm["mean"], np.float32)[:, None, None]) / np.array(norm["std"], np.float32)[:, None, None]
 

@@ -264,7 +264,8 @@ def stray_mask_values(foreground: Sequence[Sequence[Sequence[int]] | None],
         for i, vals in held:
             stray = [v for v in vals if v not in used]
             if stray and i not in bad:
+                inside = ", ".join(map(str, sorted(used)))
                 bad[i] = (f"{masks[i][k]}: value{'s' * (len(stray) > 1)} {', '.join(map(str, stray))} in a binary "
-                          f"mask, but the masks of {masks[i][k].parent} mark inside with {', '.join(map(str, sorted(used)))} and "
-                          f"outside with 0; save it with those values only (no anti-aliasing, PNG not JPEG)")
+                          f"mask, but the masks of {masks[i][k].parent} mark inside with {inside} and outside with 0; "
+                          "save it with those values only (no anti-aliasing, PNG not JPEG)")
     return sorted(bad.items())
