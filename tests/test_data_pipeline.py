@@ -2,6 +2,8 @@
 
 import json
 import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -209,6 +211,28 @@ def test_data_stats_cli(tmp_path, capsys):
     assert "train: 6 images" in out and "val: 2 images" in out and "24-24 x 20-20" in out
     assert "train mean" in out and "50.0%" in out
     assert (tmp_path / "pets_class_distribution.png").stat().st_size > 1000
+
+
+def test_data_stats_of_a_shipped_sweep_recipe_and_of_a_grid_over_data_keys(tmp_path, capsys):
+    """A grid trains many runs on one data section: stats describe it once (or once per data.* value)."""
+    for split, n in (("train", 3), ("val", 1)):
+        for name in ("ants", "bees"):
+            for i in range(n):
+                save(tmp_path / "h" / split / name / f"{i}.jpg", np.full((20, 24, 3), 60 * i, np.uint8))
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "hymenoptera.yaml"
+    sets = ["--set", f"data.root={tmp_path / 'h'}", "--set", f"data.cache_dir={tmp_path / 'c'}"]
+    assert main(["data", "stats", str(recipe), "--out", str(tmp_path), *sets]) == 0
+    out = capsys.readouterr().out
+    assert out.count("source folder") == 1 and "train: 6 images" in out and "val: 2 images" in out
+    assert (tmp_path / "hymenoptera_class_distribution.png").is_file()
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(f"name: lt\ndata: {{source: synthetic, image_size: 8, train_per_class: 8, val_per_class: 2}}\n"
+                   "grid: {loss: [ce, focal], data.imbalance_ratio: [1, 4], seed: [0, 1]}\n")
+    assert main(["data", "stats", str(cfg), "--out", str(tmp_path)]) == 0
+    blocks = capsys.readouterr().out.split("class-distribution chart")
+    assert len(blocks) == 3 and "train: 32 images" in blocks[0] and "train: 18 images" in blocks[1]
+    assert {p.name for p in tmp_path.glob("lt*.png")} == {"lt--imbalance_ratio-1_class_distribution.png",
+                                                          "lt--imbalance_ratio-4_class_distribution.png"}
 
 
 def test_prepare_dsb2018_merges_instance_masks(tmp_path):

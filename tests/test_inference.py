@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,35 @@ def test_eval_on_other_data_by_overrides_or_config_file(runs, tmp_path, capsys):
     assert main(["eval", str(broken)]) == 2
     err = capsys.readouterr().err
     assert str(broken / "best.pt") in err and "not a loadable state dict" in err and len(err.splitlines()) == 1
+
+
+def test_eval_on_other_data_matches_classes_by_name(runs, tmp_path, capsys):
+    """The run's validation images as a class folder: sorted folder names put the classes in another order."""
+    run_dir = runs["classification"]
+    run = load_run(run_dir, device="cpu")
+    raw = build_data(run.exp).val.samples
+    for i in range(len(raw)):
+        image, label = raw[i]
+        for split in ("train", "val"):
+            folder = tmp_path / "d" / split / run.class_names[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            _save_png(image, folder / f"{i}.png")
+    assert sorted(run.class_names) != run.class_names
+    data = [arg for item in ("source=folder", f"root={tmp_path / 'd'}", f"cache_dir={tmp_path / 'cache'}")
+            for arg in ("--data", item)]
+    assert main(["eval", str(run_dir), "--device", "cpu", "--name", "folder", *data]) == 0
+    result = json.loads((run_dir / "eval" / "folder" / "metrics.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert result["data_class_names"] == sorted(run.class_names)
+    assert result["confusion_matrix"] == summary["best_confusion_matrix"]
+    assert "matched to the run's by name" in capsys.readouterr().out
+    for split in ("train", "val"):
+        shutil.rmtree(tmp_path / "d" / split / run.class_names[0])
+    assert main(["eval", str(run_dir), "--device", "cpu", "--name", "three", *data, "--data", "num_classes=null"]) == 0
+    three = json.loads((run_dir / "eval" / "three" / "metrics.json").read_text())
+    expected = summary["best_confusion_matrix"]
+    assert three["confusion_matrix"] == [[0] * 4] + expected[1:]
+    assert f"no '{run.class_names[0]}' (support 0)" in capsys.readouterr().out
 
 
 def test_segmentation_eval_writes_iou_table(runs):

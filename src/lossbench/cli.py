@@ -95,14 +95,50 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_data_stats(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lossbench.config import load_experiments
     from lossbench.data.stats import data_stats
 
     out = Path(args.out)
-    for exp in load_experiments(args.config, args.set):
+    for exp in _data_experiments(args.config, args.set):
         for line in data_stats(exp, out / f"{exp.name}_class_distribution.png"):
             print(line)
     return 0
+
+
+def _data_experiments(config: str, overrides: list[str]) -> list:
+    """One experiment per distinct data section of CONFIG, named for it.
+
+    A grid does not change the data unless it sets ``data.*`` keys (or what
+    the data depends on: the task, the model's input channels); the grid is
+    expanded as a sweep expands it, and the first cell of each distinct data
+    section stands for it, named by its document, plus the grid values that
+    tell its sections apart when the document has several.
+    """
+    import json
+    import re
+    from pathlib import Path
+
+    from lossbench.config import load_experiments, read_documents
+    from lossbench.data import resolve_config
+
+    if not any("grid" in doc for doc in read_documents(Path(config))):
+        return load_experiments(config, overrides)
+    from lossbench.experiments.sweep import plan_sweep
+
+    firsts: dict[tuple[str, str], object] = {}
+    for cell in plan_sweep(config, overrides).cells:
+        exp = cell.experiment
+        data = json.dumps([exp.task, resolve_config(exp).model_dump(mode="json")], sort_keys=True, default=str)
+        firsts.setdefault((cell.document, data), cell)
+    experiments = []
+    for (document, _), cell in firsts.items():
+        siblings = [c.values for (d, _), c in firsts.items() if d == document]
+        differing = [k for k in cell.values if len({json.dumps(v.get(k), default=str) for v in siblings}) > 1]
+        name = document
+        if differing:
+            name += "--" + re.sub(r"[^A-Za-z0-9.=-]+", "_", "__".join(f"{k.split('.')[-1]}-{cell.values[k]}"
+                                                                       for k in differing))
+        experiments.append(cell.experiment.model_copy(update={"name": name}))
+    return experiments
 
 
 def _cmd_data_prepare_dsb2018(args: argparse.Namespace) -> int:
@@ -119,7 +155,8 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     p = dsub.add_parser("stats", help="images per split, class counts, mean/std, sizes and a bar chart",
                         description="Print the data statistics of each experiment in CONFIG and write a "
-                                    "class-distribution bar chart PNG.")
+                                    "class-distribution bar chart PNG. A sweep config's grid counts once per distinct "
+                                    "data section (its data.* keys), its first cell's seed standing for the others.")
     p.add_argument("config", help="YAML config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--out", default=".", help="folder for <name>_class_distribution.png (default: .)")

@@ -16,6 +16,7 @@ subsample), for whatever must be chosen without seeing the test set.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,6 +27,7 @@ from torch.utils.data import Dataset
 from lossbench.config import DataConfig, Experiment
 from lossbench.contract import IGNORE_INDEX
 from lossbench.data import cache, formats  # noqa: F401  (formats: registers every source)
+from lossbench.data.files import SCAN_VERSION
 from lossbench.data.imbalance import (
     channel_mean_std,
     class_counts,
@@ -56,6 +58,9 @@ class DataBundle:
     sampling and used by :func:`lossbench.data.loaders.build_loaders`.
     ``target`` says what the targets are; the run folder records it so that
     predictions read the network's outputs the way training did.
+    ``named_classes``: whether the class names say what the classes are
+    (:class:`Splits`), so that other data can be matched to them by name;
+    ``split.json`` records it with the names.
 
     ``val`` is the split evaluated every epoch (the source's test split under
     ``eval_split: test``). ``holdout`` is the held-out validation split of
@@ -75,6 +80,7 @@ class DataBundle:
     sample_weights: list[float] | None = None
     run_files: dict[str, str] = field(default_factory=dict)
     target: TargetKind = "label"
+    named_classes: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -96,6 +102,7 @@ class PreparedSplits:
     skipped: list[str]
     holdout: SampleSet | None = None
     generated_holdout: bool = False
+    named_classes: bool = True
 
 
 def resolve_config(exp: Experiment) -> DataConfig:
@@ -146,6 +153,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
     if cfg.sampler == "balanced" and exp.task != "classification":
         raise UserError("data.sampler: balanced sampling is for classification; use shuffle for segmentation")
     splits: Splits = SOURCES.get(cfg.source).load(cfg, exp.task, exp.seed)
+    _check_declared_count(cfg, splits)
     train, val, holdout = splits.train, splits.val, None
     generated_holdout = False
     if cfg.eval_split == "test":
@@ -183,8 +191,34 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         train = _keep(train, long_tail_indices(_labels(train), len(names), cfg.imbalance_ratio, exp.seed))
     skipped = [m for s in (splits.train, splits.val, splits.test) if s is not None for m in s.skipped]
     target = splits.target if exp.task == "segmentation" else "label"
-    return PreparedSplits(train, val, test, names, count_classes(train, len(names)), int(cfg.channels), target,
-                          generated_val, skipped, holdout, generated_holdout)
+    counts = count_classes(train, len(names))
+    _warn_empty_classes(cfg, names, counts, "pixels" if exp.task == "segmentation" else "images")
+    return PreparedSplits(train, val, test, names, counts, int(cfg.channels), target,
+                          generated_val, skipped, holdout, generated_holdout, splits.named_classes)
+
+
+def _check_declared_count(cfg: DataConfig, splits: Splits) -> None:
+    """UserError when ``data.num_classes`` disagrees with the classes the source found."""
+    if cfg.num_classes is not None and cfg.num_classes != splits.num_classes:
+        where = f" at {cfg.root}" if cfg.root else ""
+        raise UserError(f"data.num_classes is {cfg.num_classes} but the {cfg.source} data{where} has "
+                        f"{splits.num_classes} classes ({', '.join(splits.class_names)}); set data.num_classes: "
+                        f"{splits.num_classes} or remove it")
+
+
+def _warn_empty_classes(cfg: DataConfig, names: list[str], counts: list[int], unit: str) -> None:
+    """One warning line naming the declared classes that no training image (or pixel) belongs to.
+
+    Sources refuse such classes where they inferred the class count from the
+    data; a class declared but absent (a class list, a mask folder) may be
+    legitimate, but the model cannot learn it, so the user hears of it.
+    """
+    empty = [name for name, n in zip(names, counts) if n == 0]
+    if empty:
+        where = f" at {cfg.root}" if cfg.root else ""
+        print(f"lossbench: warning: the {cfg.source} data{where} has no training {unit} of class"
+              f"{'es' * (len(empty) > 1)} {', '.join(map(repr, empty))}; the model cannot learn "
+              f"{'them' if len(empty) > 1 else 'it'}", file=sys.stderr)
 
 
 def resolve_normalization(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float] | None, list[float] | None]:
@@ -198,7 +232,7 @@ def auto_mean_std(exp: Experiment, prepared: PreparedSplits) -> tuple[list[float
     """Per-channel mean / std of the training images, read from the cache or computed and cached."""
     cfg = exp.data
     names = getattr(prepared.train, "names", None)
-    key = cache.digest([cfg.source, str(cfg.root), cfg.image_size, prepared.channels, names])[:20]
+    key = cache.digest([SCAN_VERSION, cfg.source, str(cfg.root), cfg.image_size, prepared.channels, names])[:20]
     path = cache.cache_root(cfg) / f"stats-{cfg.source}-{key}.json"
     found = cache.read_json(path)
     if found and len(found.get("mean", [])) == prepared.channels:
@@ -214,7 +248,8 @@ def _split_record(exp: Experiment, prepared: PreparedSplits) -> dict:
     record = {"source": exp.data.source, "root": str(exp.data.root) if exp.data.root else None,
               "seed": exp.seed, "val_fraction": exp.data.val_fraction if generated else None,
               "generated_val": prepared.generated_val, "eval_split": exp.data.eval_split,
-              "generated_holdout": prepared.generated_holdout}
+              "generated_holdout": prepared.generated_holdout, "class_names": prepared.class_names,
+              "named_classes": prepared.named_classes}
     for split in ("train", "val", "test", "holdout"):
         s = getattr(prepared, split)
         if s is not None:
@@ -252,4 +287,5 @@ def build_data(exp: Experiment) -> DataBundle:
         std=std,
         sample_weights=weights,
         run_files=run_files,
+        named_classes=prepared.named_classes,
     )

@@ -3,13 +3,16 @@
 Every failure is a :class:`BadFile` whose message names the file and the fix,
 so the first scan of a dataset can collect them and report them in one line.
 Images are converted to the channels the model takes (grayscale -> 3 channels
-when it wants 3, RGBA drops alpha, 16-bit scaled to 8) and resized to the
-configured square side; masks are resized with nearest neighbour so class
-values survive.
+when it wants 3, RGBA drops alpha, 16-bit divided by 257) and resized to the
+configured square side (:func:`decoding_steps` writes the steps out, for
+``export.json``); masks are resized with nearest neighbour so class values
+survive.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,17 +61,57 @@ def _load(im: Image.Image, path: Path, what: str) -> None:
         raise BadFile(f"{path}: corrupt or truncated {what} ({exc}); re-copy it or delete it") from None
 
 
+#: Pillow modes of gray images with more than 8 bits of integers (16-bit PNG and TIFF; a 16-bit PGM opens as I)
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+#: their values are divided by this (65535 -> 255), whatever an image's own range, so a dark image stays dark
+DEEP_DIVISOR = 257
+#: Pillow mode each number of channels is decoded to
+CHANNEL_MODES = {1: "L", 3: "RGB"}
+
+
+def _to_8_bits(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+
+
 def _to_channels(im: Image.Image, channels: int) -> Image.Image:
-    """Convert any PIL mode to ``L`` (1 channel) or ``RGB`` (3 channels)."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    """Convert any PIL mode to ``L`` (1 channel) or ``RGB`` (3 channels), as :func:`decoding_steps` describes."""
+    if im.mode in DEEP_MODES:
+        im = _to_8_bits(np.asarray(im).astype(np.float64) / DEEP_DIVISOR)
+    elif im.mode == "F":  # floats say nothing of their range: 0..255 unless a value is above it
         arr = np.asarray(im).astype(np.float64)
-        if arr.max(initial=0) > 255:
-            arr = arr / 257.0
-        im = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        im = _to_8_bits(arr / DEEP_DIVISOR if arr.max(initial=0) > 255 else arr)
     if im.mode == "P":
         im = im.convert("RGBA")
-    target = "RGB" if channels == 3 else "L"
+    target = CHANNEL_MODES[channels]
     return im if im.mode == target else im.convert(target)
+
+
+def decoding_steps(channels: int, size: int) -> list[dict]:
+    """How :func:`read_image` turns an image file into a uint8 C x size x size array, step by step.
+
+    For ``export.json``: what a user of an exported network repeats before it.
+    Each step names what it applies to and the Pillow call that does it.
+    """
+    mode = CHANNEL_MODES[channels]
+    return [
+        {"step": "decode", "library": "Pillow", "exif_orientation": "ignored",
+         "how": "PIL.Image.open; the pixels as stored (an EXIF orientation tag is not applied)"},
+        {"step": "jpeg_draft", "applies_to": "JPEG files", "mode": mode, "size": [size, size],
+         "how": f"im.draft('{mode}', ({size}, {size})) before loading: libjpeg decodes at 1/s scale (sides rounded "
+                f"up), s the largest of 8, 4, 2, 1 not above min(width // {size}, height // {size})"},
+        {"step": "high_bit_depth", "modes": list(DEEP_MODES), "divide_by": DEEP_DIVISOR,
+         "how": f"16-bit (and 32-bit integer) gray: round(value / {DEEP_DIVISOR}) clipped to 0..255, as 8-bit "
+                f"gray, whatever the image's own range; float (mode F) images: values as 0..255 unless one exceeds "
+                f"255, then / {DEEP_DIVISOR}; 16-bit colour PNGs: Pillow itself keeps each value's high byte"},
+        {"step": "palette", "modes": ["P"], "convert_to": "RGBA", "how": "im.convert('RGBA')"},
+        {"step": "channels", "mode": mode, "channels": channels,
+         "how": f"im.convert('{mode}'): alpha dropped, not composited"
+                + (", gray repeated in R, G and B" if channels == 3 else
+                   ", colour to luma L = R * 299/1000 + G * 587/1000 + B * 114/1000")},
+        {"step": "resize", "size": [size, size], "interpolation": "bilinear",
+         "how": f"im.resize(({size}, {size}), Image.BILINEAR) (Pillow's, antialiased when it shrinks) unless the "
+                f"image is {size} x {size} already; the aspect ratio is not kept, nothing is cropped"},
+    ]
 
 
 def read_image(path: Path, channels: int, size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -101,7 +144,7 @@ def image_array(im: Image.Image, channels: int, size: int | None, path: Path | s
         im = im.resize((size, size), Image.BILINEAR)
     arr = np.asarray(im, dtype=np.uint8)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr)
+    return np.array(arr, order="C")  # a writable copy: torch.from_numpy warns on Pillow's read-only buffers
 
 
 def read_mask_values(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
@@ -126,7 +169,7 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Nearest-neighbour resize of a uint8 H x W mask to size x size."""
     if mask.shape == (size, size):
         return mask
-    return np.asarray(Image.fromarray(mask, "L").resize((size, size), Image.NEAREST), dtype=np.uint8)
+    return np.array(Image.fromarray(mask, "L").resize((size, size), Image.NEAREST), dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -148,10 +191,16 @@ class MaskSpec:
         return [self.kind, self.value_map, self.num_classes]
 
 
+#: distinct non-zero values of a binary mask remembered by the first scan (more than this: the mask is not binary)
+MAX_FOREGROUND_VALUES = 8
+
+
 def read_target_mask(
     mask_paths: tuple[Path | None, ...], spec: MaskSpec, image_path: Path, image_size: tuple[int, int], size: int
-) -> np.ndarray:
-    """The uint8 target mask (size x size, or C x size x size for multilabel) of one image."""
+) -> tuple[np.ndarray, tuple[tuple[int, ...], ...]]:
+    """The uint8 target mask (size x size, or C x size x size for multilabel) of one image, and the distinct
+    non-zero values of each binary mask layer (the first :data:`MAX_FOREGROUND_VALUES`; none for index masks),
+    from which :func:`stray_mask_values` finds values that mean nothing."""
     layers = []
     for k, path in enumerate(mask_paths):
         if path is None:
@@ -180,11 +229,43 @@ def read_target_mask(
                 hint = (f"classes are 0..{spec.num_classes - 1}" if spec.num_classes else "values must be below 255")
                 raise BadFile(f"{path}: mask values {bad[:5].tolist()} outside the classes ({hint}, 255 = ignore); "
                               f"map them with data.seg.value_map, e.g. {{0: 0, {int(bad[-1])}: 1}}")
-        return resize_mask(values.astype(np.uint8), size)
+        return resize_mask(values.astype(np.uint8), size), ()
     binary = [resize_mask((values > 0).astype(np.uint8), size) for _, values in layers]
+    foreground = tuple(tuple(int(v) for v in np.unique(values[values > 0])[:MAX_FOREGROUND_VALUES])
+                       for _, values in layers)
     if spec.kind == "multilabel":
-        return np.stack(binary)
+        return np.stack(binary), foreground
     out = np.zeros((size, size), dtype=np.uint8)
     for k, layer in enumerate(binary):
         out[layer > 0] = k + 1
-    return out
+    return out, foreground
+
+
+def stray_mask_values(foreground: Sequence[Sequence[Sequence[int]] | None],
+                      masks: Sequence[Sequence[Path | None]]) -> list[tuple[int, str]]:
+    """``(item, message)`` for each binary mask holding a value that means nothing in its folder.
+
+    A binary mask folder marks outside with 0 and inside with its foreground
+    values: those some mask of the folder uses as its only non-zero value (255,
+    or 1, or both when masks come from two tools); when no mask has a single
+    one, the value most masks hold. Any other value (77 among 0 / 255 masks,
+    the blended edges of an anti-aliased or JPEG mask) is neither, and its
+    mask is a bad file. ``foreground[i][k]`` are the non-zero values of item
+    i's k-th mask (None: the item is bad already), ``masks[i][k]`` its file;
+    the k-th masks of all items share one folder.
+    """
+    bad: dict[int, str] = {}
+    for k in range(len(masks[0]) if masks else 0):
+        held = [(i, values[k]) for i, values in enumerate(foreground) if values is not None and values[k]]
+        used = {vals[0] for _, vals in held if len(vals) == 1}
+        if not used and held:
+            votes = Counter(v for _, vals in held for v in vals)
+            used = {votes.most_common(1)[0][0]}
+        for i, vals in held:
+            stray = [v for v in vals if v not in used]
+            if stray and i not in bad:
+                inside = ", ".join(map(str, sorted(used)))
+                bad[i] = (f"{masks[i][k]}: value{'s' * (len(stray) > 1)} {', '.join(map(str, stray))} in a binary "
+                          f"mask, but the masks of {masks[i][k].parent} mark inside with {inside} and outside with 0; "
+                          "save it with those values only (no anti-aliasing, PNG not JPEG)")
+    return sorted(bad.items())

@@ -4,9 +4,10 @@
 item once when the dataset is opened (in threads: PIL releases the GIL), so a
 truncated JPEG, an empty file, a non-image with an image extension, a missing
 or wrongly sized mask or a mask value outside the classes is found before
-training starts, never in epoch 3. Bad items stop the run with one line naming
-the first of them and the fix, or, with ``data.skip_bad: true``, are dropped
-and listed in one warning line.
+training starts, never in epoch 3; so is a value in a binary mask that is
+neither 0 nor one of its folder's foreground values (``stray_mask_values``).
+Bad items stop the run with one line naming the first of them and the fix,
+or, with ``data.skip_bad: true``, are dropped and listed in one warning line.
 
 With ``data.cache: true`` the same pass stores the decoded, resized uint8
 images (and masks) in memory-mapped ``.npy`` files; later epochs and later
@@ -23,18 +24,18 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from lossbench.config import DataConfig
 from lossbench.data import cache
-from lossbench.data.decode import BadFile, MaskSpec, read_image, read_target_mask
+from lossbench.data.decode import BadFile, MaskSpec, read_image, read_target_mask, stray_mask_values
 from lossbench.data.samples import SampleSet, TensorSamples, View
 from lossbench.errors import UserError
 
-SCAN_VERSION = 2  # 2: images with an absurd aspect ratio are bad files
+SCAN_VERSION = 3  # 2: images with an absurd aspect ratio are bad files; 3: stray values in binary masks
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,22 @@ class Decoder:
     def key(self) -> list:
         return [self.size, self.channels, self.mask.key() if self.mask else None]
 
-    def decode(self, item: FileItem) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
-        """``(image, mask or None, original (w, h))``; raises :class:`BadFile`."""
+    def decode(self, item: FileItem) -> Decoded:
+        """The item's arrays; raises :class:`BadFile`."""
         image, original = read_image(item.image, self.channels, self.size)
-        mask = None
+        mask, foreground = None, ()
         if self.mask is not None:
-            mask = read_target_mask(item.masks, self.mask, item.image, original, self.size)
-        return image, mask, original
+            mask, foreground = read_target_mask(item.masks, self.mask, item.image, original, self.size)
+        return Decoded(image, mask, original, foreground)
+
+
+class Decoded(NamedTuple):
+    """One decoded item: image, target mask (None for a label), original (w, h), binary masks' non-zero values."""
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    original: tuple[int, int]
+    foreground: tuple[tuple[int, ...], ...] = ()
 
 
 class FileSamples(SampleSet):
@@ -84,7 +94,7 @@ class FileSamples(SampleSet):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
         item = self.items[i]
         try:
-            image, mask, _ = self.decoder.decode(item)
+            image, mask, *_ = self.decoder.decode(item)
         except BadFile as exc:
             raise UserError(f"{exc} (the file changed after the dataset was opened)") from None
         target = item.label if mask is None else torch.from_numpy(mask)
@@ -132,11 +142,12 @@ def _scan(items: Sequence[FileItem], decoder: Decoder, writer: cache.ArrayCacheW
     """Decode every item once; return sizes, per-item pixel histograms and bad items (index, message)."""
     sizes: list[list[int] | None] = [None] * len(items)
     hists: list[list[int] | None] = [None] * len(items)
+    foreground: list[Any] = [None] * len(items)
     bad: list[list[Any]] = []
 
     def work(i: int) -> None:
         try:
-            image, mask, original = decoder.decode(items[i])
+            image, mask, original, foreground[i] = decoder.decode(items[i])
         except BadFile as exc:
             bad.append([i, str(exc)])
             return
@@ -149,6 +160,10 @@ def _scan(items: Sequence[FileItem], decoder: Decoder, writer: cache.ArrayCacheW
 
     with ThreadPoolExecutor(_threads()) as pool:
         list(pool.map(work, range(len(items))))
+    if decoder.mask is not None and decoder.mask.kind != "index":
+        for i, message in stray_mask_values(foreground, [it.masks for it in items]):
+            bad.append([i, message])
+            sizes[i] = hists[i] = None
     bad.sort()
     return {"version": SCAN_VERSION, "sizes": sizes, "hists": hists, "bad": bad}
 

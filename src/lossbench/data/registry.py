@@ -29,6 +29,10 @@ class Splits:
     ``long_tail_applied``: the source already drew the long-tail profile
     (``data.imbalance_ratio``), so it is not subsampled again. ``target``:
     for segmentation, whether masks are index masks or C binary channels.
+    ``named_classes``: the class names say what a class is (folder names, a
+    declared list, a dataset's own names), so two datasets' classes can be
+    matched by name; False for names made up from indices (``"0"``,
+    ``"class1"``), whose classes match by index only.
     """
 
     train: SampleSet
@@ -37,6 +41,7 @@ class Splits:
     test: SampleSet | None = None
     long_tail_applied: bool = False
     target: SegTarget = "index"
+    named_classes: bool = True
 
     @property
     def num_classes(self) -> int:

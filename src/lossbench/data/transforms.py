@@ -109,6 +109,17 @@ class SampleTransform:
         return x, target
 
 
+def evaluation_steps(mean: Sequence[float] | None, std: Sequence[float] | None) -> list[dict]:
+    """What :class:`SampleTransform` does to a decoded uint8 image outside training, step by step (export.json)."""
+    steps = [{"step": "scale", "divide_by": 255, "how": "uint8 H x W x C -> float32 C x H x W, divided by 255"}]
+    if mean is not None:
+        steps.append({"step": "normalize", "mean": list(mean), "std": list(std),
+                      "how": "x[c] = (x[c] - mean[c]) / std[c] per channel"})
+    else:
+        steps.append({"step": "normalize", "mean": None, "std": None, "how": "none (the run used normalize: none)"})
+    return steps
+
+
 def normalization(spec: Any, channels: int) -> tuple[list[float] | None, list[float] | None]:
     """``(mean, std)`` for ``imagenet``, ``none`` or explicit lists (``auto`` is resolved by the caller)."""
     if spec == "none":
@@ -121,6 +132,30 @@ def normalization(spec: Any, channels: int) -> tuple[list[float] | None, list[fl
         raise UserError(f"data.normalize: {len(mean)} mean/std values for {channels}-channel images; "
                         f"give one per channel")
     return mean, std
+
+
+class Relabel:
+    """``(image, target) -> (image, target)`` with data class k renamed ``lut[k]``: another dataset's classes
+    scored as a run's.
+
+    A label and an index mask's values are looked up (255, ignored, stays); a
+    multi-label mask's channel k moves to channel ``lut[k]`` of ``num_classes``.
+    """
+
+    def __init__(self, lut: Sequence[int], num_classes: int) -> None:
+        self.lut = list(lut)
+        self.num_classes = num_classes
+        self.values = torch.full((256,), IGNORE_INDEX, dtype=torch.long)
+        self.values[: len(self.lut)] = torch.tensor(self.lut, dtype=torch.long)
+
+    def __call__(self, image: torch.Tensor, target: Any) -> tuple[torch.Tensor, Any]:
+        if not isinstance(target, torch.Tensor) or target.ndim == 0:
+            return image, self.lut[int(target)]
+        if target.is_floating_point():
+            moved = target.new_zeros((self.num_classes, *target.shape[1:]))
+            moved[self.lut] = target
+            return image, moved
+        return image, self.values[target.long()]
 
 
 class Transformed(Dataset):

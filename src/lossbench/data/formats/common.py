@@ -1,4 +1,4 @@
-"""Helpers shared by the file formats: required root, task checks, decoded channels."""
+"""Helpers shared by the file formats: required root, task checks, decoded channels, converters' folders."""
 
 from __future__ import annotations
 
@@ -39,3 +39,21 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-2:] == (size, size):
         return images
     return torch.cat([F.resize(chunk, [size, size], antialias=True) for chunk in images.split(4096)])
+
+
+def require_separate_folders(src: Path, dst: Path) -> None:
+    """UserError unless a converter's output ``dst`` and its source ``src`` are apart (symlinks resolved).
+
+    A converter never writes into the tree it reads (``dst`` inside ``src``
+    would overwrite raw files), into ``src`` itself, or around it (``src``
+    inside ``dst``).
+    """
+    real_src, real_dst = Path(src).expanduser().resolve(), Path(dst).expanduser().resolve()
+    if real_dst == real_src:
+        raise UserError(f"{dst}: the output folder DEST is the source folder SRC; choose a DEST outside {src}")
+    if real_dst.is_relative_to(real_src):
+        raise UserError(f"{dst}: the output folder DEST is inside the source folder SRC ({real_dst} is under "
+                        f"{real_src}) and would overwrite its files; choose a DEST outside {src}")
+    if real_src.is_relative_to(real_dst):
+        raise UserError(f"{dst}: the source folder SRC ({src}) is inside the output folder DEST; choose a DEST "
+                        f"that does not hold {src}")

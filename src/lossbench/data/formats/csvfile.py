@@ -7,7 +7,10 @@ header-less file of labels, row for row (``train`` + ``train_labels``). No
 header is ever guessed, so every row is used. Each row is checked when the
 dataset is opened: a label that is not an integer, negative or not below the
 number of classes, a path that leaves the image folder, a missing file and
-an image listed twice are each reported with the file and line.
+an image listed twice are each reported with the file and line. Without
+``data.num_classes`` or ``data.csv.class_names`` the classes are 0 to the
+largest training label, and one of them without a training row is an error
+naming the line of that label.
 """
 
 from __future__ import annotations
@@ -130,6 +133,29 @@ def _items(rows: list[tuple[str, str, str]], images: Path, opts: CsvOptions, num
     return items, bad
 
 
+def _inferred_class_count(rows: list[tuple[str, str, str]]) -> int:
+    """Classes 0..the largest training label; UserError naming that label's line when a class below it has no row.
+
+    A mistyped label (7 in a 0-4 file) would otherwise make a larger model with
+    classes no image belongs to.
+    """
+    first: dict[int, str] = {}
+    for where, _, text in rows:
+        if _INT.fullmatch(text) and int(text) >= 0:
+            first.setdefault(int(text), where)
+    if not first:
+        return 1
+    top = max(first)
+    empty = [k for k in range(top) if k not in first]
+    if empty:
+        listed = ", ".join(map(str, empty))
+        raise UserError(f"{first[top]}: label {top} makes {top + 1} classes, but class{'es' * (len(empty) > 1)} "
+                        f"{listed} {'have' if len(empty) > 1 else 'has'} no training image; fix the label, or "
+                        f"declare the classes (data.num_classes or data.csv.class_names) if {listed} "
+                        f"{'are' if len(empty) > 1 else 'is'} really absent")
+    return top + 1
+
+
 @register_source("csv", shares_cache=True)
 def csv_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """CSV of image ids / paths and integer labels (one file with a header, or header-less ids + labels files)."""
@@ -150,11 +176,10 @@ def csv_source(cfg: DataConfig, task: str, seed: int) -> Splits:
             continue
         rows = _rows(root, opts, split)
         if split == "train" and num_classes is None:
-            labels = [int(t) for _, _, t in rows if _INT.fullmatch(t) and int(t) >= 0]
-            num_classes = max(labels, default=0) + 1
+            num_classes = _inferred_class_count(rows)
         items, bad = _items(rows, images, opts, num_classes)
         skipped = report_bad(bad, cfg.skip_bad, str(root / getattr(opts, split)))
         sets[split] = open_files(items, decoder, cfg, str(root / getattr(opts, split)), f"csv-{split}",
                                  skipped=skipped)
     names = list(opts.class_names) if opts.class_names else [str(k) for k in range(num_classes)]
-    return Splits(sets["train"], sets.get("val"), names, test=sets.get("test"))
+    return Splits(sets["train"], sets.get("val"), names, test=sets.get("test"), named_classes=bool(opts.class_names))

@@ -5,6 +5,7 @@ Reads ``SRC/stage1_train/<id>/images/<id>.png`` (RGBA; alpha is dropped) and
 instance masks into one foreground mask, resizes both to ``size`` x ``size``
 (bilinear image, nearest mask) and writes ``DST/images/<id>.png`` and
 ``DST/masks/0/<id>.png`` (0 / 255), the layout pytorch-nested-unet trains on.
+``DST`` may not be, lie inside or hold ``SRC``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from lossbench.data.decode import BadFile, is_image_file, read_image, read_mask_values, resize_mask
+from lossbench.data.formats.common import require_separate_folders
 from lossbench.errors import UserError
 
 
@@ -39,8 +41,12 @@ def _convert(sample: Path, dst: Path, size: int) -> None:
 
 
 def prepare_dsb2018(src: Path, dst: Path, size: int = 96) -> int:
-    """Convert every sample of ``src`` (or ``src/stage1_train``) into ``dst``; returns how many."""
+    """Convert every sample of ``src`` (or ``src/stage1_train``) into ``dst``; returns how many.
+
+    ``dst`` must lie outside ``src`` (and not around it): nothing of the dataset is ever overwritten.
+    """
     src, dst = Path(src), Path(dst)
+    require_separate_folders(src, dst)
     stage = src / "stage1_train" if (src / "stage1_train").is_dir() else src
     if not stage.is_dir():
         raise UserError(f"{src}: not a folder; give the DSB 2018 folder holding stage1_train/")

@@ -69,5 +69,9 @@ def oxford_pet_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     if seg:
         names = ["background", "pet", "border"][: cfg.pet_classes]
     else:
-        names = [breeds.get(k, f"class{k}") for k in range(max(breeds) + 1)]
+        missing = [k + 1 for k in range(max(breeds)) if k not in breeds]
+        if missing:
+            raise UserError(f"{root / 'annotations'}: the lists name classes up to {max(breeds) + 1} but none of "
+                            f"{', '.join(map(str, missing))}; restore the complete trainval.txt / test.txt")
+        names = [breeds[k] for k in range(max(breeds) + 1)]
     return Splits(sets["train"], None, names, test=sets.get("test"))

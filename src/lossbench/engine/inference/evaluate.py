@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from lossbench.config import with_data
 from lossbench.contract import IGNORE_INDEX
 from lossbench.data import DataBundle, build_data
+from lossbench.data.transforms import Relabel, Transformed
 from lossbench.engine import runfolder
 from lossbench.engine.inference.logit_adjustment import PosthocResult, require_classifier, score_with_adjustment, \
     selection_split, training_class_counts
@@ -37,6 +38,39 @@ def _split(bundle: DataBundle, split: str) -> Dataset:
     if dataset is None:
         raise UserError(f"--split {split}: the data source has no {split} split; use val")
     return dataset
+
+
+def run_class_indices(run: LoadedRun, bundle: DataBundle, log: Callable[[str], None]) -> list[int] | None:
+    """The run's index of each of the data's classes, or None when they are the run's classes in its order.
+
+    Classes match by name when both the run's and the data's are named
+    (``named_classes``): the data may lack some of the run's classes (their
+    support is 0), but a class the run does not know cannot be scored, and a
+    multi-label run needs every one of its channels. Names made up from
+    indices match by index, with as many classes as the run.
+    """
+    names, theirs = run.class_names, bundle.class_names
+    if theirs == names:
+        return None
+    listed = f"the {len(names)} classes {run.run_dir} was trained on ({', '.join(names)})"
+    if not (run.named_classes and bundle.named_classes):
+        if len(theirs) != len(names):
+            raise UserError(f"--data: the data has {len(theirs)} classes ({', '.join(theirs)}) but {listed}; "
+                            "classes without names match by index only, so the counts must agree")
+        log(f"note: the data's classes ({', '.join(theirs)}) are scored by index as the run's ({', '.join(names)})")
+        return None
+    unknown = [n for n in theirs if n not in names]
+    if unknown:
+        raise UserError(f"--data: the data has {len(theirs)} classes ({', '.join(theirs)}) and "
+                        f"{', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not among {listed}; "
+                        "evaluate on data of the run's classes")
+    absent = [n for n in names if n not in theirs]
+    if absent and bundle.target == "multilabel":
+        raise UserError(f"--data: the data has no mask channel {', '.join(map(repr, absent))} of {listed}; a "
+                        "multi-label run is scored on data with every one of its channels")
+    log("note: the data's classes are matched to the run's by name" + (
+        f"; the data has no {', '.join(map(repr, absent))} (support 0)" if absent else ""))
+    return [names.index(n) for n in theirs]
 
 
 def per_class_rows(figures: dict[str, torch.Tensor], task: str, class_names: list[str], sigmoid: bool = False
@@ -93,15 +127,13 @@ def evaluate_run(
     run = load_run(run_dir, checkpoint, device)
     exp = with_data(run.exp, data)
     bundle = build_data(exp)
-    if bundle.num_classes != len(run.class_names):
-        raise UserError(f"--data: the data has {bundle.num_classes} classes but {run.run_dir} was trained on "
-                        f"{len(run.class_names)} ({', '.join(run.class_names)})")
-    if bundle.class_names != run.class_names:
-        log(f"note: class names differ from the run's; reporting the run's ({', '.join(run.class_names)})")
+    lut = run_class_indices(run, bundle, log)
     dataset = _split(bundle, split)
+    if lut is not None:
+        dataset = Transformed(dataset, Relabel(lut, len(run.class_names)))
     adjusted = None
     if posthoc_la or tau is not None:
-        adjusted = _adjusted(run, bundle, dataset, split, tau, batch_size or exp.batch_size)
+        adjusted = _adjusted(run, bundle, dataset, split, tau, batch_size or exp.batch_size, lut)
         cm = torch.tensor(adjusted.metrics["confusion_matrix"])
         values = metrics_from_confusion(cm, exp.task)
         rows = per_class_rows(confusion_figures(cm), exp.task, run.class_names)
@@ -109,7 +141,7 @@ def evaluate_run(
         values, rows, cm = _measured(run, dataset, exp.task, batch_size or exp.batch_size, exp.data.num_workers)
     result = {"run": str(run.run_dir), "checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
               "data": exp.data.model_dump(mode="json"), "num_images": len(dataset), "class_names": run.class_names,
-              "metrics": values, "per_class": rows}
+              "data_class_names": bundle.class_names, "metrics": values, "per_class": rows}
     if adjusted is not None:
         result["posthoc_la"] = {"tau": adjusted.tau, "chosen_on": adjusted.chosen_on,
                                 "balanced_accuracy_by_tau": adjusted.scores}
@@ -127,8 +159,9 @@ def evaluate_run(
 
 
 def _adjusted(run: LoadedRun, bundle: DataBundle, dataset: Dataset, split: str, tau: float | None,
-              batch_size: int) -> PosthocResult:
-    """``dataset`` scored with post-hoc logit adjustment; tau given, or chosen on another split."""
+              batch_size: int, lut: list[int] | None = None) -> PosthocResult:
+    """``dataset`` scored with post-hoc logit adjustment; tau given, or chosen on another split (its labels
+    mapped to the run's classes by ``lut`` like the scored split's)."""
     require_classifier(run)
     if tau is not None and tau < 0:
         raise UserError(f"--tau {tau}: must be >= 0 (1 is the paper's default)")
@@ -139,6 +172,8 @@ def _adjusted(run: LoadedRun, bundle: DataBundle, dataset: Dataset, split: str, 
             raise UserError(f"--posthoc-la: tau is chosen on a split other than the one scored, and {run.run_dir} "
                             f"has none besides --split {split}; train with data.holdout: true, evaluate --split "
                             "test, or give --tau (1 is the paper's default)")
+        if lut is not None:
+            selection = (selection[0], Transformed(selection[1], Relabel(lut, len(run.class_names))))
     return score_with_adjustment(run, training_class_counts(run.run_dir, bundle), dataset, tau, selection,
                                  batch_size)
 

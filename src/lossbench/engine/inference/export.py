@@ -1,7 +1,10 @@
 """``lossbench export``: a finished run's network as ONNX or TorchScript, checked against PyTorch.
 
-Writes the file plus ``export.json`` with what a deployment needs (input
-shape, normalisation, class names). The export is run (onnxruntime /
+Writes the file plus ``export.json`` with what a deployment needs: the
+input's shape and every preprocessing step from an image file to it (the
+data layer's own decoding and evaluation transform, written out by
+:func:`lossbench.data.decode.decoding_steps` and
+:func:`lossbench.data.transforms.evaluation_steps`), and what the outputs mean. The export is run (onnxruntime /
 ``torch.jit.load``) on a batch of another size than the export example and
 compared with PyTorch.
 """
@@ -19,7 +22,10 @@ import numpy as np
 import torch
 
 from lossbench.engine import runfolder
-from lossbench.engine.inference.run import load_run
+from lossbench.data import resolve_config
+from lossbench.data.decode import decoding_steps
+from lossbench.data.transforms import evaluation_steps
+from lossbench.engine.inference.run import LoadedRun, load_run
 from lossbench.errors import UserError
 
 
@@ -70,6 +76,16 @@ def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, probe: to
         return float((torch.jit.load(str(path))(probe) - expected).abs().max()) if check else None
 
 
+def preprocessing_steps(run: LoadedRun) -> list[dict]:
+    """Every step from an image file to the exported network's input, as ``lossbench predict`` takes them:
+    the data layer's decoding and evaluation transform, then the input's layout."""
+    channels, size = int(resolve_config(run.exp).channels), run.exp.data.image_size
+    order = "R, G, B" if channels == 3 else "one gray channel"
+    return [*decoding_steps(channels, size), *evaluation_steps(run.mean, run.std),
+            {"step": "layout", "how": f"float32 N x {channels} x {size} x {size} (NCHW), channels {order}, as the "
+                                      "input named 'images'"}]
+
+
 def export_run(
     run_dir: str | Path,
     fmt: str = "onnx",
@@ -111,9 +127,10 @@ def export_run(
     runfolder.write_json(path.parent / "export.json", {
         "file": path.name, "format": fmt, "task": exp.task, "model": exp.model.name, "checkpoint": run.checkpoint.name,
         "epoch": run.epoch, "input": {"name": "images", "shape": ["batch", channels, size, size],
-                                      "scale": "pixel / 255", "mean": run.mean, "std": run.std},
+                                      "scale": "pixel / 255", "mean": run.mean, "std": run.std,
+                                      "preprocessing": preprocessing_steps(run)},
         "output": {"name": "logits", "shape": ["batch", len(run.class_names)]
-                   + ([size, size] if exp.task == "segmentation" else [])},
+                   + ([size, size] if exp.task == "segmentation" else []), **run.output_description()},
         "class_names": run.class_names,
     })
     checked = f"max |exported - PyTorch| = {diff:.2e}" if diff is not None else "not checked"

@@ -49,7 +49,12 @@ class Predictions:
 
 @dataclass
 class LoadedRun:
-    """A run's experiment, class names and network with the checkpoint's weights, in eval mode."""
+    """A run's experiment, class names and network with the checkpoint's weights, in eval mode.
+
+    ``mean`` / ``std``: the normalisation it trained with; ``target``: what its
+    outputs are; ``named_classes``: whether its class names say what the classes
+    are, so other data can be matched to them by name (``split.json``).
+    """
 
     run_dir: Path
     exp: Experiment
@@ -60,6 +65,7 @@ class LoadedRun:
     mean: list[float] | None = None
     std: list[float] | None = None
     target: TargetKind = "label"
+    named_classes: bool = True
 
     @property
     def device(self) -> torch.device:
@@ -97,18 +103,39 @@ class LoadedRun:
         return Predictions(torch.cat([p.probabilities for p in parts]), torch.cat([p.labels for p in parts]),
                            parts[0].label_names)
 
+    @property
+    def sigmoid_outputs(self) -> bool:
+        """Whether the outputs are independent sigmoid channels (a multi-label or one-channel segmenter)."""
+        return self.exp.task == "segmentation" and (self.target == "multilabel" or len(self.class_names) == 1)
+
     def predict_batch(self, batch: torch.Tensor) -> Predictions:
-        """:class:`Predictions` of one N x C x H x W batch of model inputs (on the CPU)."""
+        """:class:`Predictions` of one N x C x H x W batch of model inputs (on the CPU), read as
+        :meth:`output_description` says."""
         with torch.inference_mode():
             logits = self.model(batch.to(self.device))
         logits = (logits[-1] if isinstance(logits, (list, tuple)) else logits).float()
-        segment = self.exp.task == "segmentation"
-        if segment and (self.target == "multilabel" or logits.shape[1] == 1):
+        if self.sigmoid_outputs:
             probs = torch.sigmoid(logits).cpu()
             labels = (probs.argmax(1) + 1) * (probs.amax(1) > 0.5)
             return Predictions(probs, labels, ["background", *self.class_names])
         probs = torch.softmax(logits, 1).cpu()
         return Predictions(probs, probs.argmax(1), list(self.class_names))
+
+    def output_description(self) -> dict:
+        """What the network's outputs mean and how :meth:`predict_batch` reads them (for export.json)."""
+        size = self.exp.data.image_size
+        if self.exp.task == "classification":
+            return {"activation": "softmax", "labels": list(self.class_names),
+                    "how": "softmax over dim 1 gives each class's probability; the class is the argmax, an index "
+                           "into labels"}
+        where = (f"a {size} x {size} mask; lossbench predict resizes it to the image's own size with nearest "
+                 "neighbour")
+        if self.sigmoid_outputs:
+            return {"activation": "sigmoid", "labels": ["background", *self.class_names],
+                    "how": "sigmoid per channel; a pixel's label is k + 1 for the channel k of highest probability "
+                           f"when that is above 0.5, else 0 (background), an index into labels: {where}"}
+        return {"activation": "softmax", "labels": list(self.class_names),
+                "how": f"softmax over dim 1; a pixel's label is the argmax over dim 1, an index into labels: {where}"}
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
@@ -137,7 +164,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     epoch = meta.get("epoch") if isinstance(meta.get("epoch"), int) else None
     mean, std = run_normalization(run_dir, exp)
     return LoadedRun(run_dir, exp, list(names), model.to(resolve_device(device, "--device")).eval(), ckpt, epoch,
-                     mean, std, target)
+                     mean, std, target, _recorded_named_classes(run_dir))
 
 
 def _recorded_data(run_dir: Path, exp: Experiment) -> tuple[list[str], TargetKind]:
@@ -158,6 +185,14 @@ def _recorded_data(run_dir: Path, exp: Experiment) -> tuple[list[str], TargetKin
         bundle = build_data(exp)
         names, target = names or bundle.class_names, target or bundle.target
     return list(names), target
+
+
+def _recorded_named_classes(run_dir: Path) -> bool:
+    """Whether the run's class names say what its classes are (``split.json``; runs that predate it: True)."""
+    try:
+        return bool(json.loads((run_dir / "split.json").read_text(encoding="utf-8")).get("named_classes", True))
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def run_normalization(run_dir: Path, exp: Experiment) -> tuple[list[float] | None, list[float] | None]:
