@@ -220,6 +220,8 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
             f"{run_dir}: run folder already exists; pass --overwrite to replace it or set name: to another name"
         )
     try:
+        if "\0" in str(run_dir):
+            raise ValueError("embedded null byte")
         existing = run_dir
         while not os.path.lexists(existing) and existing != existing.parent:
             existing = existing.parent

@@ -411,7 +411,7 @@ def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_fi
         return "done", "", seconds
     if stopped:
         return "stopped", "", seconds
-    error = _error_line(stderr, returncode)
+    error = _error_line(stderr, returncode).removeprefix(f"{config_path}: ")  # the row names the cell already
     runfolder.atomic_write_text(cell.run_dir / "error.txt", error + "\n")
     return "failed", error, seconds
 
