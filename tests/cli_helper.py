@@ -161,12 +161,13 @@ def forked_cli(argv: list[str], log_path: Path, slow_fsync: float = 0.0, *, err_
     """Start ``lossbench ARGV`` as a process forked from a server that has lossbench imported; returns it
     (a ``multiprocessing.Process``: ``pid``, ``join``, ``exitcode``, negative when a signal ended it).
 
-    It runs in ``env`` (default: this process's environment, one thread) and ``cwd`` (default: this
-    process's folder), as a fresh process started from here would. ``daemon=False`` lets it start
+    It runs in ``env`` (default: this process's environment, one thread, this checkout's sources first) and
+    ``cwd`` (default: this process's folder), as a fresh process started from here would. ``daemon=False`` lets it start
     processes of its own (DataLoader workers); the caller must then join it.
     """
     args = (list(map(str, argv)), str(log_path), err_path and str(err_path), slow_fsync,
-            {**os.environ, "OMP_NUM_THREADS": "1"} if env is None else env, str(cwd or Path.cwd()))
+            {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ENV["PYTHONPATH"]} if env is None else env,
+            str(cwd or Path.cwd()))
     proc = _forkserver().Process(target=cli_child, args=args, daemon=daemon)
     proc.start()
     return proc
