@@ -202,3 +202,10 @@ def forked_cell_process(command: list[str], log, env: dict[str, str], preexec, s
             proc.join()
             raise
         return proc.exitcode, err.read(), stopped
+
+
+def fork_sweep_cells() -> None:
+    """In this process, sweeps start their cells with :func:`forked_cell_process` (a Ray worker's setup hook)."""
+    from lossbench.experiments import sweep
+
+    sweep._run_process = forked_cell_process
