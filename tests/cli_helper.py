@@ -173,6 +173,37 @@ def forked_cli(argv: list[str], log_path: Path, slow_fsync: float = 0.0, *, err_
     return proc
 
 
+def _call_child(target, args: tuple, log_path: str, env: dict[str, str], cwd: str) -> None:
+    """Body of :func:`forked_call`: ``target(*args)`` with output to ``log_path``; exit code 0, or 1 and a traceback."""
+    import torch
+
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    torch.set_num_threads(1)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    code = 0
+    try:
+        target(*args)
+    except BaseException:  # noqa: BLE001 - a traceback, as a fresh process would print
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def forked_call(target, *args, log: Path):
+    """Start ``target(*args)`` (a module-level function) in a process forked with lossbench imported, one thread,
+    output to ``log``; returns the ``multiprocessing.Process``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ENV["PYTHONPATH"]}
+    proc = _forkserver().Process(target=_call_child, args=(target, args, str(log), env, str(Path.cwd())), daemon=True)
+    proc.start()
+    return proc
+
+
 def forked_cell_process(command: list[str], log, env: dict[str, str], preexec, stop_file: Path | None
                         ) -> tuple[int, str, bool]:
     """``lossbench.experiments.sweep._run_process`` for a ``python -m lossbench`` cell command, in a forked process.
