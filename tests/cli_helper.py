@@ -3,6 +3,10 @@
 In-process runs skip seconds of imports per call and use one thread (a small,
 shared test machine); a real process is for what only one can show: an exit
 code of ``python -m lossbench``, a kill, output before anything is imported.
+Between the two, :func:`forked_cli` starts a real process forked from a server
+that has lossbench imported already (a kill, an exit code, its own memory; no
+seconds of imports), and :func:`forked_cell_process` runs a sweep's cells that
+way (the ``forked_cells`` fixture).
 """
 
 from __future__ import annotations
@@ -75,3 +79,164 @@ def _process_warning_filters() -> None:
     warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
     warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
         warnings.formatwarning(message, category, filename, lineno, line))
+
+
+# --- lossbench processes forked from a preloaded server (no seconds of imports per process) -----------
+
+
+def cli_child(argv: list[str], out_path: str, err_path: str | None = None, slow_fsync: float = 0.0,
+              env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+    """Body of a forked ``lossbench ARGV`` process: stdout to ``out_path`` (stderr too, unless ``err_path``),
+    exit with the CLI's code, as ``python -m lossbench`` would.
+
+    ``env`` / ``cwd``: the environment and folder it runs in (a fresh process would inherit them; a forked
+    one has the server's), its thread count from ``OMP_NUM_THREADS`` there. ``slow_fsync`` simulates a slow
+    disk: every fsync of a checkpoint's temp file (``.last.pt.*.tmp``, ``.best.pt.*.tmp``) takes that many
+    seconds longer, so a kill can be timed to land inside the write.
+    """
+    import time
+
+    import torch
+
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    if cwd is not None:
+        os.chdir(cwd)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
+    for fileno, path in ((1, out_path), (2, err_path or out_path)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, fileno)
+        os.close(fd)
+    if slow_fsync:
+        real_fsync = os.fsync
+
+        def fsync(fileno: int) -> None:
+            if ".pt." in os.readlink(f"/proc/self/fd/{fileno}"):
+                time.sleep(slow_fsync)
+            real_fsync(fileno)
+
+        os.fsync = fsync
+    from lossbench.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - a traceback is what a fresh process prints, and what tests look for
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+_SERVER = None
+
+
+def _forkserver():
+    """This process's fork server, started once with torch and lossbench imported, one thread."""
+    import multiprocessing
+
+    global _SERVER
+    if _SERVER is None:
+        _SERVER = multiprocessing.get_context("forkserver")
+        _SERVER.set_forkserver_preload(["torch", "lossbench.cli", "lossbench.engine.fit", __name__])
+        saved = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"
+        try:
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+        finally:
+            if saved is None:
+                del os.environ["OMP_NUM_THREADS"]
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved
+    return _SERVER
+
+
+def forked_cli(argv: list[str], log_path: Path, slow_fsync: float = 0.0, *, err_path: Path | None = None,
+               env: dict[str, str] | None = None, cwd: Path | None = None, daemon: bool = True):
+    """Start ``lossbench ARGV`` as a process forked from a server that has lossbench imported; returns it
+    (a ``multiprocessing.Process``: ``pid``, ``join``, ``exitcode``, negative when a signal ended it).
+
+    It runs in ``env`` (default: this process's environment, one thread, this checkout's sources first) and
+    ``cwd`` (default: this process's folder), as a fresh process started from here would. ``daemon=False`` lets it start
+    processes of its own (DataLoader workers); the caller must then join it.
+    """
+    args = (list(map(str, argv)), str(log_path), err_path and str(err_path), slow_fsync,
+            {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ENV["PYTHONPATH"]} if env is None else env,
+            str(cwd or Path.cwd()))
+    proc = _forkserver().Process(target=cli_child, args=args, daemon=daemon)
+    proc.start()
+    return proc
+
+
+def _call_child(target, args: tuple, log_path: str, env: dict[str, str], cwd: str) -> None:
+    """Body of :func:`forked_call`: ``target(*args)`` with output to ``log_path``; exit code 0, or 1 and a traceback."""
+    import torch
+
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    torch.set_num_threads(1)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    code = 0
+    try:
+        target(*args)
+    except BaseException:  # noqa: BLE001 - a traceback, as a fresh process would print
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def forked_call(target, *args, log: Path):
+    """Start ``target(*args)`` (a module-level function) in a process forked with lossbench imported, one thread,
+    output to ``log``; returns the ``multiprocessing.Process``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ENV["PYTHONPATH"]}
+    proc = _forkserver().Process(target=_call_child, args=(target, args, str(log), env, str(Path.cwd())), daemon=True)
+    proc.start()
+    return proc
+
+
+def forked_cell_process(command: list[str], log, env: dict[str, str], preexec, stop_file: Path | None
+                        ) -> tuple[int, str, bool]:
+    """``lossbench.experiments.sweep._run_process`` for a ``python -m lossbench`` cell command, in a forked process.
+
+    The same contract as the sweep's own: (return code, stderr, stopped); stdout appended to the cell's log; the
+    process ended (SIGTERM) once ``stop_file`` exists, killed when this call is interrupted.
+    """
+    import tempfile
+
+    from lossbench.experiments.sweep import STOP_POLL_SECONDS
+
+    assert command[:3] == [sys.executable, "-m", "lossbench"], command
+    log.flush()
+    with tempfile.NamedTemporaryFile("r", prefix="cell-stderr-", suffix=".txt", encoding="utf-8") as err:
+        proc = forked_cli(command[3:], Path(log.name), err_path=Path(err.name), env=env, daemon=False)
+        stopped = False
+        try:
+            while True:
+                proc.join(None if stop_file is None else STOP_POLL_SECONDS)
+                if proc.exitcode is not None:
+                    break
+                if not stopped and stop_file is not None and stop_file.exists():
+                    proc.terminate()
+                    stopped = True
+        except BaseException:
+            proc.kill()
+            proc.join()
+            raise
+        return proc.exitcode, err.read(), stopped
+
+
+def fork_sweep_cells() -> None:
+    """In this process, sweeps start their cells with :func:`forked_cell_process` (a Ray worker's setup hook)."""
+    from lossbench.experiments import sweep
+
+    sweep._run_process = forked_cell_process

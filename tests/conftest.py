@@ -44,6 +44,34 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: keys[id(item)])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_cpu_share_per_worker():
+    """Under xdist a worker's share of the machine is its CPUs over the workers: a sweep run in a worker gives
+    its cells that many threads (``usable CPUs // jobs``), not the whole machine's, which the other workers
+    use at the same time (oversubscribed OpenMP threads spin and burn CPU on a small machine)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers == 1:
+        yield
+        return
+    from lossbench.experiments import backends
+
+    whole = backends.usable_cpus
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backends, "usable_cpus", lambda: max(1, whole() // workers))
+        yield
+
+
+@pytest.fixture
+def forked_cells(monkeypatch):
+    """Sweeps run in this process start their cells as ``lossbench train`` processes forked from a server with
+    lossbench imported (cli_helper.forked_cell_process), not as fresh interpreters: still one real process per
+    cell (its own exit code, stderr, kill), without seconds of imports each. Tests about the sweep's own
+    processes (a killed sweep takes its cells along) leave this out."""
+    from cli_helper import forked_cell_process
+
+    monkeypatch.setattr("lossbench.experiments.sweep._run_process", forked_cell_process)
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     """Write a config file into tmp_path and return its path; runs land in tmp_path/runs."""

@@ -20,7 +20,7 @@ def readme_example() -> str:
     return code
 
 
-def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+def test_readme_python_example_runs(tmp_path, monkeypatch, capsys, forked_cells):
     (tmp_path / "recipes").mkdir()
     shutil.copy(ROOT / "recipes" / "example.yaml", tmp_path / "recipes")
     rng = np.random.default_rng(0)

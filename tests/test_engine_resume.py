@@ -4,12 +4,10 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
-from cli_helper import run_cli
+from cli_helper import forked_call, run_cli
 
 from lossbench.engine import train
 from lossbench.config import load_experiment
@@ -18,8 +16,8 @@ from lossbench.errors import UserError
 CONFIG = """
 name: NAME
 output_dir: OUT
-data: {source: synthetic, num_classes: 3, image_size: 16, train_per_class: 8, val_per_class: 3, imbalance_ratio: 2}
-model: {name: resnet18}
+data: {source: synthetic, num_classes: 3, image_size: 8, train_per_class: 8, val_per_class: 3, imbalance_ratio: 2}
+model: {name: resnet20}
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.0005}
 scheduler: {name: cosine, warmup_epochs: 1}
 ema: {decay: 0.9}
@@ -30,16 +28,9 @@ stages:
 batch_size: 8
 """
 
-KILL_AFTER_2 = (
-    "import os, signal, sys\n"
-    "from lossbench.config import load_experiment\n"
-    "from lossbench.engine import train\n"
-    "train(load_experiment(sys.argv[1]), on_epoch_end=lambda e: e == 2 and os.kill(os.getpid(), signal.SIGKILL))\n"
-)
-
-
-# one thread per process: on a shared 2-core runner, spinning OpenMP threads slow these runs tens of times
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+def train_until_killed_after_epoch_2(config: str) -> None:
+    """A training process that SIGKILLs itself right after epoch 2 (run forked: cli_helper.forked_call)."""
+    train(load_experiment(config), on_epoch_end=lambda e: e == 2 and os.kill(os.getpid(), signal.SIGKILL))
 
 
 def rows_without_time(run):
@@ -49,16 +40,15 @@ def rows_without_time(run):
 def test_killed_and_resumed_run_matches_uninterrupted_bit_for_bit(tiny_config, tmp_path):
     full = tiny_config(CONFIG.replace("NAME", "full"), "full.yaml")
     cut = tiny_config(CONFIG.replace("NAME", "cut"), "cut.yaml")
-    killed = subprocess.Popen([sys.executable, "-c", KILL_AFTER_2, str(cut)], env=ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = forked_call(train_until_killed_after_epoch_2, str(cut), log=tmp_path / "killed.log")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:  # the uninterrupted run, in this process while the other one trains
         train(load_experiment(full), log=lambda *_: None)
     finally:
         torch.set_num_threads(threads)
-    _, stderr = killed.communicate()
-    assert killed.returncode == -signal.SIGKILL, stderr
+    killed.join(300)
+    assert killed.exitcode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
     runs = tmp_path / "runs"
     assert torch.load(runs / "cut" / "last.pt", weights_only=True)["epoch"] == 2
     assert not (runs / "cut" / "summary.json").exists()
@@ -114,8 +104,8 @@ def test_unwritable_output_folder_fails_before_training(tiny_config, tmp_path, m
 EARLY = """
 name: early
 output_dir: OUT
-data: {source: synthetic, num_classes: 3, image_size: 16, train_per_class: 8, val_per_class: 3}
-model: {name: resnet18}
+data: {source: synthetic, num_classes: 3, image_size: 8, train_per_class: 8, val_per_class: 3}
+model: {name: resnet20}
 optimizer: {name: adamw, lr: 0.003, weight_decay: 0.01}
 scheduler: {name: plateau, patience: 0, gamma: 0.5, monitor: val_loss}
 epochs: 5

@@ -102,12 +102,12 @@ def test_eval_split_test_evaluates_the_balanced_test_set(tmp_path):
         prepare_splits(exp)
 
 
-def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path, monkeypatch):
+def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path, monkeypatch, forked_cells):
     root = fake_fashion_mnist(tmp_path / "fm", train_per_class=150)  # 125 a class left: a many-shot head
     out = tmp_path / "sweep"
     monkeypatch.setenv("LOSSBENCH_CACHE", str(tmp_path / "cache"))
     cmd = ["sweep", str(RECIPE), "--out", str(out),
-           "--set", f"data.root={root}", "--set", "epochs=1", "--set", "batch_size=32",
+           "--set", f"data.root={root}", "--set", "epochs=1", "--set", "batch_size=32", "--set", "data.image_size=8",
            "--set", 'grid={seed: [0], "loss, drw_epoch, model.head, model.bias_prior": [[ce, null, linear, null], '
            '["ldam(s=30)", null, cosine, null], ["cb(base=sigmoid_focal, beta=0.9999, gamma=1.0)", null, linear, 0.1]]}']
     proc = run_cli(cmd)

@@ -2,13 +2,11 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helper import run_cli
 
 from lossbench.data import prepare_splits
 from lossbench.experiments.sweep import plan_sweep
@@ -32,18 +30,15 @@ def test_recipe_plans_ten_losses_times_three_seeds_on_the_test_canvases():
     assert plan.report[plan.cells[0].document] == {"baseline": {"loss": "ce"}, "epoch": "final"}
 
 
-def test_recipe_runs_end_to_end_on_tiny_canvases(tmp_path):
+def test_recipe_runs_end_to_end_on_tiny_canvases(tmp_path, monkeypatch, forked_cells):
     root = fake_scenes_root(tmp_path / "fm")
     out = tmp_path / "sweep"
     overrides = [f"data.root={root}", "data.image_size=32", "data.scenes.train_canvases=12",
                  "data.scenes.val_canvases=4", "data.scenes.test_canvases=6", "epochs=1", "batch_size=6",
                  "grid.seed=[0]", "grid.loss=[ce, dice]"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               LOSSBENCH_CACHE=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "lossbench", "sweep", str(RECIPE), "--out", str(out)]
-    proc = subprocess.run(cmd + [a for o in overrides for a in ("--set", o)], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    monkeypatch.setenv("LOSSBENCH_CACHE", str(tmp_path / "cache"))
+    proc = run_cli(["sweep", str(RECIPE), "--out", str(out)] + [a for o in overrides for a in ("--set", o)])
+    assert proc.code == 0, proc.out + proc.err
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["loss"], r["status"]) for r in rows] == [("ce", "done"), ("dice", "done")]
 

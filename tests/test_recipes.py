@@ -28,7 +28,7 @@ SMALL = ["epochs=1", "data.num_workers=0", "grid.seed=[0]"]
 
 
 @pytest.fixture
-def caches(tmp_path, monkeypatch):
+def caches(tmp_path, monkeypatch, forked_cells):
     """Empty offline weight caches and a private decode cache; inherited by the sweep's cell processes."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -75,7 +75,7 @@ def blob_image(rng: np.random.Generator, size: int, level: int) -> np.ndarray:
 
 
 def sweep(recipe: str, out: Path, *overrides: str) -> tuple[list[dict], str]:
-    """Run ``lossbench sweep`` in this process (cells are subprocesses); rows of results.csv and stdout."""
+    """Run ``lossbench sweep`` in this process (cells are forked processes); rows of results.csv and stdout."""
     args = ["sweep", str(RECIPES / recipe), "--out", str(out), "--jobs", "2"]
     for item in overrides:
         args += ["--set", item]

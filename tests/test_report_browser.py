@@ -36,7 +36,7 @@ window.addEventListener('load', () => {
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it")
-def test_report_renders_in_headless_chromium(tiny_config, tmp_path):
+def test_report_renders_in_headless_chromium(tiny_config, tmp_path, forked_cells):
     res = run_cli(["sweep", str(tiny_config(SWEEP))])
     assert res.code == 0, res.err
     report = tmp_path / "runs" / "exp" / "report.html"

@@ -15,8 +15,8 @@ SWEEP = """
 name: tiny
 task: classification
 output_dir: OUT
-data: {source: synthetic, num_classes: 3, image_size: 16, train_per_class: 24, val_per_class: 8}
-model: {name: resnet18}
+data: {source: synthetic, num_classes: 3, image_size: 8, train_per_class: 24, val_per_class: 8}
+model: {name: resnet20}
 epochs: 1
 batch_size: 16
 grid:
@@ -57,7 +57,7 @@ def test_lock_refuses_a_second_sweep(tmp_path):
         pass
 
 
-def test_sweep_runs_records_failures_reports_and_resumes(tiny_config, tmp_path):
+def test_sweep_runs_records_failures_reports_and_resumes(tiny_config, tmp_path, forked_cells):
     cfg = tiny_config(SWEEP)
     cmd = ["sweep", str(cfg), "--jobs", "2"]
     res = run_cli(cmd)
@@ -133,7 +133,7 @@ def test_an_unnamed_single_document_keeps_its_report_options(tiny_config):
     assert plan.report == {"exp": {"baseline": {"loss": "ce"}, "epoch": "best"}}
 
 
-def test_interrupted_cell_is_continued_with_resume_and_a_changed_one_restarts(tiny_config, tmp_path):
+def test_interrupted_cell_is_continued_with_resume_and_a_changed_one_restarts(tiny_config, tmp_path, forked_cells):
     from lossbench.experiments.sweep import resumable, run_cell
 
     text = SWEEP.replace("epochs: 1", "epochs: 2").replace(

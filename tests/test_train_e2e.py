@@ -11,12 +11,12 @@ CLASSIFICATION = """
 name: clf
 task: classification
 output_dir: OUT
-data: {source: synthetic, num_classes: 4, image_size: 32, train_per_class: 400, val_per_class: 40, imbalance_ratio: 3}
-model: {name: resnet18}
+data: {source: synthetic, num_classes: 4, image_size: 16, train_per_class: 400, val_per_class: 40, imbalance_ratio: 3}
+model: {name: resnet20}
 loss: focal(gamma=2)
 optimizer: {name: adam, lr: 0.001}
 epochs: 1
-batch_size: 32
+batch_size: 16
 """
 
 SEGMENTATION = """

@@ -2,9 +2,14 @@
 
 One test, because its two halves share a run: ``lossbench sweep`` (local pool, ``--jobs 2``) is
 SIGKILLed mid-study and run again, and must finish every study's budget without losing or
-repeating a trial; then the same config runs on Ray (started once per test session) and must
+repeating a trial; then the same config runs on Ray (a local Ray started for this module) and must
 give the same trials and the same metrics, record the failing cell's error like the local
 backend, and skip everything finished when run again.
+
+The killed sweep is a process forked with lossbench imported; the cells it starts are fresh
+``python -m lossbench train`` processes that must die with it. The re-run (in this process) and
+the Ray workers start their cells as forked processes (cli_helper.forked_cell_process): the same
+trials, without seconds of imports each.
 """
 
 from __future__ import annotations
@@ -14,12 +19,11 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_helper import forked_cli, run_cli
 
 CONFIG = """\
 name: tiny
@@ -50,19 +54,22 @@ epochs: 1
 device: cpu
 """
 ROOT = Path(__file__).resolve().parents[1]
+#: this checkout's sources first, and tests/ for the Ray workers' setup hook (cli_helper.fork_sweep_cells)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT / "tests"),
+                                                   os.environ.get("PYTHONPATH")]))}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One Ray instance for the whole test session (a start costs seconds): two CPUs on this machine."""
+    """A local Ray with two CPUs, stopped after this module; its workers start cells as forked processes."""
     import ray
 
     saved = dict(os.environ)
     os.environ["PYTHONPATH"] = ENV["PYTHONPATH"]  # Ray's workers inherit this process's environment
-    try:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # a new one, ours
+    try:  # a new one, ours
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": "cli_helper.fork_sweep_cells"})
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -70,9 +77,10 @@ def ray_local():
     ray.shutdown()
 
 
-def sweep(cfg: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lossbench", "sweep", str(cfg), "--out", str(out), "--jobs", "2",
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+def sweep(cfg: Path, out: Path, logs: Path):
+    """``lossbench sweep --jobs 2`` as a forked process (output in ``logs``.{out,err}); its cells are fresh processes."""
+    return forked_cli(["sweep", str(cfg), "--out", str(out), "--jobs", "2"], logs.with_suffix(".out"),
+                      err_path=logs.with_suffix(".err"), env=ENV)
 
 
 def trial_states(db: Path) -> list[str]:
@@ -83,18 +91,51 @@ def trial_states(db: Path) -> list[str]:
         return []
 
 
-def kill_mid_study(cfg: Path, out: Path) -> list[str]:
-    """Start the sweep, SIGKILL it once a trial has finished and another is training; the states it left."""
-    proc = sweep(cfg, out)
+def cells_of(sweep_pid: int) -> set[int]:
+    """pids of the ``python -m lossbench train`` processes the sweep ``sweep_pid`` runs."""
+    found = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == sweep_pid and cmdline[1:4] == [b"-m", b"lossbench", b"train"]:
+            found.add(int(entry))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (not yet reaped zombies count as ended)."""
+    running = set()
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                running.add(pid)
+        except OSError:
+            pass
+    return running
+
+
+def kill_mid_study(cfg: Path, out: Path, logs: Path) -> list[str]:
+    """Start the sweep, SIGKILL it once a trial has finished and another is training; the states it left.
+    The training processes it started must end with it (PR_SET_PDEATHSIG)."""
+    proc = sweep(cfg, out, logs)
     end = time.monotonic() + 600
-    while time.monotonic() < end and proc.poll() is None:
+    cells: set[int] = set()
+    while time.monotonic() < end and proc.is_alive():
         states = trial_states(out / "tune.db")
-        if "COMPLETE" in states and "RUNNING" in states:
+        cells = cells_of(proc.pid)
+        if "COMPLETE" in states and "RUNNING" in states and cells:
             os.kill(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.2)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the sweep ended before it could be killed mid-study"
+    proc.join(60)
+    assert proc.exitcode == -signal.SIGKILL, "the sweep ended before it could be killed mid-study"
+    end = time.monotonic() + 30
+    while alive(cells) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not alive(cells), "the killed sweep's training processes went on without it"
     return trial_states(out / "tune.db")
 
 
@@ -120,17 +161,16 @@ def outcome(trials: list) -> list[tuple]:
     return sorted((tuple(sorted(t.params.items())), t.state.name, t.value) for t in counted(trials))
 
 
-def test_tuned_sweep_resumes_after_a_kill_and_runs_the_same_on_ray(tmp_path, ray_local):
+def test_tuned_sweep_resumes_after_a_kill_and_runs_the_same_on_ray(tmp_path, ray_local, forked_cells):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(CONFIG.format(out=tmp_path / "runs"))
     local = tmp_path / "local"
 
-    left = kill_mid_study(cfg, local)
+    left = kill_mid_study(cfg, local, tmp_path / "killed")
     assert "RUNNING" in left
-    time.sleep(1)  # the killed sweep's training processes end with it (PR_SET_PDEATHSIG)
-    rerun = sweep(cfg, local)
-    out, err = rerun.communicate(timeout=900)
-    assert rerun.returncode == 1, err  # the broken document's cell fails; everything else finishes
+    rerun = run_cli(["sweep", str(cfg), "--out", str(local), "--jobs", "2"])
+    out, err = rerun.out, rerun.err
+    assert rerun.code == 1, err  # the broken document's cell fails; everything else finishes
     assert "Traceback" not in err and re.search(r"2 studies, 6 trials, [1-5] already done", out), out
 
     found = studies(local)

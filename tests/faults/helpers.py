@@ -1,17 +1,16 @@
-"""Small builders shared by the fault tests: tiny datasets, folder hashes, forked CLI processes."""
+"""Small builders shared by the fault tests: tiny datasets, folder hashes; their CLI runs come from cli_helper."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import struct
-import sys
 import zlib
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from cli_helper import ENV, CliResult, run_cli  # noqa: F401  (the fault tests' CLI runs)
+from cli_helper import ENV, CliResult, forked_cell_process, forked_cli, run_cli  # noqa: F401  (the fault tests' CLI runs)
 from PIL import Image
 
 #: what the suite measured (defects refused, kills survived, rows lost), printed at the end of a run
@@ -99,72 +98,3 @@ def write_evil_pickle(path: Path, marker: Path, torch_format: bool = True) -> Pa
     else:
         path.write_bytes(pickle.dumps(obj))
     return path
-
-
-# --- lossbench processes forked from a preloaded server (no seconds of imports per process) -----------
-
-
-def cli_child(argv: list[str], log_path: str, slow_fsync: float = 0.0) -> None:
-    """Body of a forked ``lossbench ARGV`` process: output to ``log_path``, exit with the CLI's code.
-
-    ``slow_fsync`` simulates a slow disk: every fsync of a checkpoint's temp file
-    (``.last.pt.*.tmp``, ``.best.pt.*.tmp``) takes that many seconds longer, so a
-    kill can be timed to land inside the write.
-    """
-    import time
-    import traceback
-
-    import torch
-
-    torch.set_num_threads(1)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    if slow_fsync:
-        real_fsync = os.fsync
-
-        def fsync(fileno: int) -> None:
-            if ".pt." in os.readlink(f"/proc/self/fd/{fileno}"):
-                time.sleep(slow_fsync)
-            real_fsync(fileno)
-
-        os.fsync = fsync
-    from lossbench.cli import main
-
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 - a traceback is what the tests look for in the log
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-_SERVER = None
-
-
-def forked_cli(argv: list[str], log_path: Path, slow_fsync: float = 0.0):
-    """Start ``lossbench ARGV`` as a process forked from a server that has lossbench imported; returns it."""
-    import multiprocessing
-
-    global _SERVER
-    if _SERVER is None:
-        _SERVER = multiprocessing.get_context("forkserver")
-        _SERVER.set_forkserver_preload(["torch", "lossbench.cli", "lossbench.engine.fit", __name__])
-        saved = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = "1"
-        try:
-            from multiprocessing import forkserver
-
-            forkserver.ensure_running()
-        finally:
-            if saved is None:
-                del os.environ["OMP_NUM_THREADS"]
-            else:
-                os.environ["OMP_NUM_THREADS"] = saved
-    proc = _SERVER.Process(target=cli_child, args=(list(argv), str(log_path), slow_fsync), daemon=True)
-    proc.start()
-    return proc

@@ -13,8 +13,6 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import yaml
 
 from shared import once_per_session
 
-from .helpers import ENV, TALLY, CliResult, run_cli, tree_hash
+from .helpers import TALLY, CliResult, forked_cell_process, forked_cli, run_cli, tree_hash
 
 SWEEP = """\
 name: ok
@@ -45,9 +43,18 @@ grid: {{loss: ["focal(gamma=-1)", ce]}}
 """
 
 
-def sweep(cfg: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lossbench", "sweep", str(cfg), "--out", str(out), "--jobs", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+def sweep(cfg: Path, out: Path, logs: Path):
+    """``lossbench sweep --jobs 2`` as a process forked with lossbench imported; its cells are fresh
+    ``python -m lossbench train`` processes it starts, as always. Output goes to ``logs``.{out,err}."""
+    return forked_cli(["sweep", str(cfg), "--out", str(out), "--jobs", "2"], logs.with_suffix(".out"),
+                      err_path=logs.with_suffix(".err"))
+
+
+def ended(proc, logs: Path) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a forked sweep, once it ends."""
+    proc.join(300)
+    assert proc.exitcode is not None, "the sweep did not end"
+    return proc.exitcode, logs.with_suffix(".out").read_text(), logs.with_suffix(".err").read_text()
 
 
 def child_training(parent: int, cell: str) -> int | None:
@@ -83,20 +90,21 @@ def run_faulty_sweep(tmp: Path) -> dict:
     cfg = tmp / "faulty.yaml"
     cfg.write_text(SWEEP.format(out=tmp / "runs"))
     sweep_dir = tmp / "runs" / "faulty"
-    first, second = sweep(cfg, sweep_dir), sweep(cfg, sweep_dir)
+    logs = {name: tmp / f"sweep-{name}" for name in ("first", "second")}
+    first, second = sweep(cfg, sweep_dir, logs["first"]), sweep(cfg, sweep_dir, logs["second"])
     # whichever takes the lock first runs the sweep; the other must refuse at once
     end = time.monotonic() + 300
     loser = None
     while loser is None and time.monotonic() < end:
         for proc in (first, second):
-            if proc.poll() is not None:
+            if not proc.is_alive():
                 loser = proc
         time.sleep(0.05)
     winner = second if loser is first else first
-    loser_out, loser_err = loser.communicate()
+    loser_result = ended(loser, logs["first" if loser is first else "second"])
 
     cell, killed = None, None
-    while time.monotonic() < end and winner.poll() is None:
+    while time.monotonic() < end and winner.is_alive():
         cell = cell or next((c for c in os.listdir(sweep_dir) if c.startswith("ok--epochs-8")), None)
         if cell and (sweep_dir / cell / "last.pt").exists():
             killed = child_training(winner.pid, cell)
@@ -104,17 +112,19 @@ def run_faulty_sweep(tmp: Path) -> dict:
                 os.kill(killed, signal.SIGKILL)
                 break
         time.sleep(0.01)
-    out, err = winner.communicate(timeout=300)
+    winner_result = ended(winner, logs["first" if winner is first else "second"])
     first_rows = results(sweep_dir)
     done_before = {r["cell"]: tree_hash(sweep_dir / r["cell"]) for r in first_rows if r["status"] == "done"}
     report_md = (sweep_dir / "report.md").read_text()
     report_html = (sweep_dir / "report.html").read_text()
 
-    # --jobs 2 again: one thread per cell, as in the first run and the reference (the thread count changes the bits)
-    rerun = run_cli(["sweep", str(cfg), "--out", str(sweep_dir), "--jobs", "2"])  # in-process; its cells are not
+    # --jobs 2 again: one thread per cell, as in the first run and the reference (the thread count changes the bits);
+    # in-process, its cells forked processes (the first run's were fresh ones)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("lossbench.experiments.sweep._run_process", forked_cell_process)
+        rerun = run_cli(["sweep", str(cfg), "--out", str(sweep_dir), "--jobs", "2"])
     return {
-        "dir": str(sweep_dir), "cell": cell, "killed": killed,
-        "loser": (loser.returncode, loser_out, loser_err), "winner": (winner.returncode, out, err),
+        "dir": str(sweep_dir), "cell": cell, "killed": killed, "loser": loser_result, "winner": winner_result,
         "first_rows": first_rows, "done_before": done_before, "report_md": report_md, "report_html": report_html,
         "rerun": vars(rerun), "final_rows": results(sweep_dir),
     }
