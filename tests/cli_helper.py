@@ -39,8 +39,26 @@ class CliResult:
         return [ln for ln in self.err.splitlines() if ln.strip()]
 
 
-def run_cli(argv: list[str], cwd: Path | None = None, *, process: bool = False, timeout: float = 600) -> CliResult:
-    """``lossbench ARGV``: exit code, stdout and stderr (an exception escaping in-process is a traceback, code 1)."""
+def run_cli(argv: list[str], cwd: Path | None = None, *, process: bool | str = False, timeout: float = 600
+            ) -> CliResult:
+    """``lossbench ARGV``: exit code, stdout and stderr (an exception escaping in-process is a traceback, code 1).
+
+    ``process=True``: a fresh ``python -m lossbench`` process; ``process="forked"``: a process forked with
+    lossbench imported (:func:`forked_cli`), whose stdout and stderr are its own file descriptors 1 and 2.
+    """
+    if process == "forked":
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="forked-cli-") as logs:
+            out, err = Path(logs) / "out", Path(logs) / "err"
+            proc = forked_cli(argv, out, err_path=err, cwd=cwd)
+            proc.join(timeout)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+                raise TimeoutError(f"lossbench {' '.join(map(str, argv))} ran over {timeout} s")
+            read = lambda path: path.read_text() if path.exists() else ""  # noqa: E731
+            return CliResult(proc.exitcode, read(out), read(err), "forked")
     if process:
         res = subprocess.run([sys.executable, "-m", "lossbench", *map(str, argv)], capture_output=True, text=True,
                              env=ENV, cwd=cwd, timeout=timeout)
