@@ -103,14 +103,15 @@ def _process_warning_filters() -> None:
 
 
 def cli_child(argv: list[str], out_path: str, err_path: str | None = None, slow_fsync: float = 0.0,
-              env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+              env: dict[str, str] | None = None, cwd: str | None = None, fork_cells: bool = False) -> None:
     """Body of a forked ``lossbench ARGV`` process: stdout to ``out_path`` (stderr too, unless ``err_path``),
     exit with the CLI's code, as ``python -m lossbench`` would.
 
     ``env`` / ``cwd``: the environment and folder it runs in (a fresh process would inherit them; a forked
     one has the server's), its thread count from ``OMP_NUM_THREADS`` there. ``slow_fsync`` simulates a slow
     disk: every fsync of a checkpoint's temp file (``.last.pt.*.tmp``, ``.best.pt.*.tmp``) takes that many
-    seconds longer, so a kill can be timed to land inside the write.
+    seconds longer, so a kill can be timed to land inside the write. ``fork_cells``: a sweep it runs starts its
+    cells with :func:`forked_cell_process` (from a fork server of its own).
     """
     import time
 
@@ -135,6 +136,8 @@ def cli_child(argv: list[str], out_path: str, err_path: str | None = None, slow_
             real_fsync(fileno)
 
         os.fsync = fsync
+    if fork_cells:
+        fork_sweep_cells()
     from lossbench.cli import main
 
     try:
@@ -175,18 +178,20 @@ def _forkserver():
 
 
 def forked_cli(argv: list[str], log_path: Path, slow_fsync: float = 0.0, *, err_path: Path | None = None,
-               env: dict[str, str] | None = None, cwd: Path | None = None, daemon: bool = True):
+               env: dict[str, str] | None = None, cwd: Path | None = None, daemon: bool = True,
+               fork_cells: bool = False):
     """Start ``lossbench ARGV`` as a process forked from a server that has lossbench imported; returns it
     (a ``multiprocessing.Process``: ``pid``, ``join``, ``exitcode``, negative when a signal ended it).
 
     It runs in ``env`` (default: this process's environment, one thread, this checkout's sources first) and
-    ``cwd`` (default: this process's folder), as a fresh process started from here would. ``daemon=False`` lets it start
-    processes of its own (DataLoader workers); the caller must then join it.
+    ``cwd`` (default: this process's folder), as a fresh process started from here would. ``daemon=False`` lets
+    it start processes of its own (DataLoader workers, forked cells); the caller must then join it.
+    ``fork_cells``: a sweep it runs forks its cells too (:func:`cli_child`).
     """
     args = (list(map(str, argv)), str(log_path), err_path and str(err_path), slow_fsync,
             {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ENV["PYTHONPATH"]} if env is None else env,
-            str(cwd or Path.cwd()))
-    proc = _forkserver().Process(target=cli_child, args=args, daemon=daemon)
+            str(cwd or Path.cwd()), fork_cells)
+    proc = _forkserver().Process(target=cli_child, args=args, daemon=daemon and not fork_cells)
     proc.start()
     return proc
 
