@@ -153,16 +153,22 @@ def cli_child(argv: list[str], out_path: str, err_path: str | None = None, slow_
 
 
 _SERVER = None
+#: what a forked process finds imported: the CLI and the engine, the sweep, its report and tuning, and what a
+#: training run otherwise imports lazily (smp, timm and the Hugging Face hub, for the versions in config.yaml;
+#: lossbench reads the hub cache's location from the environment itself, per call)
+PRELOAD = ["torch", "lossbench.cli", "lossbench.engine.fit", "lossbench.experiments.sweep",
+           "lossbench.experiments.tune", "lossbench.experiments.report", "lossbench.plots",
+           "segmentation_models_pytorch"]
 
 
 def _forkserver():
-    """This process's fork server, started once with torch and lossbench imported, one thread."""
+    """This process's fork server, started once with :data:`PRELOAD` imported, one thread."""
     import multiprocessing
 
     global _SERVER
     if _SERVER is None:
         _SERVER = multiprocessing.get_context("forkserver")
-        _SERVER.set_forkserver_preload(["torch", "lossbench.cli", "lossbench.engine.fit", __name__])
+        _SERVER.set_forkserver_preload(PRELOAD + [__name__])
         saved = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = "1"
         try:
