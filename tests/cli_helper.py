@@ -224,11 +224,12 @@ def _call_child(target, args: tuple, log_path: str, env: dict[str, str], cwd: st
     os._exit(code)
 
 
-def forked_call(target, *args, log: Path):
+def forked_call(target, *args, log: Path, daemon: bool = True):
     """Start ``target(*args)`` (a module-level function) in a process forked with lossbench imported, one thread,
-    output to ``log``; returns the ``multiprocessing.Process``."""
+    output to ``log``; returns the ``multiprocessing.Process`` (``daemon=False``: it may start processes)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ENV["PYTHONPATH"]}
-    proc = _forkserver().Process(target=_call_child, args=(target, args, str(log), env, str(Path.cwd())), daemon=True)
+    proc = _forkserver().Process(target=_call_child, args=(target, args, str(log), env, str(Path.cwd())),
+                                 daemon=daemon)
     proc.start()
     return proc
 
