@@ -39,8 +39,26 @@ class CliResult:
         return [ln for ln in self.err.splitlines() if ln.strip()]
 
 
-def run_cli(argv: list[str], cwd: Path | None = None, *, process: bool = False, timeout: float = 600) -> CliResult:
-    """``lossbench ARGV``: exit code, stdout and stderr (an exception escaping in-process is a traceback, code 1)."""
+def run_cli(argv: list[str], cwd: Path | None = None, *, process: bool | str = False, timeout: float = 600
+            ) -> CliResult:
+    """``lossbench ARGV``: exit code, stdout and stderr (an exception escaping in-process is a traceback, code 1).
+
+    ``process=True``: a fresh ``python -m lossbench`` process; ``process="forked"``: a process forked with
+    lossbench imported (:func:`forked_cli`), whose stdout and stderr are its own file descriptors 1 and 2.
+    """
+    if process == "forked":
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="forked-cli-") as logs:
+            out, err = Path(logs) / "out", Path(logs) / "err"
+            proc = forked_cli(argv, out, err_path=err, cwd=cwd)
+            proc.join(timeout)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+                raise TimeoutError(f"lossbench {' '.join(map(str, argv))} ran over {timeout} s")
+            read = lambda path: path.read_text() if path.exists() else ""  # noqa: E731
+            return CliResult(proc.exitcode, read(out), read(err), "forked")
     if process:
         res = subprocess.run([sys.executable, "-m", "lossbench", *map(str, argv)], capture_output=True, text=True,
                              env=ENV, cwd=cwd, timeout=timeout)
@@ -85,14 +103,15 @@ def _process_warning_filters() -> None:
 
 
 def cli_child(argv: list[str], out_path: str, err_path: str | None = None, slow_fsync: float = 0.0,
-              env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+              env: dict[str, str] | None = None, cwd: str | None = None, fork_cells: bool = False) -> None:
     """Body of a forked ``lossbench ARGV`` process: stdout to ``out_path`` (stderr too, unless ``err_path``),
     exit with the CLI's code, as ``python -m lossbench`` would.
 
     ``env`` / ``cwd``: the environment and folder it runs in (a fresh process would inherit them; a forked
     one has the server's), its thread count from ``OMP_NUM_THREADS`` there. ``slow_fsync`` simulates a slow
     disk: every fsync of a checkpoint's temp file (``.last.pt.*.tmp``, ``.best.pt.*.tmp``) takes that many
-    seconds longer, so a kill can be timed to land inside the write.
+    seconds longer, so a kill can be timed to land inside the write. ``fork_cells``: a sweep it runs starts its
+    cells with :func:`forked_cell_process` (from a fork server of its own).
     """
     import time
 
@@ -117,6 +136,8 @@ def cli_child(argv: list[str], out_path: str, err_path: str | None = None, slow_
             real_fsync(fileno)
 
         os.fsync = fsync
+    if fork_cells:
+        fork_sweep_cells()
     from lossbench.cli import main
 
     try:
@@ -132,16 +153,22 @@ def cli_child(argv: list[str], out_path: str, err_path: str | None = None, slow_
 
 
 _SERVER = None
+#: what a forked process finds imported: the CLI and the engine, the sweep, its report and tuning, and what a
+#: training run otherwise imports lazily (smp, timm and the Hugging Face hub, for the versions in config.yaml;
+#: lossbench reads the hub cache's location from the environment itself, per call)
+PRELOAD = ["torch", "lossbench.cli", "lossbench.engine.fit", "lossbench.experiments.sweep",
+           "lossbench.experiments.tune", "lossbench.experiments.report", "lossbench.plots",
+           "segmentation_models_pytorch"]
 
 
 def _forkserver():
-    """This process's fork server, started once with torch and lossbench imported, one thread."""
+    """This process's fork server, started once with :data:`PRELOAD` imported, one thread."""
     import multiprocessing
 
     global _SERVER
     if _SERVER is None:
         _SERVER = multiprocessing.get_context("forkserver")
-        _SERVER.set_forkserver_preload(["torch", "lossbench.cli", "lossbench.engine.fit", __name__])
+        _SERVER.set_forkserver_preload(PRELOAD + [__name__])
         saved = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = "1"
         try:
@@ -157,18 +184,20 @@ def _forkserver():
 
 
 def forked_cli(argv: list[str], log_path: Path, slow_fsync: float = 0.0, *, err_path: Path | None = None,
-               env: dict[str, str] | None = None, cwd: Path | None = None, daemon: bool = True):
+               env: dict[str, str] | None = None, cwd: Path | None = None, daemon: bool = True,
+               fork_cells: bool = False):
     """Start ``lossbench ARGV`` as a process forked from a server that has lossbench imported; returns it
     (a ``multiprocessing.Process``: ``pid``, ``join``, ``exitcode``, negative when a signal ended it).
 
     It runs in ``env`` (default: this process's environment, one thread, this checkout's sources first) and
-    ``cwd`` (default: this process's folder), as a fresh process started from here would. ``daemon=False`` lets it start
-    processes of its own (DataLoader workers); the caller must then join it.
+    ``cwd`` (default: this process's folder), as a fresh process started from here would. ``daemon=False`` lets
+    it start processes of its own (DataLoader workers, forked cells); the caller must then join it.
+    ``fork_cells``: a sweep it runs forks its cells too (:func:`cli_child`).
     """
     args = (list(map(str, argv)), str(log_path), err_path and str(err_path), slow_fsync,
             {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ENV["PYTHONPATH"]} if env is None else env,
-            str(cwd or Path.cwd()))
-    proc = _forkserver().Process(target=cli_child, args=args, daemon=daemon)
+            str(cwd or Path.cwd()), fork_cells)
+    proc = _forkserver().Process(target=cli_child, args=args, daemon=daemon and not fork_cells)
     proc.start()
     return proc
 
@@ -195,11 +224,12 @@ def _call_child(target, args: tuple, log_path: str, env: dict[str, str], cwd: st
     os._exit(code)
 
 
-def forked_call(target, *args, log: Path):
+def forked_call(target, *args, log: Path, daemon: bool = True):
     """Start ``target(*args)`` (a module-level function) in a process forked with lossbench imported, one thread,
-    output to ``log``; returns the ``multiprocessing.Process``."""
+    output to ``log``; returns the ``multiprocessing.Process`` (``daemon=False``: it may start processes)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ENV["PYTHONPATH"]}
-    proc = _forkserver().Process(target=_call_child, args=(target, args, str(log), env, str(Path.cwd())), daemon=True)
+    proc = _forkserver().Process(target=_call_child, args=(target, args, str(log), env, str(Path.cwd())),
+                                 daemon=daemon)
     proc.start()
     return proc
 

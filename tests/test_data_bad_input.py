@@ -1,11 +1,10 @@
 """Every bad-input case ends in one UserError line naming the file (or CSV line) and the fix, at open time."""
 
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_helper import run_cli
 from PIL import Image
 
 from lossbench.config import Experiment
@@ -172,11 +171,10 @@ def test_cli_bad_input_one_line_exit_2(tmp_path):
     (tmp_path / "d" / "a" / "x.png").write_bytes(b"")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"data: {{source: folder, root: {tmp_path / 'd'}, cache_dir: {tmp_path / 'cache'}}}\n")
-    res = subprocess.run([sys.executable, "-m", "lossbench", "data", "stats", str(cfg)],
-                         capture_output=True, text=True, cwd=tmp_path)
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "x.png" in lines[0] and "Traceback" not in res.stderr
+    res = run_cli(["data", "stats", str(cfg)], cwd=tmp_path, process="forked")  # a process of its own
+    assert res.code == 2
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 1 and "x.png" in lines[0] and "Traceback" not in res.err
 
 
 def test_two_file_csv_header_is_a_bad_row_not_silently_dropped(tmp_path):

@@ -1,25 +1,33 @@
-"""DDP through torchrun: 2 CPU processes (gloo) give the metrics a single-process evaluation of the checkpoint gives."""
+"""DDP through torchrun: 2 CPU processes (gloo) give the metrics a single-process evaluation of the checkpoint gives.
+
+The job is launched as ``torchrun --nproc_per_node=2 --master_port=P --start_method=fork`` launches a function
+entry point (torch.distributed.run's own argument parsing and elastic agent), from a process forked with
+lossbench imported: the two ranks are forks of it, not fresh interpreters that import torch and lossbench again.
+"""
 
 import json
-import os
 import socket
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+from cli_helper import forked_call
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, TensorDataset
 
 from shared import once_per_session
 
 from lossbench.config import load_experiment
 from lossbench.contract import IGNORE_INDEX
 from lossbench.data import build_data
-from lossbench.engine.distributed import ShardSampler
-from lossbench.engine.loop import evaluate
+from lossbench.engine.distributed import ShardSampler, session
+from lossbench.engine.loop import TrainLoop, evaluate
 from lossbench.losses import build_loss
 from lossbench.metrics import TaskMetrics
 from lossbench.models import build_model
-from torch.utils.data import DataLoader
 
 # 9 validation images: DistributedSampler would pad them to 10 and count one twice;
 # two stages re-wrap the model in DDP with a different set of trained parameters
@@ -57,13 +65,24 @@ def run_torchrun_job(tmp):
     """One torchrun job of 2 CPU processes for both tests below: the skip check, then `lossbench train`."""
     path = tmp / "ddp.yaml"
     path.write_text(CONFIG.replace("OUT", str(tmp / "runs")))
-    script = tmp / "job.py"
-    script.write_text(SKIP_SCRIPT + JOB_TRAIN)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           str(script), str(tmp / "result"), str(path)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                         timeout=300)
-    return res.returncode, res.stdout, res.stderr
+    log = tmp / "job.log"
+    launcher = forked_call(torchrun, str(tmp / "result"), str(path), free_port(), log=log, daemon=False)
+    launcher.join(300)
+    if launcher.exitcode is None:
+        launcher.kill()
+        launcher.join()
+    text = log.read_text()
+    return launcher.exitcode, text, text
+
+
+def torchrun(result: str, config: str, port: int) -> None:
+    """``torchrun --nproc_per_node=2 --master_port=PORT --start_method=fork`` of :func:`job` (result, config)."""
+    from torch.distributed.run import config_from_args, elastic_launch, get_args_parser
+
+    args = get_args_parser().parse_args(["--nproc_per_node=2", f"--master_port={port}", "--start_method=fork",
+                                         "--monitor_interval=0.1", "job"])
+    launch, _, _ = config_from_args(args)
+    elastic_launch(launch, job)(result, config)
 
 
 def test_two_process_ddp_metrics_equal_single_process_evaluation(torchrun_job):
@@ -90,48 +109,40 @@ def test_two_process_ddp_metrics_equal_single_process_evaluation(torchrun_job):
     assert best["val_loss"] == pytest.approx(single.loss, rel=1e-4)
 
 
-SKIP_SCRIPT = """
-import sys
-import torch, torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, TensorDataset
-from lossbench.engine.distributed import session
-from lossbench.engine.loop import TrainLoop
-from lossbench.metrics import TaskMetrics
-
 class NanOnRank1(nn.Module):
-    # NaN on rank 1 only, on its 2nd and 5th batch: every rank must skip those accumulation groups
+    """Cross-entropy, but NaN on rank 1 only, on its 2nd and 5th batch: every rank must skip those groups."""
+
     def __init__(self):
         super().__init__()
         self.calls = 0
+
     def forward(self, logits, target):
         self.calls += 1
         loss = nn.functional.cross_entropy(logits, target)
         return loss * float("nan") if dist.get_rank() == 1 and self.calls in (2, 5) else loss
 
-with session("cpu") as ctx:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loop = TrainLoop(model=model, loss_fn=NanOnRank1(), optimizer=opt, device=ctx.device, grad_accumulation=2,
-                     nonfinite_loss="skip", ctx=ctx, wrapped=DistributedDataParallel(model))
-    g = torch.Generator().manual_seed(ctx.rank)
-    data = TensorDataset(torch.randn(12, 3, 2, 2, generator=g), torch.arange(12) % 3)
-    result = loop.train_epoch(DataLoader(data, batch_size=2), TaskMetrics("classification", 3))
-    w = model[1].weight.detach().clone()
-    dist.all_reduce(w)
-    out = f"skipped {result.skipped_steps}, in step {torch.allclose(w / 2, model[1].weight)}"
-    open(sys.argv[1] + f".rank{ctx.rank}", "w").write(out)
-"""
 
-
-# appended to SKIP_SCRIPT, inside its session: `lossbench train` then reuses the job's process group
-JOB_TRAIN = """
+def job(result: str, config: str) -> None:
+    """One rank: a tiny DDP epoch whose loss is NaN on rank 1 only (written to RESULT.rankN), then `lossbench train`
+    CONFIG, which reuses the job's process group."""
     from lossbench.cli import main
-    code = main(["train", sys.argv[2]])
-sys.exit(code)
-"""
+
+    with session("cpu") as ctx:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        loop = TrainLoop(model=model, loss_fn=NanOnRank1(), optimizer=opt, device=ctx.device, grad_accumulation=2,
+                         nonfinite_loss="skip", ctx=ctx, wrapped=DistributedDataParallel(model))
+        g = torch.Generator().manual_seed(ctx.rank)
+        data = TensorDataset(torch.randn(12, 3, 2, 2, generator=g), torch.arange(12) % 3)
+        outcome = loop.train_epoch(DataLoader(data, batch_size=2), TaskMetrics("classification", 3))
+        w = model[1].weight.detach().clone()
+        dist.all_reduce(w)
+        Path(f"{result}.rank{ctx.rank}").write_text(
+            f"skipped {outcome.skipped_steps}, in step {torch.allclose(w / 2, model[1].weight)}")
+        code = main(["train", config])
+    if code:
+        raise RuntimeError(f"lossbench train {config} exited with code {code}")
 
 
 def test_ddp_ranks_agree_on_skipping_a_nonfinite_step(torchrun_job):

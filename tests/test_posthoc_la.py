@@ -74,7 +74,7 @@ epochs: 1
 batch_size: 32
 loss: ce
 data: {{source: fashion_mnist, root: {root}, imbalance_ratio: 10, eval_split: test, holdout: true,
-       val_fraction: 0.2, image_size: 28, cache: false}}
+       val_fraction: 0.2, image_size: 8, cache: false}}
 model: {{name: resnet20, in_channels: 1}}
 optimizer: {{name: sgd, lr: 0.05}}
 """)

@@ -20,9 +20,9 @@ def experiment(tmp_path, **extra):
     raw = {
         "name": "tracked", "task": "classification", "output_dir": str(tmp_path / "runs"), "epochs": 3,
         "batch_size": 16, "tracking": ["tensorboard", "mlflow"],
-        "data": {"source": "synthetic", "num_classes": 3, "image_size": 16, "train_per_class": 16,
+        "data": {"source": "synthetic", "num_classes": 3, "image_size": 8, "train_per_class": 16,
                  "val_per_class": 8},
-        "model": {"name": "resnet18"},
+        "model": {"name": "resnet20"},
         **extra,
     }
     return validate_experiment(raw, "test")

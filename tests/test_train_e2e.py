@@ -23,8 +23,8 @@ SEGMENTATION = """
 name: seg
 task: segmentation
 output_dir: OUT
-data: {source: synthetic, num_classes: 3, image_size: 32, train_per_class: 24, val_per_class: 8}
-model: {name: unet, encoder: resnet18}
+data: {source: synthetic, num_classes: 3, image_size: 16, train_per_class: 24, val_per_class: 8}
+model: {name: unet, encoder: resnet18, encoder_depth: 3}
 loss: ce + dice
 epochs: 2
 batch_size: 8

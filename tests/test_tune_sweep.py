@@ -2,7 +2,7 @@
 
 One test, because its two halves share a run: ``lossbench sweep`` (local pool, ``--jobs 2``) is
 SIGKILLed mid-study and run again, and must finish every study's budget without losing or
-repeating a trial; then the same config runs on Ray (a local Ray started for this module) and must
+repeating a trial; then the same config runs on Ray (a local one-CPU Ray started for this module) and must
 give the same trials and the same metrics, record the failing cell's error like the local
 backend, and skip everything finished when run again.
 
@@ -62,13 +62,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1",
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray with two CPUs, stopped after this module; its workers start cells as forked processes."""
+    """A local Ray with one CPU (one worker process to start), stopped after this module; its workers start
+    cells as forked processes."""
     import ray
 
     saved = dict(os.environ)
     os.environ["PYTHONPATH"] = ENV["PYTHONPATH"]  # Ray's workers inherit this process's environment
     try:  # a new one, ours
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
                  runtime_env={"worker_process_setup_hook": "cli_helper.fork_sweep_cells"})
     finally:
         os.environ.clear()
@@ -201,8 +202,8 @@ def test_tuned_sweep_resumes_after_a_kill_and_runs_the_same_on_ray(tmp_path, ray
 
     on_ray = tmp_path / "ray"
     lines: list[str] = []
-    backend = RayBackend(jobs=2)
-    assert backend.threads == 1 and "on Ray" in backend.describe()
+    backend = RayBackend()  # one cell at a time: one per CPU of the cluster
+    assert backend.jobs == backend.threads == 1 and "1 at a time on Ray (1 CPU per cell)" in backend.describe()
     run_tuned_sweep(plan_sweep(cfg, sweep_dir=on_ray), backend=backend, log=lines.append)
     ray_found = studies(on_ray)
     assert sorted(ray_found) == sorted(found)  # the same studies ...

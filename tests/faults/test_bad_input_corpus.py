@@ -4,7 +4,7 @@ Every defect must end the same way: exit code 2, exactly one line on stderr
 that names the file / row / key at fault, no traceback, and every file of the
 run folder the command points at (a finished run, which ``train --overwrite``
 targets by name) unchanged. Each defect is its own test id; a few also run as
-``python -m lossbench`` subprocesses to show the contract holds for a real process.
+``python -m lossbench`` subprocesses, or as forked processes, to show the contract holds for a real process.
 """
 
 from __future__ import annotations
@@ -376,11 +376,17 @@ DEFECTS: dict[str, Callable[[Path, Path], Setup]] = {
     "export-out-under-a-file": _export_unwritable,
 }
 
-#: a real ``python -m lossbench`` process for a few (each costs seconds of imports; the in-process runs cover all)
-SUBPROCESS = ["config-yaml-syntax-error", "image-truncated-png", "loss-injection-import"]
+#: a fresh ``python -m lossbench`` process for a few (each that reaches torch costs seconds of imports; the
+#: in-process runs cover all): one refused before anything heavy is imported, one after the whole stack is,
+#: so import-time output would show on its stderr
+SUBPROCESS = ["config-yaml-syntax-error", "image-truncated-png"]
+#: a process forked with lossbench imported: its own exit code, file descriptors 1 and 2 and working folder
+FORKED = ["loss-injection-import"]
+PROCESS = {"in-process": False, "subprocess": True, "forked": "forked"}
 
 CASES = [pytest.param(name, "in-process", id=name) for name in DEFECTS] + [
-    pytest.param(name, "subprocess", id=f"{name}-subprocess") for name in SUBPROCESS]
+    pytest.param(name, "subprocess", id=f"{name}-subprocess") for name in SUBPROCESS] + [
+    pytest.param(name, "forked", id=f"{name}-forked") for name in FORKED]
 
 
 def test_corpus_is_large_and_varied():
@@ -393,7 +399,7 @@ def test_corpus_is_large_and_varied():
 def test_defect_is_refused_in_one_line(name, via, tmp_path, kept_run):
     setup = DEFECTS[name](tmp_path, kept_run)
     before = tree_hash(kept_run.parent)
-    res = run_cli(setup.argv, cwd=tmp_path, process=via == "subprocess")
+    res = run_cli(setup.argv, cwd=tmp_path, process=PROCESS[via])
     assert "Traceback" not in res.err, res.err
     assert res.code == 2, (res.code, res.err)
     assert len(res.err_lines) == 1, res.err

@@ -79,8 +79,9 @@ def test_unwritable_output_fails_at_start_in_one_line(name, tmp_path, monkeypatc
 
 
 def test_unwritable_output_in_a_real_process(tmp_path):
+    """A process of its own (forked with lossbench imported, nothing patched): one line, no data read."""
     argv, fragment = under_a_file(tmp_path)
-    res = run_cli(argv, cwd=tmp_path, process=True)
+    res = run_cli(argv, cwd=tmp_path, process="forked")
     assert res.code == 2 and "Traceback" not in res.err and len(res.err_lines) == 1, res.err
     assert fragment in res.err_lines[0] and "choose a writable output_dir" in res.err_lines[0]
     assert "train /" not in res.out, "data was read before the folder was checked"

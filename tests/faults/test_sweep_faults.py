@@ -44,10 +44,10 @@ grid: {{loss: ["focal(gamma=-1)", ce]}}
 
 
 def sweep(cfg: Path, out: Path, logs: Path):
-    """``lossbench sweep --jobs 2`` as a process forked with lossbench imported; its cells are fresh
-    ``python -m lossbench train`` processes it starts, as always. Output goes to ``logs``.{out,err}."""
+    """``lossbench sweep --jobs 2`` as a process forked with lossbench imported, its cells forked processes too
+    (cli_helper.forked_cell_process; test_tune_sweep kills a sweep of fresh ones). Output in ``logs``.{out,err}."""
     return forked_cli(["sweep", str(cfg), "--out", str(out), "--jobs", "2"], logs.with_suffix(".out"),
-                      err_path=logs.with_suffix(".err"))
+                      err_path=logs.with_suffix(".err"), fork_cells=True)
 
 
 def ended(proc, logs: Path) -> tuple[int, str, str]:
@@ -57,18 +57,17 @@ def ended(proc, logs: Path) -> tuple[int, str, str]:
     return proc.exitcode, logs.with_suffix(".out").read_text(), logs.with_suffix(".err").read_text()
 
 
-def child_training(parent: int, cell: str) -> int | None:
-    """pid of the ``lossbench train`` process that ``parent`` runs for ``cell``, if any."""
+def cell_process(sweep_dir: Path, cell: str) -> int | None:
+    """pid of the process training ``cell``: the one whose stdout is the cell's log, if any."""
+    log = str(sweep_dir / "logs" / f"{cell}.log")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+            if os.readlink(f"/proc/{entry}/fd/1") == log:
+                return int(entry)
+        except OSError:
             continue
-        if ppid == parent and "train" in cmdline and any(cell in part for part in cmdline):
-            return int(entry)
     return None
 
 
@@ -107,7 +106,7 @@ def run_faulty_sweep(tmp: Path) -> dict:
     while time.monotonic() < end and winner.is_alive():
         cell = cell or next((c for c in os.listdir(sweep_dir) if c.startswith("ok--epochs-8")), None)
         if cell and (sweep_dir / cell / "last.pt").exists():
-            killed = child_training(winner.pid, cell)
+            killed = cell_process(sweep_dir, cell)
             if killed:
                 os.kill(killed, signal.SIGKILL)
                 break

@@ -116,9 +116,10 @@ def test_malicious_file_is_refused_and_its_payload_never_runs(name, tmp_path, ke
 
 
 def test_malicious_weights_refused_by_a_real_process(tmp_path):
+    """A process of its own (forked with lossbench imported): its exit code, its stderr, the payload never fires."""
     marker = tmp_path / "PAYLOAD_RAN"
     argv, bad = pretrained(True)(tmp_path, None, marker)
-    res = run_cli(argv, cwd=tmp_path, process=True)
+    res = run_cli(argv, cwd=tmp_path, process="forked")
     assert not marker.exists(), "the payload ran"
     assert res.code == 2 and "Traceback" not in res.err and len(res.err_lines) == 1, res.err
     assert str(bad) in res.err_lines[0] and "not a loadable state dict" in res.err_lines[0]
