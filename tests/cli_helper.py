@@ -155,10 +155,11 @@ def cli_child(argv: list[str], out_path: str, err_path: str | None = None, slow_
 _SERVER = None
 #: what a forked process finds imported: the CLI and the engine, the sweep, its report and tuning, and what a
 #: training run otherwise imports lazily (smp, timm and the Hugging Face hub, for the versions in config.yaml;
-#: lossbench reads the hub cache's location from the environment itself, per call)
+#: lossbench reads the hub cache's location from the environment itself, per call), and matplotlib's fonts
+#: (warm_plots draws one figure)
 PRELOAD = ["torch", "lossbench.cli", "lossbench.engine.fit", "lossbench.experiments.sweep",
            "lossbench.experiments.tune", "lossbench.experiments.report", "lossbench.plots",
-           "segmentation_models_pytorch"]
+           "segmentation_models_pytorch", "warm_plots"]
 
 
 def _forkserver():

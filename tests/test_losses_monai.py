@@ -10,7 +10,14 @@ import torch
 
 from lossbench.losses import build_loss
 
-monai_losses = pytest.importorskip("monai.losses")
+#: importing MONAI takes ~6 s of CPU (it loads all its subpackages): these tests run on one xdist worker,
+#: which imports it when the first of them runs, not at collection in every worker
+pytestmark = pytest.mark.xdist_group("monai")
+
+
+@pytest.fixture(scope="module")
+def monai_losses():
+    return pytest.importorskip("monai.losses")
 
 
 def inputs(mode, seed, n=3, c=4, h=6, w=5):
@@ -29,7 +36,7 @@ def inputs(mode, seed, n=3, c=4, h=6, w=5):
 @pytest.mark.parametrize("per_image", [True, False])
 @pytest.mark.parametrize("mode", ["multiclass", "binary", "multilabel"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_generalized_dice_matches_monai(mode, per_image, weight_type, seed):
+def test_generalized_dice_matches_monai(mode, per_image, weight_type, seed, monai_losses):
     z, t = inputs(mode, seed)
     if mode == "multiclass":
         ref = monai_losses.GeneralizedDiceLoss(softmax=True, to_onehot_y=True, batch=not per_image, w_type=weight_type)
@@ -42,7 +49,7 @@ def test_generalized_dice_matches_monai(mode, per_image, weight_type, seed):
     assert got.item() == pytest.approx(expected.item(), abs=1e-5)
 
 
-def test_generalized_dice_gradients_match_monai():
+def test_generalized_dice_gradients_match_monai(monai_losses):
     z, t = inputs("multiclass", 2)
     a, b = z.clone().requires_grad_(), z.clone().requires_grad_()
     build_loss("generalized_dice", 4, "segmentation")(a, t).backward()

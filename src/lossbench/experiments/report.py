@@ -309,8 +309,7 @@ def plot_class_counts(summary: dict[str, Any], title: str, split: str = "validat
     ax.set_yscale("log" if max(train) > 20 * max(1, min(train)) else "linear")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig, crop=True)
 
 
 def plot_curves(sweep_dir: Path, groups: list[SeedGroup], main: str) -> bytes:
@@ -398,8 +397,7 @@ def plot_per_class(sweep_dir: Path, groups: list[SeedGroup], epoch: str) -> byte
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"per-class {'recall' if groups[0].task == 'classification' else 'IoU'}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig, crop=True)
 
 
 def _predict_examples(run_dir: Path, count: int, checkpoint: str) -> tuple[list, list, list]:
