@@ -572,3 +572,15 @@ def test_list_losses_prints_every_loss_with_parameters(capsys):
         assert f"\n{name}(" in "\n" + out
     assert "ldam(max_margin=0.5, s=30.0, weight=None)" in out
     assert "Lin et al. 2017" in out
+
+
+@pytest.mark.parametrize("per_image", [True, False])
+def test_generalized_dice_with_uniform_weights_is_one_minus_the_mean_true_class_probability(per_image):
+    # Sudre et al. 2017's GDL pools every class into one ratio: 1 - 2 sum_c w_c sum_i p_ic y_ic / sum_c w_c sum_i
+    # (p_ic + y_ic). With w_c = 1 and softmax outputs the denominator is sum_i (1 + 1) = 2 N, so the loss is
+    # 1 - mean_i p_i,true: an MAE-type loss (BENCHMARKS.md's segmentation reading rests on this identity).
+    g = torch.Generator().manual_seed(3)
+    z, t = torch.randn(2, 5, 6, 7, generator=g), torch.randint(0, 5, (2, 6, 7), generator=g)
+    p_true = z.softmax(1).gather(1, t.unsqueeze(1)).squeeze(1)
+    got = build_loss(f"generalized_dice(weight_type=uniform, per_image={str(per_image).lower()})", 5, "segmentation")(z, t)
+    assert got.item() == pytest.approx(1 - p_true.mean().item(), abs=1e-6)

@@ -130,8 +130,8 @@ def test_three_seeds_holm_adjusted_verdicts_and_clipped_intervals(tmp_path):
         assert n == "3" and float(diff) == pytest.approx(np.mean(values - base), abs=1e-4)
         assert float(raw) == pytest.approx(p[name], abs=1e-4) and float(holm) == pytest.approx(adjusted[name], abs=1e-4)
     assert rows["loss=good"][-1] == "better"
-    assert p["mid"] < 0.05 < adjusted["mid"] and rows["loss=mid"][-1] == "no difference"  # the verdict uses Holm's p
-    assert rows["loss=same"][-1] == "no difference"
+    assert p["mid"] < 0.05 < adjusted["mid"] and rows["loss=mid"][-1] == "not significant"  # the verdict uses Holm's p
+    assert rows["loss=same"][-1] == "not significant"
     # the interval of a mean accuracy stays inside [0, 1]
     metrics = table_rows(md, "configuration | seeds")
     mean, low, high = map(float, re.match(r"★ ([\d.]+) \[([\d.-]+), ([\d.-]+)\]", metrics["loss=mid"][2]).groups())

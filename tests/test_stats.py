@@ -92,7 +92,7 @@ def test_verdict_needs_three_pairs_and_the_adjusted_p():
     assert verdict(3, 0.01, 0.02) == "better"
     assert verdict(3, 0.01, -0.02) == "worse"
     assert verdict(3, 0.01, -0.02, higher_is_better=False) == "better"  # e.g. calibration error went down
-    assert verdict(5, 0.05, 0.02) == "no difference"  # p must be below alpha
+    assert verdict(5, 0.05, 0.02) == "not significant"  # p must be below alpha
     assert verdict(3, math.nan, 0.02).startswith("untestable")
 
 
@@ -111,7 +111,7 @@ def test_compare_with_baseline_corrects_over_the_family_and_clips_the_interval()
     a = out["a"]
     assert (a.n, a.diff) == (4, pytest.approx(0.1025))
     assert (a.low, a.high) == pytest.approx(sps.t.interval(0.95, 3, loc=0.1025, scale=sps.sem([0.1, 0.09, 0.11, 0.11])))
-    assert a.verdict == "better" and out["b"].verdict == "no difference"
+    assert a.verdict == "better" and out["b"].verdict == "not significant"
     two = out["two seeds"]
     assert two.verdict == "too few seeds (n = 2)"
     assert (two.low, two.high) == pytest.approx((-1.0, 1.0))  # ± 5.3 unclipped: a difference of accuracies

@@ -256,7 +256,7 @@ def method_sentence(setup: DocumentSetup, comparisons: list[PairedComparison]) -
             f"configuration − baseline over the seeds both finished, with its 95 % paired t-interval over n seeds, "
             f"clipped to the metric's range; p from a two-sided paired t-test, Holm-Bonferroni adjusted over the "
             f"{tested} comparison{'s' if tested != 1 else ''} with this baseline; the verdict (better / worse / "
-            f"no difference at α = {ALPHA} on the adjusted p) needs at least {MIN_PAIRS} paired seeds.")
+            f"not significant at α = {ALPHA} on the adjusted p) needs at least {MIN_PAIRS} paired seeds.")
 
 
 def failures(groups: list[SeedGroup]) -> list[list[str]]:

@@ -11,7 +11,7 @@ Pure functions on numbers (no formatting, no files), used by the report and by
   accuracies in [-1, 1]);
 - :func:`holm_adjust`: Holm-Bonferroni adjusted p-values (Holm 1979), which
   keep the chance of any false "better" among m comparisons at alpha;
-- :func:`verdict`: "better" / "worse" / "no difference", or "too few seeds"
+- :func:`verdict`: "better" / "worse" / "not significant", or "too few seeds"
   below :data:`MIN_PAIRS` pairs, where a t-test has too few degrees of freedom
   to be worth a verdict;
 - :func:`compare_with_baseline`: all of the above for a family of comparisons.
@@ -108,13 +108,15 @@ def holm_adjust(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 def verdict(n: int, p_adjusted: float, diff: float, *, higher_is_better: bool = True,
             alpha: float = ALPHA, min_pairs: int = MIN_PAIRS) -> str:
-    """"better", "worse" or "no difference" at ``alpha`` on the adjusted p; no verdict below ``min_pairs``."""
+    """"better", "worse" or "not significant" at ``alpha`` on the adjusted p; no verdict below ``min_pairs``.
+    "not significant", not "no difference": a p above alpha is no evidence of equality (few seeds, wide
+    intervals); the interval says how large a difference the data still allow."""
     if n < min_pairs:
         return f"too few seeds (n = {n})"
     if math.isnan(p_adjusted):
         return "untestable (the same difference on every seed)"
     if p_adjusted >= alpha:
-        return "no difference"
+        return "not significant"
     return "better" if (diff > 0) == higher_is_better else "worse"
 
 
