@@ -18,6 +18,14 @@ positives still cost; ``weight_type`` "square" (1 / |Y|^2), "simple"
 (1 / |Y|) or "uniform" (1). Softmax for class indices, sigmoid per channel
 for float targets. Ignored pixels count nowhere; an image with no valid
 pixel is left out of the per-image mean.
+
+Unlike ``dice`` (the mean of per-class ratios) it is one pooled ratio. With
+softmax outputs the unweighted denominator sum_c (|P_c| + |Y_c|) is the
+constant 2 N, so ``weight_type="uniform"`` is exactly 1 - (mean probability
+of the true class), an MAE-type loss; the weights re-weight that pooled
+fraction without changing its form. On BENCHMARKS.md's Fashion-MNIST scenes
+(5 epochs from scratch) every weighting stayed at 14-19 mIoU where ``dice``
+reached 32-34.
 """
 
 from __future__ import annotations
