@@ -23,7 +23,9 @@ Defaults depend on the task (``smooth``, ``skip_empty`` and, for ``dice``,
   still ended at 0 % in 3 of 3 proxy runs (small CNN, 3 epochs); squared
   sums count them as p^2 and recalled every class in all 3. The recipe's
   full 8 epochs with these defaults: 80.4 % balanced accuracy, the lowest
-  class recall 28 % (Shirt); README, loss table.
+  class recall 28 % (Shirt); README, loss table. Not reliable across seeds:
+  in BENCHMARKS.md's long-tailed table seed 1 ended at 63.6 % with Sneaker
+  and Ankle boot at 0 % recall (seed 0: 74.2 %, lowest Shirt 8 %).
 """
 
 from __future__ import annotations
