@@ -582,5 +582,6 @@ def test_generalized_dice_with_uniform_weights_is_one_minus_the_mean_true_class_
     g = torch.Generator().manual_seed(3)
     z, t = torch.randn(2, 5, 6, 7, generator=g), torch.randint(0, 5, (2, 6, 7), generator=g)
     p_true = z.softmax(1).gather(1, t.unsqueeze(1)).squeeze(1)
-    got = build_loss(f"generalized_dice(weight_type=uniform, per_image={str(per_image).lower()})", 5, "segmentation")(z, t)
+    spec = f"generalized_dice(weight_type=uniform, per_image={str(per_image).lower()})"
+    got = build_loss(spec, 5, "segmentation")(z, t)
     assert got.item() == pytest.approx(1 - p_true.mean().item(), abs=1e-6)

@@ -17,6 +17,19 @@ from PIL import Image
 TALLY: Counter = Counter()
 
 
+def assert_refused_in_one_line(res: CliResult, fragments) -> str:
+    """The contract for a mistake a user can make: exit code 2, no traceback, one stderr line
+    ``lossbench: error: ...`` holding every fragment; returns that line."""
+    assert "Traceback" not in res.err, res.err
+    assert res.code == 2, (res.code, res.out, res.err)
+    assert len(res.err_lines) == 1, res.err
+    line = res.err_lines[0]
+    assert line.startswith("lossbench: error: "), line
+    for fragment in fragments:
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    return line
+
+
 def tree_hash(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (relative path -> digest), symlinks by their target."""
     out = {}

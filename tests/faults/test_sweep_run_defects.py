@@ -23,7 +23,7 @@ import yaml
 from lossbench.engine import runfolder
 from lossbench.experiments.sweep import cell_status, plan_sweep
 
-from .helpers import TALLY, class_folder, csv_dataset, run_cli, tree_hash
+from .helpers import TALLY, assert_refused_in_one_line, class_folder, csv_dataset, run_cli, tree_hash
 from .test_bad_input_corpus import Setup, experiment
 
 # --- train: a refused run leaves no folder; loss errors name the file and the key ---------------------------
@@ -172,13 +172,7 @@ def test_defect_is_refused_in_one_line(name, tmp_path, kept_run):
     setup = DEFECTS[name](tmp_path, kept_run)
     before = tree_hash(kept_run.parent)  # the finished run, and the sweep folder beside it
     res = run_cli(setup.argv, cwd=tmp_path)
-    assert "Traceback" not in res.err, res.err
-    assert res.code == 2, (res.code, res.out, res.err)
-    assert len(res.err_lines) == 1, res.err
-    line = res.err_lines[0]
-    assert line.startswith("lossbench: error: "), line
-    for fragment in setup.fragments:
-        assert fragment in line, f"{fragment!r} not in {line!r}"
+    assert_refused_in_one_line(res, setup.fragments)
     assert tree_hash(kept_run.parent) == before, "a run or sweep folder changed"
     for path in setup.absent:
         assert not path.exists(), f"{path} was created"
