@@ -5,6 +5,7 @@ dependency), resolved to the module it names.
 """
 
 import ast
+import os
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -99,3 +100,34 @@ def test_the_checks_see_a_loop_and_an_upward_import():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer("lossbench.engine.fit") > layer("lossbench.data.formats.folder")
     assert "lossbench.data.registry" in GRAPH["lossbench.data.formats.folder"]
+
+
+ROOT = SRC.parent
+#: a line git leaves in a file when a merge conflict was committed unresolved
+CONFLICT_LINE = ("<<<<<<< ", "=======\n", ">>>>>>> ")
+
+
+def conflict_lines(text: str) -> list[int]:
+    """1-based numbers of the lines that are merge-conflict markers."""
+    return [i for i, line in enumerate(text.splitlines(keepends=True), 1)
+            if line.startswith(CONFLICT_LINE) or line == "======="]
+
+
+def text_files(root: Path):
+    """The repository's code, docs, recipes and settings, not descending into hidden folders or outputs."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in {"runs", "build", "dist", "node_modules"}]
+        for name in files:
+            if Path(name).suffix in {".md", ".py", ".yaml", ".yml", ".toml", ".cfg"} or name == "Makefile":
+                yield Path(folder) / name
+
+
+def test_no_committed_merge_conflict_in_code_docs_or_recipes():
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in sorted(text_files(ROOT))
+             for n in conflict_lines(p.read_text(errors="replace"))]
+    assert len(list(text_files(ROOT))) > 100 and found == []
+
+
+def test_the_conflict_check_sees_a_conflict():
+    assert conflict_lines("a\n<<<<<<< HEAD\nb\n=======\nc\n>>>>>>> other\n") == [2, 4, 6]
+    assert conflict_lines("# ======= a heading rule\nx = 1\n") == []
