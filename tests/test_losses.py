@@ -341,7 +341,7 @@ def test_dice_for_classification_runs_over_the_batch():
     for c in range(3):
         tp = sum(p[i][c] for i in range(3) if Y[i] == c)
         dice.append((2 * tp + 1) / (sum(p[i][c] for i in range(3)) + Y.count(c) + 1))
-    got = build_loss("dice(smooth=1, skip_empty=false, squared=false)", 3)(torch.tensor(Z), torch.tensor(Y))
+    got = build_loss("dice(smooth=1, skip_empty=false, squared=false, log_loss=false)", 3)(torch.tensor(Z), torch.tensor(Y))
     assert got.item() == pytest.approx(1 - sum(dice) / 3)
     # classification defaults: smooth 0, squared sums (sum p^2 + sum y^2), a class absent from the batch (2 here)
     # adds 0 to the class mean
@@ -350,9 +350,36 @@ def test_dice_for_classification_runs_over_the_batch():
     for c in range(3):
         tp = sum(p[i][c] for i in range(3) if y[i] == c)
         per_class.append(1 - 2 * tp / (sum(p[i][c] ** 2 for i in range(3)) + y.count(c)) if c in y else 0.0)
-    got = build_loss("dice", 3)(torch.tensor(Z), torch.tensor(y))
+    got = build_loss("dice(log_loss=false)", 3)(torch.tensor(Z), torch.tensor(y))
     assert got.item() == pytest.approx(sum(per_class) / 3)
-    assert build_loss("dice", 3, "segmentation").squared is False
+    # and each present class costs -log Dice_c, not 1 - Dice_c (log_loss, the classification default)
+    log_terms = [-math.log(1 - term) if c in y else 0.0 for c, term in enumerate(per_class)]
+    got = build_loss("dice", 3)(torch.tensor(Z), torch.tensor(y))
+    assert got.item() == pytest.approx(sum(log_terms) / 3)
+    seg_dice = build_loss("dice", 3, "segmentation")
+    assert (seg_dice.squared, seg_dice.log_loss) == (False, False)
+
+
+def test_log_dice_keeps_the_gradient_of_a_collapsed_class_and_never_gives_nan():
+    # 8 samples, class 2 has one sample and p ~ 2e-9 everywhere (logit -20): with -log Dice its logit gets
+    # -(1 - p) / C from its only sample (d(-log 2p)/dz = -(1 - p), divided by the C = 3 classes of the mean)
+    z = torch.zeros(8, 3)
+    z[:, 2] = -20.0
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2])
+    a = z.clone().requires_grad_()
+    build_loss("dice", 3)(a, y).backward()
+    assert a.grad[7, 2].item() == pytest.approx(-1 / 3, rel=1e-4)
+    b = z.clone().requires_grad_()
+    build_loss("dice(log_loss=false)", 3)(b, y).backward()
+    assert abs(b.grad[7, 2].item()) < 1e-8
+    # a class absent from the batch with p = 0 exactly (logit -200): finite loss, finite gradients, either way
+    for spec in ("dice", "dice(skip_empty=false)", "dice(smooth=1, skip_empty=false)"):
+        c = torch.zeros(4, 3)
+        c[:, 2] = -200.0
+        c.requires_grad_()
+        loss = build_loss(spec, 3)(c, torch.tensor([0, 1, 0, 1]))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(c.grad).all(), spec
 
 
 def test_jaccard_tversky_focal_tversky_formulas():

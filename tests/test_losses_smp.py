@@ -41,6 +41,9 @@ SEEDS = [0, 1, 2]
 AGREE = [
     ("dice(smooth=0, skip_empty=true)", lambda m: sl.DiceLoss(m, ignore_index=IGNORE)),
     ("dice(smooth=1, skip_empty=true)", lambda m: sl.DiceLoss(m, smooth=0.5, ignore_index=IGNORE)),
+    ("dice(smooth=0, skip_empty=true, log_loss=true)", lambda m: sl.DiceLoss(m, log_loss=True, ignore_index=IGNORE)),
+    ("dice(smooth=1, skip_empty=true, log_loss=true)",
+     lambda m: sl.DiceLoss(m, smooth=0.5, log_loss=True, ignore_index=IGNORE)),
     ("jaccard(smooth=0, skip_empty=true)", lambda m: sl.JaccardLoss(m, ignore_index=IGNORE)),
     ("jaccard(smooth=1, skip_empty=true)", lambda m: sl.JaccardLoss(m, smooth=1.0, ignore_index=IGNORE)),
     ("tversky(alpha=0.3, beta=0.7, smooth=0.5, skip_empty=true)",

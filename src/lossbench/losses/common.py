@@ -108,6 +108,16 @@ def probabilities(logits: torch.Tensor, target: torch.Tensor, ignore_index: int)
     return Probs(p, y, v)
 
 
+def log_probabilities(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """log p, N x C x S, as :func:`probabilities` reads the target (log-softmax or log-sigmoid), not masked.
+
+    Exact where p underflows: a log of the probabilities would be -inf there.
+    """
+    target = canonical_target(logits, target)
+    z = flat_logits(logits)
+    return torch.nn.functional.logsigmoid(z) if is_sigmoid_target(logits, target) else torch.log_softmax(z, dim=1)
+
+
 def flag(name: str, value) -> bool:
     """A boolean parameter, or ValueError naming it (so 'false' as a string is not read as True)."""
     if not isinstance(value, bool):

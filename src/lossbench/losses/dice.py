@@ -13,19 +13,21 @@ Defaults depend on the task (``smooth``, ``skip_empty`` and, for ``dice``,
   thousands of pixels, so s = 1 only keeps empty classes defined.
 - classification: ``smooth=0``, classes absent from the batch count 0
   (``skip_empty``; smp's DiceLoss defaults) and, for ``dice``, squared sums
-  |P| = sum p^2 (V-Net's form). A batch of 128 holds a rare class once or
-  not at all, so s = 1 is as large as its counts: every batch without the
-  class pushed its probabilities to 0, and one sample could not pull them
-  back (``dice`` with s = 1 ended at 0 % recall on 7 of 10 classes of
-  long-tailed Fashion-MNIST, imbalance 100, recipe fashion_mnist_lt_cpu.yaml).
-  With plain sums the small probabilities the other 127 samples give a rare
-  class outweigh its one true sample, and the hardest rare class (Shirt)
-  still ended at 0 % in 3 of 3 proxy runs (small CNN, 3 epochs); squared
-  sums count them as p^2 and recalled every class in all 3. The recipe's
-  full 8 epochs with these defaults: 80.4 % balanced accuracy, the lowest
-  class recall 28 % (Shirt); README, loss table. Not reliable across seeds:
-  in BENCHMARKS.md's long-tailed table seed 1 ended at 63.6 % with Sneaker
-  and Ankle boot at 0 % recall (seed 0: 74.2 %, lowest Shirt 8 %).
+  |P| = sum p^2 (V-Net's form) and ``log_loss`` (-log Dice_c per class). A
+  batch of 128 holds a rare class once or not at all, so s = 1 is as large as
+  its counts: every batch without the class pushed its probabilities to 0,
+  and one sample could not pull them back (``dice`` with s = 1 ended at 0 %
+  recall on 7 of 10 classes of long-tailed Fashion-MNIST, imbalance 100,
+  recipe fashion_mnist_lt_cpu.yaml). With plain sums the small probabilities
+  the other 127 samples give a rare class outweigh its one true sample (the
+  hardest rare class, Shirt, ended at 0 % in 3 of 3 proxy runs; squared: in
+  none). Squared, smooth 0 and skip_empty were still not enough: in
+  BENCHMARKS.md's long-tailed table seeds 1 and 2 ended with Sneaker and
+  Ankle boot at 0 % recall, their true-class probability at 1e-5 - 3e-2
+  (median over their test images). Through the softmax 1 - Dice_c gives a
+  sample's true-class logit a gradient proportional to p, so a class whose p
+  has collapsed never comes back; -log Dice_c gives it about 1 - p (test:
+  ``test_dice_recovers_a_collapsed_rare_class_only_in_its_log_form``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lossbench.losses.common import Probs, flag, probabilities
+from lossbench.losses.common import Probs, flag, log_probabilities, probabilities
 from lossbench.losses.registry import LossContext, register_loss
 from lossbench.losses.weights import class_weights
 
@@ -48,11 +50,25 @@ def soft_counts(probs: Probs, per_image: bool, squared: bool = False):
     return tp, p.sum(dims), y.sum(dims)
 
 
-#: smooth, skip_empty and (dice) squared when unset, by task; the module docstring says why they differ.
+def log_soft_tp(log_p: torch.Tensor, onehot: torch.Tensor, per_image: bool) -> torch.Tensor:
+    """log TP per class from log-probabilities (logsumexp of log p + log y): exact where p underflows.
+
+    Entries with y = 0 get log y = -1e4 instead of -inf, so that a class absent from the target has a
+    finite log TP (about -1e4) and no NaN reaches the gradient through a masked term.
+    """
+    log_y = torch.where(onehot > 0, onehot.clamp_min(1e-30).log(), torch.full_like(onehot, -1e4))
+    return torch.logsumexp(log_p + log_y, dim=(2,) if per_image else (0, 2))
+
+
+#: smooth, skip_empty and (dice) squared and log_loss when unset, by task; the module docstring says why
+#: they differ.
 TASK_DEFAULTS = {
-    "classification": {"smooth": 0.0, "skip_empty": True, "squared": True},
-    "segmentation": {"smooth": 1.0, "skip_empty": False, "squared": False},
+    "classification": {"smooth": 0.0, "skip_empty": True, "squared": True, "log_loss": True},
+    "segmentation": {"smooth": 1.0, "skip_empty": False, "squared": False, "log_loss": False},
 }
+
+#: the smallest Dice a log_loss term of a class absent from the target counts (smp's eps): at most 16.1
+MIN_LOG_DICE = -16.11809565095832  # log(1e-7)
 
 
 def task_default(ctx: LossContext, name: str, value):
@@ -107,14 +123,37 @@ class DiceLoss(RegionLoss):
     ``squared``: |P| = sum p^2, |Y| = sum y^2 (V-Net's form). ``per_image``:
     Dice of each image, then averaged. ``skip_empty``: classes absent from the
     target count 0 (smp's convention) instead of penalising false positives.
-    Unset ``smooth`` / ``skip_empty`` / ``squared``: 1 / false / false for
-    segmentation, 0 / true / true for classification (module docstring).
+    ``log_loss``: each class costs -log Dice_c instead of 1 - Dice_c (smp's
+    ``DiceLoss(log_loss=True)``; the exponential-logarithmic loss of Wong et al.
+    2018 with gamma = 1), computed from log-probabilities. Through a softmax,
+    1 - Dice_c gives a sample's true-class logit a gradient proportional to its
+    probability p, which vanishes once a class has collapsed (p -> 0); -log
+    Dice_c gives it about 1 - p, as cross-entropy does.
+    Unset ``smooth`` / ``skip_empty`` / ``squared`` / ``log_loss``: 1 / false /
+    false / false for segmentation, 0 / true / true / true for classification
+    (module docstring).
     """
 
     def __init__(self, ctx: LossContext, smooth: float | None = None, squared: bool | None = None, weight=None,
-                 per_image: bool = False, skip_empty: bool | None = None) -> None:
+                 per_image: bool = False, skip_empty: bool | None = None, log_loss: bool | None = None) -> None:
         super().__init__(ctx, smooth, weight, per_image, skip_empty)
         self.squared = flag("squared", task_default(ctx, "squared", squared))
+        self.log_loss = flag("log_loss", task_default(ctx, "log_loss", log_loss))
 
     def class_losses(self, tp, psum, ysum):
         return 1 - (2 * tp + self.smooth) / (psum + ysum + self.smooth).clamp(min=1e-7)
+
+    def log_class_losses(self, log_tp, psum, ysum):
+        """-log Dice_c from log TP_c; a class absent from the target costs at most -MIN_LOG_DICE (as smp)."""
+        log_smooth = torch.tensor(self.smooth, dtype=log_tp.dtype, device=log_tp.device).log()
+        log_dice = torch.logaddexp(log_tp + torch.log(torch.tensor(2.0)), log_smooth) \
+            - (psum + ysum + self.smooth).clamp(min=1e-7).log()
+        return -torch.where(ysum > 0, log_dice, log_dice.clamp(min=MIN_LOG_DICE))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self.log_loss:
+            return super().forward(logits, target)
+        probs = probabilities(logits, target, self.ignore_index)
+        _, psum, ysum = soft_counts(probs, self.per_image, self.squared)
+        log_tp = log_soft_tp(log_probabilities(logits, target), probs.onehot, self.per_image)
+        return self.reduce(self.log_class_losses(log_tp, psum, ysum), ysum)
