@@ -27,7 +27,9 @@ Defaults depend on the task (``smooth``, ``skip_empty`` and, for ``dice``,
   (median over their test images). Through the softmax 1 - Dice_c gives a
   sample's true-class logit a gradient proportional to p, so a class whose p
   has collapsed never comes back; -log Dice_c gives it about 1 - p (test:
-  ``test_dice_recovers_a_collapsed_rare_class_only_in_its_log_form``).
+  ``test_dice_recovers_a_collapsed_rare_class_only_in_its_log_form``). The
+  same 3 seeds with ``log_loss``: 77.5 / 72.2 / 74.6 % balanced accuracy
+  (linear: 74.2 / 63.6 / 63.1), no class at 0 % recall on any seed.
 """
 
 from __future__ import annotations
