@@ -341,7 +341,8 @@ def test_dice_for_classification_runs_over_the_batch():
     for c in range(3):
         tp = sum(p[i][c] for i in range(3) if Y[i] == c)
         dice.append((2 * tp + 1) / (sum(p[i][c] for i in range(3)) + Y.count(c) + 1))
-    got = build_loss("dice(smooth=1, skip_empty=false, squared=false, log_loss=false)", 3)(torch.tensor(Z), torch.tensor(Y))
+    linear = build_loss("dice(smooth=1, skip_empty=false, squared=false, log_loss=false)", 3)
+    got = linear(torch.tensor(Z), torch.tensor(Y))
     assert got.item() == pytest.approx(1 - sum(dice) / 3)
     # classification defaults: smooth 0, squared sums (sum p^2 + sum y^2), a class absent from the batch (2 here)
     # adds 0 to the class mean

@@ -65,12 +65,14 @@ class Probs:
     """Probabilities and one-hot targets, N x C x S (S = flattened spatial, 1 for classification).
 
     Both are zero where an entry is ignored; ``valid`` is N x 1 x S (softmax)
-    or N x C x S (sigmoid), 0/1.
+    or N x C x S (sigmoid), 0/1. ``log_prob`` (asked for with ``log=True``):
+    log-softmax / log-sigmoid, not masked, exact where p underflows to 0.
     """
 
     prob: torch.Tensor
     onehot: torch.Tensor
     valid: torch.Tensor
+    log_prob: torch.Tensor | None = None
 
 
 def flat_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -92,30 +94,27 @@ def flat_float(target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, t
     return t * valid, valid
 
 
-def probabilities(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> Probs:
-    """Softmax (index targets) or sigmoid (float targets) probabilities with aligned one-hot targets."""
-    target = canonical_target(logits, target)
-    z = flat_logits(logits)
-    if is_sigmoid_target(logits, target):
-        y, valid = flat_float(target, ignore_index)
-        p = torch.sigmoid(z) * valid
-        return Probs(p, y, valid)
-    check_index_target(logits, target)
-    t, valid = flat_index(target, ignore_index)
-    v = valid.unsqueeze(1)
-    p = torch.softmax(z, dim=1) * v
-    y = torch.zeros_like(z).scatter_(1, t.unsqueeze(1), 1.0) * v
-    return Probs(p, y, v)
+def probabilities(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, log: bool = False) -> Probs:
+    """Softmax (index targets) or sigmoid (float targets) probabilities with aligned one-hot targets.
 
-
-def log_probabilities(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """log p, N x C x S, as :func:`probabilities` reads the target (log-softmax or log-sigmoid), not masked.
-
-    Exact where p underflows: a log of the probabilities would be -inf there.
+    With ``log`` the log-probabilities are computed first and p = exp(log p), so both come from one pass.
     """
     target = canonical_target(logits, target)
     z = flat_logits(logits)
-    return torch.nn.functional.logsigmoid(z) if is_sigmoid_target(logits, target) else torch.log_softmax(z, dim=1)
+    sigmoid = is_sigmoid_target(logits, target)
+    if log:
+        log_p = torch.nn.functional.logsigmoid(z) if sigmoid else torch.log_softmax(z, dim=1)
+        p = log_p.exp()
+    else:
+        log_p, p = None, torch.sigmoid(z) if sigmoid else torch.softmax(z, dim=1)
+    if sigmoid:
+        y, valid = flat_float(target, ignore_index)
+        return Probs(p * valid, y, valid, log_p)
+    check_index_target(logits, target)
+    t, valid = flat_index(target, ignore_index)
+    v = valid.unsqueeze(1)
+    y = torch.zeros_like(z).scatter_(1, t.unsqueeze(1), 1.0) * v
+    return Probs(p * v, y, v, log_p)
 
 
 def flag(name: str, value) -> bool:

@@ -34,10 +34,12 @@ Defaults depend on the task (``smooth``, ``skip_empty`` and, for ``dice``,
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from lossbench.losses.common import Probs, flag, log_probabilities, probabilities
+from lossbench.losses.common import Probs, flag, probabilities
 from lossbench.losses.registry import LossContext, register_loss
 from lossbench.losses.weights import class_weights
 
@@ -69,8 +71,8 @@ TASK_DEFAULTS = {
     "segmentation": {"smooth": 1.0, "skip_empty": False, "squared": False, "log_loss": False},
 }
 
-#: the smallest Dice a log_loss term of a class absent from the target counts (smp's eps): at most 16.1
-MIN_LOG_DICE = -16.11809565095832  # log(1e-7)
+#: the smallest Dice a log_loss term of a class absent from the target counts (smp's eps 1e-7): at most 16.1
+MIN_LOG_DICE = math.log(1e-7)
 
 
 def task_default(ctx: LossContext, name: str, value):
@@ -147,15 +149,14 @@ class DiceLoss(RegionLoss):
 
     def log_class_losses(self, log_tp, psum, ysum):
         """-log Dice_c from log TP_c; a class absent from the target costs at most -MIN_LOG_DICE (as smp)."""
-        log_smooth = torch.tensor(self.smooth, dtype=log_tp.dtype, device=log_tp.device).log()
-        log_dice = torch.logaddexp(log_tp + torch.log(torch.tensor(2.0)), log_smooth) \
-            - (psum + ysum + self.smooth).clamp(min=1e-7).log()
+        log_smooth = torch.full_like(log_tp, math.log(self.smooth) if self.smooth > 0 else -math.inf)
+        log_dice = torch.logaddexp(log_tp + math.log(2), log_smooth) - (psum + ysum + self.smooth).clamp(min=1e-7).log()
         return -torch.where(ysum > 0, log_dice, log_dice.clamp(min=MIN_LOG_DICE))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if not self.log_loss:
             return super().forward(logits, target)
-        probs = probabilities(logits, target, self.ignore_index)
+        probs = probabilities(logits, target, self.ignore_index, log=True)
         _, psum, ysum = soft_counts(probs, self.per_image, self.squared)
-        log_tp = log_soft_tp(log_probabilities(logits, target), probs.onehot, self.per_image)
+        log_tp = log_soft_tp(probs.log_prob, probs.onehot, self.per_image)
         return self.reduce(self.log_class_losses(log_tp, psum, ysum), ysum)
