@@ -38,13 +38,6 @@ def _beta(beta: float) -> float:
 class ClassBalancedLoss(nn.Module):
     """Class-balanced loss (1/N) sum_i w_{y_i} L_i, w_c = (1-beta)/(1-beta^n_c) normalised to sum C (Cui et al. 2019).
 
-    Paper: Cui, Jia, Lin, Song, Belongie, "Class-Balanced Loss Based on
-    Effective Number of Samples" (CVPR 2019). Official code:
-    richardaecn/class-balanced-loss, src/cifar_main.py: the weights (lines
-    425-430), one weight per sample, w of its true class, copied to every
-    class channel (lines 323-330), the losses and their normalisation (lines
-    226-266 and 332-342).
-
     ``base``: "sigmoid_focal" (the official "focal": one sigmoid per class,
     modulator (1 - p_t)^gamma, every channel of sample i weighted by w_{y_i},
     the sum over samples and channels divided by the number of samples),
@@ -66,6 +59,27 @@ class ClassBalancedLoss(nn.Module):
     total; the weights, normalised to sum to C, keep the loss's overall scale.
     ``cb`` has no ``set_class_weights``: its weights are the method itself
     (deferred re-weighting with cb would apply them twice).
+
+    Formula:
+        L = (1/N) sum_i w_{y_i} L_i,  w_c = (1 - beta) / (1 - beta^n_c), normalised so sum_c w_c = C;
+        L_i = sum_c FL_sigmoid(z_ic, y_ic) (default base), CE_i or FL_i
+
+    Paper:
+        Cui, Jia, Lin, Song, Belongie, "Class-Balanced Loss Based on
+        Effective Number of Samples" (CVPR 2019).
+
+    Official code:
+        richardaecn/class-balanced-loss, src/cifar_main.py: the weights (lines
+        425-430), one weight per sample, w of its true class, copied to every
+        class channel (lines 323-330), the losses and their normalisation (lines
+        226-266 and 332-342).
+
+    Checked by:
+        tests/test_losses_official.py::test_cb_defaults_are_the_official_long_tail_script
+        tests/test_losses_official.py::test_cb_sigmoid_focal_is_the_official_focal_loss
+        tests/test_losses_official.py::test_cb_softmax_is_weighted_sum_over_number_of_samples
+        tests/test_losses.py::test_class_balanced_focal_and_ce_formula
+        tests/test_losses.py::test_class_balanced_sigmoid_focal_formula
     """
 
     def __init__(self, ctx: LossContext, base: str = "sigmoid_focal", beta: float = 0.9999,
@@ -98,12 +112,6 @@ class ClassBalancedLoss(nn.Module):
 class LDAMLoss(ClassWeighted):
     """LDAM -log softmax(s (z - m_y e_y))_y, margins m_c ∝ n_c^(-1/4), the largest ``max_margin`` (Cao et al. 2019).
 
-    Paper: Cao, Wei, Gaidon, Arechiga, Ma, "Learning Imbalanced Datasets with
-    Label-Distribution-Aware Margin Loss" (NeurIPS 2019). Official code:
-    kaidic/LDAM-DRW, losses.py, lines 23-45 (margins n^(-1/4) scaled so the
-    largest is max_m = 0.5; F.cross_entropy(s * (z - m_y e_y), y, weight=w),
-    PyTorch's weighted mean), cifar_train.py, line 213 (s = 30).
-
     The defaults are the paper's: s = 30 on a *cosine* classifier (normalised
     features and weights, no bias, so |z| <= 1; models/resnet_cifar.py,
     NormedLinear), ``model.head: cosine``. On a plain linear head use a small
@@ -111,6 +119,25 @@ class LDAMLoss(ClassWeighted):
     per-class sample weights (mean normalised by them,
     :mod:`lossbench.losses.weights`); deferred re-weighting (DRW) is the
     engine's ``drw_epoch`` option, which calls ``set_class_weights``.
+
+    Formula:
+        L = -log softmax(s (z - m_y e_y))_y,  m_c = max_margin * n_c^(-1/4) / max_k n_k^(-1/4)
+        (weighted mean over samples with per-class weights w: sum_i w_{y_i} l_i / sum_i w_{y_i})
+
+    Paper:
+        Cao, Wei, Gaidon, Arechiga, Ma, "Learning Imbalanced Datasets with
+        Label-Distribution-Aware Margin Loss" (NeurIPS 2019).
+
+    Official code:
+        kaidic/LDAM-DRW, losses.py, lines 23-45 (margins n^(-1/4) scaled so the
+        largest is max_m = 0.5; F.cross_entropy(s * (z - m_y e_y), y, weight=w),
+        PyTorch's weighted mean), cifar_train.py, line 213 (s = 30).
+
+    Checked by:
+        tests/test_losses_official.py::test_ldam_is_cross_entropy_of_shifted_scaled_logits_with_pytorch_weights
+        tests/test_losses_official.py::test_ldam_says_when_it_expects_cosine_logits
+        tests/test_losses_official.py::test_ldam_points_drw_parameters_to_the_config_key
+        tests/test_losses.py::test_ldam_margins_and_class_weights
     """
 
     moved_parameters = {
@@ -160,6 +187,20 @@ class LogitAdjustedLoss(_PriorShiftedCE):
     "Long-tail learning via logit adjustment" (ICLR 2021). Train with it, then
     predict with the plain logits: tau = 1 is Fisher-consistent for the
     balanced error.
+
+    Formula:
+        L = -log softmax(z + tau log pi)_y,  pi_c = n_c / n
+
+    Paper:
+        Menon, Jayasumana, Rawat, Jain, Veit, Kumar, "Long-tail learning via
+        logit adjustment" (ICLR 2021).
+
+    Official code:
+        google-research/google-research, logit_adjustment (the logit-adjusted
+        loss; its ``posthoc`` mode is ``lossbench eval --posthoc-la``).
+
+    Checked by:
+        tests/test_losses.py::test_logit_adjusted_and_balanced_softmax_formulas
     """
 
     def __init__(self, ctx: LossContext, tau: float = 1.0) -> None:
@@ -174,6 +215,20 @@ class BalancedSoftmaxLoss(_PriorShiftedCE):
 
     "Balanced Meta-Softmax for Long-Tailed Visual Recognition" (NeurIPS 2020);
     the same as ``logit_adjusted(tau=1)``.
+
+    Formula:
+        L = -log( n_y exp(z_y) / sum_c n_c exp(z_c) ),  n_c = training count of class c
+
+    Paper:
+        Ren, Yu, Sheng, Ma, Zhao, Yi, Li, "Balanced Meta-Softmax for Long-Tailed
+        Visual Recognition" (NeurIPS 2020).
+
+    Official code:
+        Not compared with the authors' code: the paper's formula, which is
+        ``logit_adjusted(tau=1)``.
+
+    Checked by:
+        tests/test_losses.py::test_logit_adjusted_and_balanced_softmax_formulas
     """
 
     def __init__(self, ctx: LossContext) -> None:

@@ -70,6 +70,22 @@ class CrossEntropy(ClassWeighted):
     weights (deferred re-weighting). Float targets shaped like the logits (or
     a one-channel model) are binary / multi-label: ``ce`` then computes
     per-channel BCE with logits (class weights per channel) and says so once.
+
+    Formula:
+        L = sum_i w_{y_i} l_i / sum_i w_{y_i},  l_i = -sum_c q_ic log softmax(z_i)_c,
+        q = (1 - e) y + e / C  (e = label_smoothing)
+
+    Paper:
+        None: the textbook cross-entropy (the baseline every comparison uses).
+
+    Official code:
+        PyTorch's ``F.cross_entropy`` (``weight``, ``label_smoothing``,
+        ``ignore_index``), and smp's ``SoftCrossEntropyLoss``.
+
+    Checked by:
+        tests/test_losses.py::test_ce_formula_with_weights_and_smoothing
+        tests/test_losses_smp.py::test_soft_ce_matches_smp_and_smp_averages_over_ignored_pixels_too
+        tests/test_losses_official.py::test_set_class_weights_equals_configured_weights_and_none_restores
     """
 
     def __init__(self, ctx: LossContext, weight=None, label_smoothing: float = 0.0) -> None:
@@ -97,6 +113,20 @@ class BinaryCrossEntropy(nn.Module):
 
     Index targets are one-hot encoded (one sigmoid per class); a one-channel
     model takes an N x H x W 0/1 mask. ``pos_weight``: a number or one per channel.
+
+    Formula:
+        L = -mean_i [ y_i log s(z_i) + (1 - y_i) log(1 - s(z_i)) ],  s = sigmoid
+
+    Paper:
+        None: the textbook binary cross-entropy.
+
+    Official code:
+        PyTorch's ``F.binary_cross_entropy_with_logits`` (``pos_weight``), and
+        smp's ``SoftBCEWithLogitsLoss``.
+
+    Checked by:
+        tests/test_losses.py::test_bce_formula_with_smoothing_and_pos_weight
+        tests/test_losses_smp.py::test_soft_bce_matches_smp
     """
 
     def __init__(self, ctx: LossContext, label_smoothing: float = 0.0, pos_weight=None) -> None:

@@ -41,6 +41,18 @@ class BCEDiceLoss(nn.Module):
 
     With class-index targets the cross-entropy term is the softmax ``ce``, so
     both terms see the same softmax model.
+
+    Formula:
+        L = bce_weight * BCE(z, y) + dice_weight * Dice(z, y)   (defaults 0.5 and 1)
+
+    Paper:
+        None: the combination pytorch-nested-unet trains with (its ``BCEDiceLoss``).
+
+    Official code:
+        pytorch-nested-unet, losses.py, ``BCEDiceLoss`` (0.5 BCE + Dice).
+
+    Checked by:
+        tests/test_losses.py::test_named_combinations_are_their_parts
     """
 
     def __init__(self, ctx: LossContext, bce_weight: float = 0.5, dice_weight: float = 1.0,
@@ -57,7 +69,23 @@ class BCEDiceLoss(nn.Module):
 
 @register_loss("focal_dice")
 class FocalDiceLoss(WeightedSum):
-    """focal_weight * Focal + dice_weight * Dice (Zhu et al. 2019, AnatomyNet), both from the same logits."""
+    """focal_weight * Focal + dice_weight * Dice (Zhu et al. 2019, AnatomyNet), both from the same logits.
+
+    Formula:
+        L = focal_weight * Focal(z, y) + dice_weight * Dice(z, y)
+
+    Paper:
+        Zhu et al., "AnatomyNet: Deep learning for fast and fully automated
+        whole-volume segmentation of head and neck anatomy" (Medical Physics
+        2019): the Dice + focal combination.
+
+    Official code:
+        Not compared with the authors' code: the sum of this library's ``focal``
+        and ``dice``.
+
+    Checked by:
+        tests/test_losses.py::test_named_combinations_are_their_parts
+    """
 
     def __init__(self, ctx: LossContext, gamma: float = 2.0, alpha=None, focal_weight: float = 1.0,
                  dice_weight: float = 1.0, smooth: float | None = None) -> None:

@@ -136,6 +136,29 @@ class DiceLoss(RegionLoss):
     Unset ``smooth`` / ``skip_empty`` / ``squared`` / ``log_loss``: 1 / false /
     false / false for segmentation, 0 / true / true / true for classification
     (module docstring).
+
+    Formula:
+        L = 1 - mean_c (2 TP_c + s) / (|P_c| + |Y_c| + s)
+        TP_c = sum p_c y_c, |P_c| = sum p_c (or sum p_c^2 with squared), |Y_c| = sum y_c;
+        with log_loss: L = mean_c -log( (2 TP_c + s) / (|P_c| + |Y_c| + s) )
+
+    Paper:
+        Milletari, Navab, Ahmadi, "V-Net: Fully Convolutional Neural Networks
+        for Volumetric Medical Image Segmentation" (3DV 2016); Sudre, Li,
+        Vercauteren, Ourselin, Cardoso, "Generalised Dice overlap as a deep
+        learning loss function for highly unbalanced segmentations" (DLMIA 2017).
+
+    Official code:
+        segmentation_models_pytorch's ``DiceLoss`` (our smoothing s is smp's 2 s;
+        ``skip_empty=true`` gives smp's "absent classes count 0").
+
+    Checked by:
+        tests/test_losses.py::test_dice_formula_batch_squared_and_per_image
+        tests/test_losses.py::test_dice_for_classification_runs_over_the_batch
+        tests/test_losses.py::test_log_dice_keeps_the_gradient_of_a_collapsed_class_and_never_gives_nan
+        tests/test_losses_smp.py::test_overlap_losses_match_smp
+        tests/test_losses_smp.py::test_dice_default_keeps_absent_classes_where_smp_zeroes_them
+        tests/test_losses_training.py::test_dice_recovers_a_collapsed_rare_class_only_in_its_log_form
     """
 
     def __init__(self, ctx: LossContext, smooth: float | None = None, squared: bool | None = None, weight=None,

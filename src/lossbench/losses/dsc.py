@@ -60,6 +60,24 @@ class SelfAdjustingDiceLoss(nn.Module):
     ``alpha`` damps confident predictions ((1-p)^alpha falls to 0 as p -> 1);
     large alphas make a confident right and a confident wrong prediction cost
     alike (at alpha = 1, p~ = p (1 - p) is symmetric) and stop training.
+
+    Formula:
+        L = mean_i sum_c [ 1 - (2 p~_ic y_ic + s) / (p~_ic^2 + y_ic^2 + s) ],  p~ = (1 - p)^alpha p
+
+    Paper:
+        Li, Sun, Meng, Liang, Wu, Li, "Dice Loss for Data-imbalanced NLP Tasks"
+        (ACL 2020).
+
+    Official code:
+        ShannonAI/dice_loss_for_NLP, loss/dice_loss.py, run with --dice_square,
+        smooth 1, alpha 0.01.
+
+    Checked by:
+        tests/test_losses_official.py::test_dsc_is_the_official_multiclass_form_with_its_defaults
+        tests/test_losses_official.py::test_dsc_segmentation_treats_each_pixel_as_a_sample
+        tests/test_losses_official.py::test_dsc_one_channel_is_one_dice_over_the_batch
+        tests/test_losses_official.py::test_dsc_computes_one_minus_p_without_cancellation
+        tests/test_losses_official.py::test_dsc_ranks_a_perfect_predictor_below_a_constant_and_an_always_wrong_one
     """
 
     def __init__(self, ctx: LossContext, alpha: float = 0.01, smooth: float = 1.0) -> None:

@@ -67,6 +67,28 @@ class FocalLoss(ClassWeighted):
     uses one sigmoid per class (one-vs-rest) even for index targets, as
     RetinaNet and smp's multiclass mode do; every channel of sample i then
     weighs w_{y_i}.
+
+    Formula:
+        FL_i = -alpha_t (1 - p_t)^gamma log p_t  per sample (or pixel) i,
+        L = sum_i w_{y_i} FL_i / sum_i w_{y_i}  (w = 1 without class weights)
+
+    Paper:
+        Lin, Goyal, Girshick, He, Dollár, "Focal Loss for Dense Object
+        Detection" (ICCV 2017).
+
+    Official code:
+        Not followed line by line (the paper's formula); the sigmoid form is
+        compared with smp's ``FocalLoss``. The focal baseline of kaidic/LDAM-DRW
+        differs (module docstring).
+
+    Checked by:
+        tests/test_losses.py::test_focal_formula_per_sample_with_class_alpha
+        tests/test_losses.py::test_focal_is_per_sample_then_averaged_not_focal_factor_on_batch_mean_ce
+        tests/test_losses.py::test_sigmoid_focal_formula_with_scalar_alpha
+        tests/test_losses_official.py::test_focal_with_gamma_zero_and_class_alpha_is_weighted_cross_entropy
+        tests/test_losses_smp.py::test_binary_focal_matches_smp
+        tests/test_losses_smp.py::test_multilabel_focal_matches_smp_without_ignored_entries
+        tests/test_losses_smp.py::test_multiclass_focal_differs_from_smp_on_purpose
     """
 
     def __init__(self, ctx: LossContext, gamma: float = 2.0, alpha=None, sigmoid: bool = False) -> None:

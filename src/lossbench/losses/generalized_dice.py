@@ -60,6 +60,25 @@ class GeneralizedDiceLoss(nn.Module):
     false one GDL over the batch (``batch=True``); unset, per image for
     segmentation and over the batch for classification (one sample is no
     image). ``smooth_nr`` / ``smooth_dr``: added to numerator / denominator.
+
+    Formula:
+        L = 1 - 2 sum_c w_c TP_c / sum_c w_c (|P_c| + |Y_c|),  w_c = 1 / |Y_c|^2
+
+    Paper:
+        Sudre, Li, Vercauteren, Ourselin, Cardoso, "Generalised Dice overlap as
+        a deep learning loss function for highly unbalanced segmentations"
+        (DLMIA 2017).
+
+    Official code:
+        MONAI's ``GeneralizedDiceLoss`` (monai/losses/dice.py), defaults and
+        ``include_background=True``.
+
+    Checked by:
+        tests/test_losses_monai.py::test_generalized_dice_matches_monai
+        tests/test_losses_monai.py::test_generalized_dice_gradients_match_monai
+        tests/test_losses_official.py::test_generalized_dice_per_image_and_over_the_batch
+        tests/test_losses_official.py::test_generalized_dice_sigmoid_channels_and_classification
+        tests/test_losses.py::test_generalized_dice_with_uniform_weights_is_one_minus_the_mean_true_class_probability
     """
 
     def __init__(self, ctx: LossContext, per_image: bool | None = None, weight_type: str = "square",

@@ -60,6 +60,25 @@ class LovaszHingeLoss(nn.Module):
     pixels; else one over the whole batch. A multi-label image is one row of
     all its channels (as in the reference code and smp). Index targets need a
     one-channel model (0/1 mask).
+
+    Formula:
+        L = sum_k relu(e)_(k) (J_k - J_{k-1}),  e = 1 - z y±, errors sorted in
+        decreasing order, J the Jaccard loss of the first k errors
+
+    Paper:
+        Berman, Rannen Triki, Blaschko, "The Lovász-Softmax loss: A tractable
+        surrogate for the optimization of the intersection-over-union measure
+        in neural networks" (CVPR 2018).
+
+    Official code:
+        bermanmaxim/LovaszSoftmax, as copied into segmentation_models_pytorch's
+        ``LovaszLoss`` (binary / multi-label mode), the version compared.
+
+    Checked by:
+        tests/test_losses.py::test_lovasz_hinge_formula_per_image_and_per_batch
+        tests/test_losses_smp.py::test_lovasz_matches_smp
+        tests/test_losses_smp.py::test_lovasz_gradients_match_smp
+        tests/test_losses_smp.py::test_lovasz_hinge_per_image_skips_fully_ignored_images_where_smp_counts_zero
     """
 
     def __init__(self, ctx: LossContext, per_image: bool = True) -> None:
@@ -92,6 +111,23 @@ class LovaszSoftmaxLoss(nn.Module):
 
     ``classes``: "present" (classes in the target of the row) or "all".
     ``per_image``: mean over the images of each image's loss; else over the batch.
+
+    Formula:
+        L = mean over present classes c of sum_k |y_c - p_c|_(k) (J_k - J_{k-1}),
+        errors sorted in decreasing order
+
+    Paper:
+        Berman, Rannen Triki, Blaschko, "The Lovász-Softmax loss: A tractable
+        surrogate for the optimization of the intersection-over-union measure
+        in neural networks" (CVPR 2018).
+
+    Official code:
+        bermanmaxim/LovaszSoftmax, as copied into segmentation_models_pytorch's
+        ``LovaszLoss`` (multi-class mode), the version compared.
+
+    Checked by:
+        tests/test_losses.py::test_lovasz_softmax_formula_present_classes_only
+        tests/test_losses_smp.py::test_lovasz_matches_smp
     """
 
     def __init__(self, ctx: LossContext, per_image: bool = False, classes: str = "present") -> None:

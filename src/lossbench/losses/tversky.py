@@ -31,6 +31,20 @@ class JaccardLoss(RegionLoss):
     """Soft Jaccard / IoU 1 - mean_c (TP_c + s) / (|P_c| + |Y_c| - TP_c + s) (Rahman & Wang 2016).
 
     ``per_image``, ``skip_empty``, ``weight`` and the task defaults of ``smooth`` / ``skip_empty`` as for ``dice``.
+
+    Formula:
+        L = 1 - mean_c (TP_c + s) / (|P_c| + |Y_c| - TP_c + s)
+
+    Paper:
+        Rahman, Wang, "Optimizing Intersection-Over-Union in Deep Neural
+        Networks for Image Segmentation" (ISVC 2016).
+
+    Official code:
+        segmentation_models_pytorch's ``JaccardLoss``.
+
+    Checked by:
+        tests/test_losses.py::test_jaccard_tversky_focal_tversky_formulas
+        tests/test_losses_smp.py::test_overlap_losses_match_smp
     """
 
     def __init__(self, ctx: LossContext, smooth: float | None = None, weight=None, per_image: bool = False,
@@ -43,7 +57,22 @@ class JaccardLoss(RegionLoss):
 
 @register_loss("tversky")
 class TverskyLoss(RegionLoss):
-    """Tversky 1 - mean_c (TP + s) / (TP + alpha FP + beta FN + s); beta > alpha favours recall (Salehi et al. 2017)."""
+    """Tversky 1 - mean_c (TP + s) / (TP + alpha FP + beta FN + s); beta > alpha favours recall (Salehi et al. 2017).
+
+    Formula:
+        L = 1 - mean_c (TP_c + s) / (TP_c + alpha FP_c + beta FN_c + s)
+
+    Paper:
+        Salehi, Erdogmus, Gholipour, "Tversky loss function for image
+        segmentation using 3D fully convolutional deep networks" (MLMI 2017).
+
+    Official code:
+        segmentation_models_pytorch's ``TverskyLoss``.
+
+    Checked by:
+        tests/test_losses.py::test_jaccard_tversky_focal_tversky_formulas
+        tests/test_losses_smp.py::test_overlap_losses_match_smp
+    """
 
     def __init__(self, ctx: LossContext, alpha: float = 0.3, beta: float = 0.7, smooth: float | None = None,
                  weight=None, per_image: bool = False, skip_empty: bool | None = None) -> None:
@@ -62,6 +91,21 @@ class FocalTverskyLoss(RegionLoss):
     The paper writes the exponent as 1/gamma with gamma = 4/3; here ``gamma``
     is the exponent itself (0.75). It is applied per class, before the class
     mean (smp's TverskyLoss raises the class mean to gamma instead).
+
+    Formula:
+        L = mean_c (1 - TI_c)^gamma,  TI_c = (TP_c + s) / (TP_c + alpha FP_c + beta FN_c + s)
+
+    Paper:
+        Abraham, Khan, "A Novel Focal Tversky loss function with improved
+        Attention U-Net for lesion segmentation" (ISBI 2019).
+
+    Official code:
+        Not compared with the authors' code; compared with smp's ``TverskyLoss``
+        (equal for one class; smp raises the class mean to gamma).
+
+    Checked by:
+        tests/test_losses.py::test_jaccard_tversky_focal_tversky_formulas
+        tests/test_losses_smp.py::test_focal_tversky_matches_smp_for_one_class_and_differs_for_several
     """
 
     def __init__(self, ctx: LossContext, alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75,
