@@ -104,7 +104,33 @@ def loss_facts(name: str) -> dict[str, str]:
 
 def checking_tests(name: str) -> list[str]:
     """The ``file::test`` ids a loss's "Checked by" section names."""
-    return re.findall(r"tests/[\w/]+\.py::\w+", loss_facts(name).get("Checked by", ""))
+    return test_ids(loss_facts(name).get("Checked by", ""))
+
+
+def test_ids(text: str) -> list[str]:
+    return re.findall(r"tests/[\w/]+\.py::\w+", text)
+
+
+def defined_tests(path: Path) -> set[str]:
+    """Names of the test functions (and test classes) a test file defines."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+
+def loss_doc_problems(cls: type) -> list[str]:
+    """What a loss class's docstring lacks for its page: a section, or a named test that does not exist."""
+    _, sections = doc_sections(inspect.getdoc(cls) or "", LOSS_SECTIONS)
+    problems = [f"no {s!r} section" for s in LOSS_SECTIONS if not sections.get(s, "").strip()]
+    ids = test_ids(sections.get("Checked by", ""))
+    if sections.get("Checked by") and not ids:
+        problems.append("'Checked by' names no tests/<file>.py::<test>")
+    for test in ids:
+        file, func = test.split("::")
+        if not (REPO / file).is_file() or func not in defined_tests(REPO / file):
+            problems.append(f"'Checked by' names {test}, which does not exist")
+    return problems
 
 
 def loss_page(name: str) -> str:
@@ -308,7 +334,8 @@ def config_keys(model: type | None = None, prefix: str = "") -> list[tuple[str, 
             default = "(section)" if sections else repr(field.default_factory())
         else:
             default = "required" if field.default is PydanticUndefined else repr(field.default)
-        rows.append((prefix + key, type_name(ann), default, field.description or ""))
+        summary = (inspect.getdoc(sections[0]) or "").splitlines()[0] if sections else ""
+        rows.append((prefix + key, type_name(ann), default, field.description or summary))
         for section in sections:
             rows += config_keys(section, f"{prefix}{key}.")
     return rows
@@ -324,6 +351,29 @@ def config_page() -> str:
 
 
 # --------------------------------------------------------------------------- all pages
+
+def page_problems() -> list[str]:
+    """Every registered entry, recipe or config key whose generated page would lack a required part."""
+    _src_on_path()
+    import lossbench.data  # noqa: F401  (registers the sources)
+    from lossbench.data.registry import SOURCES
+    from lossbench.losses import LOSSES
+    from lossbench.models import MODELS
+
+    problems = [f"loss {n}: {p}" for n, cls in LOSSES.items() for p in loss_doc_problems(cls)]
+    for name in SOURCES:
+        layout = source_facts(name)["layout"]
+        if "──" not in layout:
+            problems.append(f"source {name}: its module docstring has no {LAYOUT_SECTION!r} section with a tree")
+    problems += [f"model {n}: no docstring on its builder" for n, e in MODELS.items()
+                 if not (inspect.getdoc(e.build) or e.description)]
+    for path in recipe_paths():
+        facts = recipe_facts(path)
+        if not facts["summary"] or not facts["commands"]:
+            problems.append(f"recipe {path.name}: its header comment needs a summary and a lossbench command")
+    problems += [f"config key {k}: no description" for k, _, _, desc in config_keys() if not desc]
+    return problems
+
 
 def generated_pages() -> dict[str, str]:
     """Every generated page, by path relative to ``docs/reference/generated``."""
@@ -355,6 +405,15 @@ def write_pages(out: Path = OUT) -> list[Path]:
     return [out / rel for rel in pages]
 
 
+def on_builder_inited(app) -> None:
+    """Write the pages; each missing part is a warning, so the strict build (``-W``) fails on it."""
+    from sphinx.util import logging
+
+    write_pages()
+    for problem in page_problems():
+        logging.getLogger(__name__).warning(f"generated reference: {problem}")
+
+
 def setup(app):  # the Sphinx extension
-    app.connect("builder-inited", lambda _app: write_pages())
+    app.connect("builder-inited", on_builder_inited)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -33,8 +33,8 @@ class AugmentConfig(StrictModel):
 class NormalizeStats(StrictModel):
     """Explicit per-channel mean and std (of images scaled to [0, 1])."""
 
-    mean: list[float] = Field(min_length=1)
-    std: list[float] = Field(min_length=1)
+    mean: list[float] = Field(min_length=1, description="per-channel mean subtracted from images scaled to [0, 1]")
+    std: list[float] = Field(min_length=1, description="per-channel standard deviation images are divided by")
 
     @model_validator(mode="after")
     def _same_length_positive_std(self) -> "NormalizeStats":
@@ -51,22 +51,22 @@ class CsvOptions(StrictModel):
     train: str = Field("train.csv", description="training CSV (with a header), or header-less ids with train_labels")
     train_labels: str | None = Field(None, description="header-less labels file: selects the two-file form")
     val: str | None = Field(None, description="validation CSV; none: a stratified split of train")
-    val_labels: str | None = None
-    test: str | None = None
-    test_labels: str | None = None
+    val_labels: str | None = Field(None, description="header-less labels of val (two-file form)")
+    test: str | None = Field(None, description="test CSV, same form as train; none: no test split")
+    test_labels: str | None = Field(None, description="header-less labels of test (two-file form)")
     images: str = Field(".", description="folder of the images, relative to root")
     id_column: str = Field("image", description="column of image ids or relative paths (one-file form)")
     label_column: str = Field("label", description="column of integer labels (one-file form)")
     extension: str = Field("", description="appended to each id, e.g. '.jpeg' for Kaggle's trainLabels.csv")
-    delimiter: str = Field(",", min_length=1, max_length=1)
+    delimiter: str = Field(",", min_length=1, max_length=1, description="the CSV files' one-character delimiter")
     class_names: list[str] | None = Field(None, description="names of classes 0..K-1; also fixes K")
 
 
 class SegFolderOptions(StrictModel):
     """Options of the ``seg_folder`` source; folder names are relative to ``data.root``."""
 
-    images: str = "images"
-    masks: str = "masks"
+    images: str = Field("images", description="folder of the images, relative to root (or root/<split>)")
+    masks: str = Field("masks", description="folder of the masks: index PNGs, or one sub-folder of binary masks per class")
     mask_suffix: str = Field("", description="mask file stem = image stem + this, e.g. '_mask'")
     value_map: dict[int, int] | None = Field(
         None, description="index masks: mask value -> class (255 = ignore), e.g. {0: 0, 255: 1}"

@@ -22,7 +22,9 @@ class Experiment(StrictModel):
     """One experiment: data, model, loss and the training recipe."""
 
     name: str | None = Field(None, description="run folder name; defaults to the config file's name")
-    task: Literal["classification", "segmentation"] = "classification"
+    task: Literal["classification", "segmentation"] = Field(
+        "classification", description="a class per image, or a class per pixel"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossSpec = Field("ce", description="loss spec, e.g. 'focal(gamma=2) + 0.5 * dice'")
@@ -30,7 +32,7 @@ class Experiment(StrictModel):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     epochs: int = Field(1, gt=0, description="total epochs (the sum of the stages' epochs when stages are given)")
     stages: list[StageConfig] = Field(default_factory=list, description="training phases; empty: one stage, all")
-    batch_size: int = Field(32, gt=0)
+    batch_size: int = Field(32, gt=0, description="images per optimizer step (per process under torchrun)")
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
     grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision: bf16 autocast, or fp16 + scaler")
@@ -38,7 +40,7 @@ class Experiment(StrictModel):
     ema: EmaConfig | None = Field(None, description="keep and evaluate an EMA of the weights")
     best_metric: str | None = Field(None, description="metric choosing best.pt (default balanced_accuracy / miou)")
     best_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
-    early_stopping: EarlyStoppingConfig | None = None
+    early_stopping: EarlyStoppingConfig | None = Field(None, description="stop early on a validation metric; none: never")
     drw_epoch: int | None = Field(
         None, ge=1, description="deferred re-weighting (DRW, Cao et al. 2019) of any loss that takes class weights: "
         "from this epoch on (1-based; the papers' 200-epoch schedule: 161) the loss is weighted by the "
@@ -52,7 +54,7 @@ class Experiment(StrictModel):
         "(pip install 'lossbench[tracking]')")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<output_dir>/mlflow.db")
     tracking_experiment: str = Field("lossbench", min_length=1, description="MLflow experiment name")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seeds Python, NumPy, torch, the split and the loader: a CPU run repeats exactly")
     output_dir: Path = Field(Path("runs"), description="parent folder of run folders")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     versions: dict[str, str] | None = Field(None, description="package versions a run recorded; ignored as input")

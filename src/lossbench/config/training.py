@@ -54,12 +54,12 @@ class OptimizerConfig(StrictModel):
     them only fights the normalization (Goyal et al. 2017; timm does the same).
     """
 
-    name: Literal["sgd", "adam", "adamw"] = "adam"
+    name: Literal["sgd", "adam", "adamw"] = Field("adam", description="the optimizer")
     lr: float = Field(1e-3, gt=0, description="learning rate of the head (and of everything, with factor 1)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(False, description="SGD with Nesterov momentum")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam / AdamW betas")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="weight decay; biases and norm weights skipped unless decay_norm_and_bias")
     decay_norm_and_bias: bool = Field(False, description="also apply weight decay to biases and norm weights")
     backbone_lr_factor: float = Field(1.0, gt=0, description="discriminative lr: backbone lr = lr x this factor")
 
@@ -83,7 +83,9 @@ class SchedulerConfig(StrictModel):
     applies to cosine, step and multistep.
     """
 
-    name: Literal["none", "cosine", "step", "multistep", "plateau", "onecycle"] = "none"
+    name: Literal["none", "cosine", "step", "multistep", "plateau", "onecycle"] = Field(
+        "none", description="the schedule; none keeps lr constant"
+    )
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up length in epochs (may be fractional)")
     warmup_start_factor: float = Field(0.01, gt=0, le=1, description="lr factor at the first warm-up step")
     min_lr_factor: float = Field(0.0, ge=0, le=1, description="cosine: final lr as a fraction of the base lr")
@@ -116,8 +118,10 @@ class StageConfig(StrictModel):
     over the experiment's own sections, ``lr`` is a shortcut for ``optimizer.lr``.
     """
 
-    epochs: int = Field(gt=0)
-    train: Union[Literal["all", "head"], list[str]] = "all"
+    epochs: int = Field(gt=0, description="epochs of this stage")
+    train: Union[Literal["all", "head"], list[str]] = Field(
+        "all", description="parameter groups that train (all, head, or a list such as [head, backbone]); the rest is frozen"
+    )
     lr: float | None = Field(None, gt=0, description="this stage's learning rate (optimizer.lr)")
     optimizer: dict[str, Any] = Field(default_factory=dict, description="keys of optimizer: to change for this stage")
     scheduler: dict[str, Any] = Field(default_factory=dict, description="keys of scheduler: to change for this stage")
@@ -139,7 +143,7 @@ class EarlyStoppingConfig(StrictModel):
     """Stop when a validation metric has not improved by ``min_delta`` for ``patience`` epochs."""
 
     metric: str | None = Field(None, description="metric to watch, e.g. val_macro_f1 or val_loss (default best_metric)")
-    patience: int = Field(10, ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    patience: int = Field(10, ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
     mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
 

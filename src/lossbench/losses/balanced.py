@@ -139,6 +139,7 @@ class LDAMLoss(ClassWeighted):
 
     Checked by:
         tests/test_losses_official.py::test_ldam_is_cross_entropy_of_shifted_scaled_logits_with_pytorch_weights
+        tests/test_losses_official.py::test_ldam_without_margin_is_cross_entropy_of_the_scaled_cosine_logits
         tests/test_losses_official.py::test_ldam_says_when_it_expects_cosine_logits
         tests/test_losses_official.py::test_ldam_points_drw_parameters_to_the_config_key
         tests/test_losses.py::test_ldam_margins_and_class_weights

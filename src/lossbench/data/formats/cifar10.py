@@ -6,6 +6,13 @@ so a partial or re-packed copy works); ``test_batch`` becomes the test split;
 ``batches.meta`` gives class names when present. Validation is a stratified
 split of the training batches. The pickles are read with an unpickler that
 only admits NumPy arrays, so a tampered file cannot run code.
+
+Layout:
+    root/                           (data.root: this folder or cifar-10-batches-py itself)
+    └── cifar-10-batches-py/
+        ├── data_batch_1 ... data_batch_5   training (any subset)
+        ├── test_batch                      test split (optional)
+        └── batches.meta                    class names (optional)
 """
 
 from __future__ import annotations

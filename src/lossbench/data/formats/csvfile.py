@@ -11,6 +11,15 @@ an image listed twice are each reported with the file and line. Without
 ``data.num_classes`` or ``data.csv.class_names`` the classes are 0 to the
 largest training label, and one of them without a training row is an error
 naming the line of that label.
+
+Layout:
+    root/                           (data.root)
+    ├── trainLabels.csv             one-file form: header with csv.id_column, csv.label_column
+    ├── val.csv, test.csv           optional splits (csv.val, csv.test)
+    └── train/                      csv.images: the image files, by id (+ csv.extension)
+        ├── 10_left.jpeg
+        └── ...
+    Two-file form: header-less ids in csv.train and labels in csv.train_labels, row for row.
 """
 
 from __future__ import annotations

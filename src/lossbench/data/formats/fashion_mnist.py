@@ -5,6 +5,13 @@
 ``train-labels-idx1-ubyte[.gz]`` and, when present, the ``t10k-`` pair as the
 test split. Validation is a stratified split of the training set. Images are
 1-channel; they become 3 channels when the model takes 3.
+
+Layout:
+    /usr/share/datasets/fashion-mnist/      (data.root; the default is Debian's dataset-fashion-mnist)
+    ├── train-images-idx3-ubyte.gz          training images (.gz or not)
+    ├── train-labels-idx1-ubyte.gz
+    ├── t10k-images-idx3-ubyte.gz           test split (optional)
+    └── t10k-labels-idx1-ubyte.gz
 """
 
 from __future__ import annotations

@@ -22,6 +22,14 @@ or ``eval_seed`` (validation, test): the same options and seed give identical
 canvases and masks. With ``data.cache: true`` the canvases are stored in the
 decode-once cache under a key of every option that changes a pixel and of the
 IDX files' sizes and modification times.
+
+Layout:
+    /usr/share/datasets/fashion-mnist/      (data.root: the four IDX files, as fashion_mnist reads them)
+    ├── train-images-idx3-ubyte.gz          items of the training canvases
+    ├── train-labels-idx1-ubyte.gz
+    ├── t10k-images-idx3-ubyte.gz           items of the validation / test canvases (two halves)
+    └── t10k-labels-idx1-ubyte.gz
+    Nothing else is read: the canvases and masks are generated (picture: docs/fashion_mnist_scenes.png).
 """
 
 from __future__ import annotations

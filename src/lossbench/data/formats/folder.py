@@ -5,6 +5,17 @@ Layouts: ``root/train/<class>/...`` with optional ``root/val/<class>/`` and
 stratified split). Class folders are sorted by name; images may sit in
 sub-folders. Hidden files and non-images (``.DS_Store``, ``Thumbs.db``) are
 ignored; an empty class folder is an error.
+
+Layout:
+    root/                           (data.root)
+    ├── train/
+    │   ├── ants/*.jpg              one folder per class (sorted names are the classes)
+    │   └── bees/*.jpg
+    ├── val/                        optional; else a stratified split of train
+    │   ├── ants/ ...
+    │   └── bees/ ...
+    └── test/                       optional
+    or, without train/:  root/ants/*.jpg, root/bees/*.jpg
 """
 
 from __future__ import annotations

@@ -7,6 +7,16 @@ gives 3 classes (background, pet, border) or, with ``data.pet_classes: 2``,
 background / pet with the border ignored (255). Classification gives the 37
 breeds. ``trainval`` is split into train / val (stratified by seed); ``test``
 becomes the test split.
+
+Layout:
+    root/                           (data.root)
+    ├── images/
+    │   └── Abyssinian_1.jpg ...
+    └── annotations/
+        ├── trimaps/
+        │   └── Abyssinian_1.png ...    1 pet, 2 background, 3 border
+        ├── trainval.txt                "<id> <class 1..37> <species> <breed>"
+        └── test.txt
 """
 
 from __future__ import annotations

@@ -13,6 +13,15 @@
 A mask is found by the image's stem plus ``data.seg.mask_suffix`` with any
 image extension. ``root/train/images`` (+ optional ``root/val/images``)
 instead of ``root/images`` gives explicit splits.
+
+Layout:
+    root/                           (data.root)
+    ├── images/
+    │   └── 0a7d30b2.png ...
+    └── masks/
+        ├── 0/0a7d30b2.png ...      masks/<k>/: one binary mask per class k and image
+        └── 1/ ...                  (or masks/0a7d30b2.png: one index mask per image)
+    or root/train/{images,masks}/ and root/val/{images,masks}/ for explicit splits
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ class per image. The mask holds the class index of every pixel.
 
 Everything is generated from a seeded ``torch.Generator``: the same seed gives
 the same tensors, on any machine.
+
+Layout:
+    (nothing on disk: images and masks are drawn in memory from the seed)
+    └── data: {source: synthetic, num_classes: 6, image_size: 32, imbalance_ratio: 10}
 """
 
 from __future__ import annotations
