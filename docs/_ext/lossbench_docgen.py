@@ -344,7 +344,13 @@ def config_keys(model: type | None = None, prefix: str = "") -> list[tuple[str, 
 def config_page() -> str:
     rows = [(f"``{k}``", f"``{t}``", f"``{d}``" if d not in ("required", "(section)") else d, desc)
             for k, t, d, desc in config_keys()]
-    return "\n".join([title("Config reference"), "Every key of an experiment config, generated from the pydantic "
+    _src_on_path()
+    from lossbench.config import Experiment
+
+    targets = "".join(f".. py:class:: {name}\n   :no-index-entry:\n\n   One experiment: the keys below, validated.\n\n"
+                      for name in dict.fromkeys(["lossbench.config.Experiment",
+                                                 f"{Experiment.__module__}.{Experiment.__qualname__}"]))
+    return "\n".join([title("Config reference"), targets, "Every key of an experiment config, generated from the pydantic "
                       "models in ``lossbench.config`` (a wrong key or value is one error line naming it). A sweep "
                       "config adds ``grid:``, ``report:`` and ``tune:`` (:doc:`/guide/tuning`).\n",
                       table(("key", "type", "default", "description"), rows)])

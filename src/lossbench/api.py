@@ -40,8 +40,19 @@ def build_loss(spec: str | dict[str, Any] | list[Any], num_classes: int, task: s
                class_counts: Sequence[int] | None = None, ignore_index: int = IGNORE_INDEX) -> nn.Module:
     """A loss module from a spec (``"focal(gamma=2) + 0.5 * dice"``), called as ``loss(logits, target)``.
 
-    ``class_counts`` (training images, or pixels, per class) feed the losses
-    that re-weight by class frequency (cb, ldam, logit_adjusted, ...).
+    Args:
+        spec: a loss spec string, a mapping ``{name: focal, gamma: 2}`` or a list of them.
+        num_classes: classes of the logits (channels for segmentation).
+        task: ``"classification"`` or ``"segmentation"`` (some defaults differ, e.g. ``dice``'s).
+        class_counts: training images (or pixels) per class, for the losses
+            that re-weight by class frequency (cb, ldam, logit_adjusted, ...).
+        ignore_index: target value that counts in no loss.
+
+    Returns:
+        An ``nn.Module``: ``loss(logits, target)`` gives a scalar tensor.
+
+    Raises:
+        UserError: an unknown loss or parameter, or a bad value, in one line.
     """
     from lossbench.losses import build_loss as build
 
@@ -51,9 +62,18 @@ def build_loss(spec: str | dict[str, Any] | list[Any], num_classes: int, task: s
 def build_model(name: str, num_classes: int, task: str | None = None, **options: Any) -> nn.Module:
     """A registered network (``lossbench list models``) with logits for ``num_classes``.
 
-    ``options`` are ``model:`` config keys (``encoder="resnet34"``,
-    ``in_channels=1``, ``pretrained="imagenet"``...); ``task`` defaults to the
-    model's own (a U-Net segments, a ResNet classifies).
+    Args:
+        name: a registered model (``resnet18``, ``unet``, ``timm:<name>``, ...).
+        num_classes: classes of the logits.
+        task: defaults to the model's own (a U-Net segments, a ResNet classifies).
+        **options: ``model:`` config keys (``encoder="resnet34"``,
+            ``in_channels=1``, ``pretrained="imagenet"``, ...).
+
+    Returns:
+        An ``nn.Module`` giving N x K logits (classification) or N x K x H x W (segmentation).
+
+    Raises:
+        UserError: an unknown model or option, in one line.
     """
     from lossbench.config import describe_validation_error
     from lossbench.models import MODELS, build_model as build, registry_key
@@ -96,11 +116,21 @@ def _read_metrics(path: Path) -> list[dict[str, float]]:
 
 def train(config: str | Path | dict[str, Any] | Experiment, *, overwrite: bool = False,
           log: Callable[[str], Any] = print, **overrides: Any) -> TrainedRun:
-    """Train one experiment (a config file, a mapping or an :class:`Experiment`) as ``lossbench train`` does.
+    """Train one experiment as ``lossbench train`` does.
 
-    ``overrides`` change config keys first: ``train("recipes/example.yaml",
-    epochs=1, optimizer__lr=0.01)``. A file holding several experiments is
-    an error; train each, or sweep them.
+    Args:
+        config: a config file, a mapping or an :class:`~lossbench.config.Experiment`.
+            A file holding several experiments is an error; train each, or sweep them.
+        overwrite: replace an existing run folder of the same name.
+        log: where the progress lines go.
+        **overrides: config keys to change first, nested with ``__``:
+            ``train("recipes/example.yaml", epochs=1, optimizer__lr=0.01)``.
+
+    Returns:
+        The finished run's folder, summary and per-epoch metrics.
+
+    Raises:
+        UserError: a bad config, missing data, or a run folder that exists.
     """
     from lossbench.engine import train as run_training
 
@@ -123,11 +153,21 @@ def sweep(config: str | Path, *, jobs: int = 1, out: str | Path | None = None, l
           rerun_changed: bool = False, **overrides: Any) -> SweepResult:
     """Run every cell of a sweep config's ``grid:`` (each in its own process) and write the report.
 
-    ``overrides`` change config keys of every document first, e.g.
-    ``sweep("recipes/quickstart.yaml", epochs=1, jobs=2)``; finished cells
-    of an earlier sweep into the same folder are kept when they recorded the
-    same config and data. A finished cell trained on another config or other
-    data is a UserError, unless ``rerun_changed`` trains it again.
+    Finished cells of an earlier sweep into the same folder are kept when
+    they recorded the same config and data.
+
+    Args:
+        config: a sweep config file.
+        jobs: cells run at a time.
+        out: the sweep folder (default ``<output_dir>/<name>``).
+        log: where the progress lines go.
+        rerun_changed: train again the finished cells whose config or data changed
+            (without it, such a cell is a UserError).
+        **overrides: config keys of every document to change first, e.g.
+            ``sweep("recipes/quickstart.yaml", epochs=1, jobs=2)``.
+
+    Returns:
+        The sweep folder, its results.csv rows and the report's path.
     """
     from lossbench.experiments.report import build_report
     from lossbench.experiments.sweep import plan_sweep, run_sweep
@@ -139,7 +179,16 @@ def sweep(config: str | Path, *, jobs: int = 1, out: str | Path | None = None, l
 
 
 def load_run(path: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
-    """A finished run's network with its weights; ``.predict(images or tensors)`` gives classes or masks."""
+    """A finished run's network with its weights; ``.predict(images or tensors)`` gives classes or masks.
+
+    Args:
+        path: the run folder.
+        checkpoint: ``"best"`` (best.pt) or ``"last"`` (last.pt).
+        device: where the network runs.
+
+    Returns:
+        The loaded run, in eval mode.
+    """
     from lossbench.engine.inference import load_run as load
 
     return load(path, checkpoint, device)
