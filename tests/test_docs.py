@@ -120,6 +120,9 @@ def test_the_getting_started_folder_sweep_runs_on_a_tiny_folder(tmp_path, forked
             folder.mkdir(parents=True)
             for i in range(count if k == 0 else count // 2):
                 Image.new("RGB", (12, 12), (40 * i, 200 * k, 90)).save(folder / f"{i}.png")
+    stats = run_cli(["data", "stats", str(DOCS / "examples" / "my_folder.yaml"), "--set",
+                     f"data.root={tmp_path / 'images'}", "--out", str(tmp_path / "stats")], cwd=tmp_path)
+    assert stats.code == 0 and "cats" in stats.out, stats.err
     result = run_cli(["sweep", str(DOCS / "examples" / "my_folder.yaml"), "--out", str(tmp_path / "sweep"),
                       "--set", f"data.root={tmp_path / 'images'}", "--set", "epochs=1", "--set", "data.image_size=8",
                       "--set", "grid.seed=[0]", "--set", "grid.loss=[ce, focal(gamma=2)]", "--set", "model.name=resnet20",
@@ -127,3 +130,10 @@ def test_the_getting_started_folder_sweep_runs_on_a_tiny_folder(tmp_path, forked
                      cwd=tmp_path)
     assert result.code == 0, result.err
     assert (tmp_path / "sweep" / "report.html").is_file()
+
+
+def test_the_training_example_runs(monkeypatch):
+    monkeypatch.chdir(REPO)
+    namespace = runpy.run_path(str(DOCS / "examples" / "train_api.py"))
+    assert namespace["predictions"].probabilities.shape == (4, 6)
+    assert (namespace["run"].folder / "summary.json").is_file()
