@@ -137,3 +137,24 @@ def test_the_training_example_runs(monkeypatch):
     namespace = runpy.run_path(str(DOCS / "examples" / "train_api.py"))
     assert namespace["predictions"].probabilities.shape == (4, 6)
     assert (namespace["run"].folder / "summary.json").is_file()
+
+
+def test_the_own_loss_example_registers_and_computes_its_formula():
+    import subprocess
+
+    from cli_helper import ENV
+
+    code = (f"import runpy, torch, torch.nn.functional as F; import lossbench; "
+            f"ns = runpy.run_path({str(DOCS / 'examples' / 'my_loss.py')!r}); "
+            f"import sys; sys.path.insert(0, {str(DOCS / '_ext')!r}); import lossbench_docgen; "
+            "assert lossbench_docgen.loss_doc_problems(ns['Poly1CrossEntropy']) == []; "
+            "z, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 255]); "
+            "ce = F.cross_entropy(z[:5], y[:5], reduction='none'); "
+            "want = (ce + 2 * (1 - torch.exp(-ce))).mean(); "
+            "got = lossbench.build_loss('poly1(epsilon=2)', num_classes=3)(z, y); "
+            "assert torch.allclose(got, want), (got, want); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    run = subprocess.run([sys.executable, str(DOCS / "examples" / "my_loss.py")], env=ENV, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.startswith("poly1(epsilon=2) + 0.5 * ce = "), run.stderr
