@@ -52,3 +52,4 @@ nitpick_ignore_regex = [
 html_theme = "furo"
 html_title = f"lossbench {version}"
 html_static_path = []
+smartquotes = False  # keep "--set" and quotes as written

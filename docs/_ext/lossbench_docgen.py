@@ -243,7 +243,11 @@ def sources_index() -> str:
 
 # --------------------------------------------------------------------------- recipes
 
-COST = re.compile(r"\b(measured|budget|minutes?|hours?|[0-9.]+ ?(s|h|min)\b|wall)", re.I)
+COST = re.compile(r"\b(measured|budget|hours?|minutes?|\d+(\.\d+)? ?(s|h|min)\b|wall time|CPU time)", re.I)
+
+
+def sentences(text: str) -> list[str]:
+    return [t.strip() for t in re.split(r"(?:(?<=\.)|(?<=\.\)))\s+(?=[A-Z(`])", " ".join(text.split())) if t.strip()]
 
 
 def recipe_paths() -> list[Path]:
@@ -271,23 +275,43 @@ def benchmark_sections(recipe: str) -> list[tuple[str, str]]:
     return found
 
 
+COMMAND = re.compile(r"^\s*(Run:\s*)?((taskset -c \d+ )?lossbench (sweep|train)\b.*)$")
+
+
+def recipe_commands(header: list[str]) -> list[str]:
+    """The commands a recipe's header gives: lines that are a ``lossbench`` command (continued after
+    a backslash), or a command quoted in backticks."""
+    commands: list[str] = []
+    for line in header:
+        if commands and commands[-1].endswith("\\"):
+            commands[-1] += "\n" + line.strip()
+        elif (match := COMMAND.match(line)):
+            commands.append(match[2].strip())
+        else:
+            commands += re.findall(r"`((?:taskset -c \d+ )?lossbench (?:sweep|train) [^`]+)`", line)
+    return commands
+
+
 def recipe_facts(path: Path) -> dict[str, object]:
+    """What a recipe's header comment says: its first sentence, the commands, the sentences about cost."""
     header = recipe_header(path)
-    paragraphs = "\n".join(header).split("\n\n")
-    commands = [ln.strip() for ln in header if re.search(r"\blossbench (sweep|train)\b", ln)]
-    cost = [ln.strip() for ln in header if COST.search(ln) and "lossbench" not in ln]
-    return {"summary": " ".join(paragraphs[0].split()), "commands": commands, "cost": cost, "header": header,
-            "benchmarks": benchmark_sections(path.name)}
+    prose = [ln for ln in header if not COMMAND.match(ln)]
+    said = sentences("\n".join(prose))
+    cost = [t for t in said[1:] if COST.search(t)]
+    return {"summary": said[0] if said else "", "commands": recipe_commands(header), "cost": cost,
+            "header": header, "benchmarks": benchmark_sections(path.name)}
 
 
 def recipe_page(path: Path) -> str:
     facts = recipe_facts(path)
     run = facts["commands"] or [f"lossbench sweep recipes/{path.name}"]
-    cost = ("\n".join(f"- {c}" for c in facts["cost"]) if facts["cost"]
-            else "Not measured; the header below says what it trains.")
+    cost = ("\n".join(f"- {plain_roles(c)}" for c in facts["cost"]) if facts["cost"]
+            else "Not measured by this project (its data is not on the reference machine); the file below says "
+                 "what it trains.")
     results = ("\n".join(f"- :doc:`/benchmarks`, section *{h}*" for h, _ in facts["benchmarks"])
                if facts["benchmarks"] else "BENCHMARKS.md has no result for this recipe yet.")
-    return "\n".join([f".. _recipe-{path.stem}:\n", title(f"Recipe ``{path.name}``"), facts["summary"] + "\n",
+    return "\n".join([f".. _recipe-{path.stem}:\n", title(f"Recipe ``{path.name}``"),
+                      plain_roles(facts["summary"]) + "\n",
                       title("Command", "-"), code_block("\n".join(run), "bash"),
                       title("Cost", "-"), cost + "\n", title("Result", "-"), results + "\n",
                       title("The recipe file", "-"), f".. literalinclude:: /../recipes/{path.name}\n"
@@ -295,7 +319,7 @@ def recipe_page(path: Path) -> str:
 
 
 def recipes_index() -> str:
-    rows = [(f":ref:`{p.name} <recipe-{p.stem}>`", recipe_facts(p)["summary"]) for p in recipe_paths()]
+    rows = [(f":ref:`{p.name} <recipe-{p.stem}>`", plain_roles(recipe_facts(p)["summary"])) for p in recipe_paths()]
     return "\n".join([title("Recipes"), "Each file in ``recipes/`` is a config for one system this project "
                       "reproduces (``tests/test_recipes.py`` runs every one on a tiny copy of its data layout).\n",
                       table(("recipe", "what it reproduces"), rows),
