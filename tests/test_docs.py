@@ -158,3 +158,51 @@ def test_the_own_loss_example_registers_and_computes_its_formula():
     run = subprocess.run([sys.executable, str(DOCS / "examples" / "my_loss.py")], env=ENV, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0 and run.stdout.startswith("poly1(epsilon=2) + 0.5 * ce = "), run.stderr
+
+
+#: top-level keys a sweep file adds to an experiment's (the sweep's own schema, experiments/); plugins: issue 23
+SWEEP_KEYS = {"grid", "report", "tune", "plugins"}
+
+
+def doc_blocks(language: str) -> list[tuple[str, str]]:
+    """(page, text) of every fenced ``language`` block in the written pages."""
+    found = []
+    for page in sorted(DOCS.rglob("*.md")):
+        if "_build" in page.parts:
+            continue
+        for block in re.findall(rf"^```{language}\n(.*?)^```", page.read_text(), re.M | re.S):
+            found.append((str(page.relative_to(DOCS)), block))
+    return found
+
+
+def test_every_yaml_example_in_the_pages_is_a_valid_config_section():
+    import yaml
+
+    from lossbench.config import validate_experiment
+
+    blocks = doc_blocks("yaml")
+    assert len(blocks) >= 6
+    for page, text in blocks:
+        doc = yaml.safe_load(text)
+        assert isinstance(doc, dict), (page, text)
+        validate_experiment({k: v for k, v in doc.items() if k not in SWEEP_KEYS}, page)
+
+
+def test_every_lossbench_command_in_the_pages_parses():
+    import shlex
+
+    from lossbench.cli import build_parser
+
+    commands = []
+    for page, text in doc_blocks("bash"):
+        for line in text.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            if re.search(r"(^|\s|/)lossbench (\w)", line):
+                commands.append((page, shlex.split(re.split(r"(?:^|\s|/)lossbench ", line, maxsplit=1)[1])))
+    assert len(commands) >= 15
+    parser = build_parser()
+    for page, argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{page}: lossbench {' '.join(argv)} does not parse")
