@@ -206,3 +206,39 @@ def test_every_lossbench_command_in_the_pages_parses():
             parser.parse_args(argv)
         except SystemExit:
             pytest.fail(f"{page}: lossbench {' '.join(argv)} does not parse")
+
+
+def makefile_targets() -> dict[str, list[str]]:
+    """Each Makefile target and its recipe lines."""
+    targets: dict[str, list[str]] = {}
+    current = None
+    for line in (REPO / "Makefile").read_text().splitlines():
+        if line.startswith("\t") and current:
+            targets[current].append(line.strip())
+        elif (match := re.match(r"^([\w-]+):", line)):
+            current = match[1]
+            targets[current] = []
+        else:
+            current = None
+    return targets
+
+
+def test_the_readme_two_commands_are_the_makefile_targets_ci_and_the_demo_run():
+    import shlex
+
+    from lossbench.cli import build_parser
+    from lossbench.config import read_documents, validate_experiment
+
+    block = re.search(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(), re.M | re.S)[1]
+    commands = [line.split("#")[0].split() for line in block.splitlines() if line.strip()]
+    assert [c[:1] for c in commands] == [["make"], ["make"]] and {c[1] for c in commands} == {"demo", "test"}
+    targets = makefile_targets()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "make test" in ci and "make docs" in ci
+    assert targets["test"] == ["$(BIN)/python -m pytest -n auto"]
+    demo = shlex.split(targets["demo"][0])
+    assert demo[0] == "$(BIN)/lossbench" and build_parser().parse_args(demo[1:]).command == "sweep"
+    documents = read_documents(REPO / demo[2])
+    assert len(documents) == 2 and all("grid" in doc for doc in documents)
+    for doc in documents:
+        validate_experiment({k: v for k, v in doc.items() if k not in SWEEP_KEYS}, demo[2])
