@@ -58,7 +58,7 @@ def plain_roles(text: str) -> str:
     targets, and outside literals the characters rst would read as markup (``|p|``, ``*``, ``x_``) are
     escaped, since loss docstrings write formulas in plain text."""
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"``\1``", text)
-    parts = re.split(r"(``[^`]+``)", text)
+    parts = re.split(r"(``[^`]+``|(?<![\w*])\*[^\s*][^*\n]*?(?<=[^\s*])\*(?![\w*]))", text)  # literals, *emphasis*
     for i in range(0, len(parts), 2):
         part = parts[i].replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
         parts[i] = re.sub(r"(?<=\w)_(?=\W|$)", r"\\_", part).replace("`", "\\`")
