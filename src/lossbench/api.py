@@ -49,7 +49,7 @@ def build_loss(spec: str | dict[str, Any] | list[Any], num_classes: int, task: s
         ignore_index: target value that counts in no loss.
 
     Returns:
-        An ``nn.Module``: ``loss(logits, target)`` gives a scalar tensor.
+        The loss, an ``nn.Module``; ``loss(logits, target)`` gives a scalar tensor.
 
     Raises:
         UserError: an unknown loss or parameter, or a bad value, in one line.
