@@ -37,7 +37,7 @@ class Experiment(StrictModel):
     channels_last: bool = Field(False, description="channels-last memory format (faster convolutions on GPUs)")
     ema: EmaConfig | None = Field(None, description="keep and evaluate an EMA of the weights")
     best_metric: str | None = Field(None, description="metric choosing best.pt (default balanced_accuracy / miou)")
-    best_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
+    best_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses and ece, max otherwise")
     early_stopping: EarlyStoppingConfig | None = None
     drw_epoch: int | None = Field(
         None, ge=1, description="deferred re-weighting (DRW, Cao et al. 2019) of any loss that takes class weights: "
