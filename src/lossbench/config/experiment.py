@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_valid
 
 from lossbench.config.base import StrictModel
 from lossbench.config.data import DataConfig
+from lossbench.contract import Task
 from lossbench.config.training import (
     EarlyStoppingConfig, EmaConfig, LossSpec, ModelConfig, OptimizerConfig, SchedulerConfig, StageConfig,
 )
@@ -22,7 +23,7 @@ class Experiment(StrictModel):
     """One experiment: data, model, loss and the training recipe."""
 
     name: str | None = Field(None, description="run folder name; defaults to the config file's name")
-    task: Literal["classification", "segmentation"] = "classification"
+    task: Task = "classification"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossSpec = Field("ce", description="loss spec, e.g. 'focal(gamma=2) + 0.5 * dice'")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lossbench.config import DataConfig
-from lossbench.data.formats.common import require_root, require_task, resize_images
+from lossbench.data.formats.common import require_root, resize_images
 from lossbench.data.samples import TensorSamples
 from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
@@ -67,10 +67,9 @@ def _split(root: Path, prefix: str, size: int) -> TensorSamples | None:
     return TensorSamples(tensor, torch.from_numpy(labels.astype(np.int64)), names, sizes=[(w, h)] * len(labels))
 
 
-@register_source("fashion_mnist")
+@register_source("fashion_mnist", tasks=("classification",))
 def fashion_mnist_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """Fashion-MNIST IDX .gz files (default /usr/share/datasets/fashion-mnist, Debian's package)."""
-    require_task("fashion_mnist", task, "classification")
     root = require_root(cfg, DEFAULT_ROOT)
     train = _split(root, "train", cfg.image_size)
     if train is None:

@@ -35,7 +35,7 @@ import torch
 
 from lossbench.config import DataConfig, ScenesOptions
 from lossbench.data import cache
-from lossbench.data.formats.common import require_root, require_task, resize_images
+from lossbench.data.formats.common import require_root, resize_images
 from lossbench.data.formats.fashion_mnist import DEFAULT_ROOT, NAMES, _find, _split
 from lossbench.data.imbalance import long_tail_counts
 from lossbench.data.samples import TensorSamples
@@ -221,10 +221,9 @@ def _cached(cfg: DataConfig, items: _Items, plan: dict[str, Any]) -> SceneSample
     return SceneSamples(arrays["images"], arrays["masks"], meta["names"], meta["objects"])
 
 
-@register_source("fashion_mnist_scenes", shares_cache=True)
+@register_source("fashion_mnist_scenes", tasks=("segmentation",), shares_cache=True)
 def fashion_mnist_scenes_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """Canvases of real Fashion-MNIST items, masks of their garment classes; long-tailed training occurrence."""
-    require_task("fashion_mnist_scenes", task, "segmentation")
     if cfg.num_classes not in (None, len(CLASS_NAMES)):
         raise UserError(f"data.num_classes: fashion_mnist_scenes has {len(CLASS_NAMES)} classes (background and "
                         f"10 garments), got {cfg.num_classes}; remove data.num_classes")
