@@ -34,14 +34,8 @@ import torch
 from lossbench.config import read_documents
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
-from lossbench.experiments.report_options import (
-    LOWER_IS_BETTER,
-    TABLE_METRICS,
-    ReportOptions,
-    default_epoch,
-    metric_range,
-    validate_report_options,
-)
+from lossbench.experiments.report_metrics import LOWER_IS_BETTER, TABLE_METRICS, metric_range
+from lossbench.experiments.schema import ReportOptions, default_epoch, validate_report_options
 from lossbench.experiments.stats import (
     ALPHA,
     MIN_PAIRS,
@@ -50,7 +44,7 @@ from lossbench.experiments.stats import (
     finite_mean,
     t_interval,
 )
-from lossbench.experiments.sweep import read_results
+from lossbench.experiments.results import load_sweep
 from lossbench.metrics import MAIN_METRIC, normalized_confusion
 from lossbench.plots import figure_png, plt
 
@@ -96,14 +90,6 @@ def _num(row: Mapping[str, Any], key: str) -> float:
         return float(row.get(key, "nan"))
     except (TypeError, ValueError):
         return math.nan
-
-
-def load_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """A sweep folder's sweep.json and results.csv rows."""
-    meta_path, results_path = sweep_dir / "sweep.json", sweep_dir / "results.csv"
-    if not meta_path.is_file() or not results_path.is_file():
-        raise UserError(f"{sweep_dir}: not a sweep folder (no sweep.json / results.csv); run `lossbench sweep` first")
-    return json.loads(meta_path.read_text(encoding="utf-8")), read_results(results_path)
 
 
 def group_by_seed(meta: dict[str, Any], rows: list[dict[str, str]]) -> list[SeedGroup]:
