@@ -13,15 +13,10 @@ import yaml
 from scipy import stats as sps
 
 from lossbench.errors import UserError
-from lossbench.experiments.report import (
-    build_report,
-    compare,
-    group_by_seed,
-    load_sweep,
-    per_class_values,
-    setup_document,
-    summed_confusion,
-)
+from lossbench.experiments.report import build_report
+from lossbench.experiments.report_data import compare, group_by_seed, setup_document
+from lossbench.experiments.report_figures import per_class_values, summed_confusion
+from lossbench.experiments.results import load_sweep
 from lossbench.experiments.stats import holm_adjust
 
 CLASSES = ["a", "b", "c"]

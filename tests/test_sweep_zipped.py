@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lossbench.errors import UserError
-from lossbench.experiments.report import group_by_seed
+from lossbench.experiments.report_data import group_by_seed
 from lossbench.experiments.plan import plan_sweep
 from lossbench.experiments.results import write_results
 

@@ -1,39 +1,53 @@
-"""The metrics a sweep report and tuning know: table columns, per-class figures, ranges and direction."""
+"""The metrics a sweep report shows and compares, read from the table of metric facts
+(:data:`lossbench.metrics.METRICS`): direction, range, per-class or not, display name."""
 
 from __future__ import annotations
 
-import math
 import re
 
-#: the columns of the report's configuration table, per task
+from lossbench.errors import UserError
+from lossbench.metrics import MetricFacts, metric_facts, task_metrics
+
+#: the columns of the report's configuration table, per task: the report's choice among the table's metrics
 TABLE_METRICS = {
     "classification": ("balanced_accuracy", "accuracy", "macro_f1", "quadratic_kappa", "ece",
                        "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"),
     "segmentation": ("miou", "dice", "pixel_accuracy"),
 }
-#: per-class columns (``recall_3``), per task
-PER_CLASS_METRICS = {"classification": ("recall",), "segmentation": ("iou", "per_class_dice")}
-LOWER_IS_BETTER = frozenset({"ece", "loss"})
-#: the values a metric can take; every other metric a report knows lies in [0, 1]
-METRIC_RANGES = {"quadratic_kappa": (-1.0, 1.0), "loss": (0.0, math.inf)}
+#: the metric of the report's per-class figure, per task
+PER_CLASS_FIGURE = {"classification": "recall", "segmentation": "iou"}
+
+
+def facts_of(name: str) -> MetricFacts:
+    """The facts of a report's metric name: ``val_`` prefix or not, a per-class one as ``recall_3``."""
+    name = name.removeprefix("val_")
+    try:
+        return metric_facts(name)
+    except UserError:
+        per_class = re.fullmatch(r"(.+)_\d+", name)
+        if per_class is None:
+            raise
+        return metric_facts(per_class.group(1))
 
 
 def metric_range(name: str) -> tuple[float, float]:
     """The interval a metric's values lie in (intervals are clipped to it)."""
-    return METRIC_RANGES.get(name, (0.0, 1.0))
+    return facts_of(name).value_range
 
 
 def lower_is_better(name: str) -> bool:
-    """Whether smaller values of metric ``name`` (``val_`` prefix or not) are better."""
-    name = name.removeprefix("val_")
-    return name.endswith("loss") or name in LOWER_IS_BETTER
+    """Whether smaller values of metric ``name`` are better (losses, ece)."""
+    return not facts_of(name).higher_is_better
 
 
 def report_metrics(task: str) -> list[str]:
     """Every metric ``report.metric`` may name for a task (per-class ones as ``recall_<k>``)."""
-    return [*TABLE_METRICS[task], "loss", *(f"{m}_<k>" for m in PER_CLASS_METRICS[task])]
+    return [f"{m.name}_<k>" if m.per_class else m.name for m in task_metrics(task)]
 
 
 def is_report_metric(name: str, task: str) -> bool:
-    per_class = "|".join(PER_CLASS_METRICS[task])
-    return name in TABLE_METRICS[task] or name == "loss" or re.fullmatch(rf"(?:{per_class})_\d+", name) is not None
+    """Whether runs of ``task`` record metric ``name`` (``recall_3``: class 3's recall)."""
+    for m in task_metrics(task):
+        if name == m.name and not m.per_class or m.per_class and re.fullmatch(rf"{m.name}_\d+", name):
+            return True
+    return False

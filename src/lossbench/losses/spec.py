@@ -152,3 +152,12 @@ def format_spec(terms: list[Any]) -> str:
         text = (f"-{part}" if term.weight < 0 else part) if not text else \
             f"{text} {'-' if term.weight < 0 else '+'} {part}"
     return text
+
+
+def is_plain_loss(spec: Any, name: str) -> bool:
+    """Whether ``spec`` is the loss ``name`` alone: one term, no parameters, weight 1 (``ce``, ``ce()``)."""
+    try:
+        terms = parse_spec(spec)
+    except UserError:
+        return False
+    return len(terms) == 1 and terms[0].name == name and not terms[0].params and terms[0].weight == 1.0
