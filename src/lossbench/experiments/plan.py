@@ -19,7 +19,7 @@ from typing import Any
 from lossbench.config import Experiment, apply_overrides, document_name, read_documents, set_key, validate_experiment
 from lossbench.errors import UserError
 from lossbench.experiments.layout import cell_name
-from lossbench.experiments.schema import parse_grid, plan_report_options, values_per_key
+from lossbench.experiments.schema import GridEntry, parse_grid, plan_report_options, values_per_key
 
 
 @dataclass
@@ -64,7 +64,7 @@ def with_shared_cache(exp: Experiment) -> Experiment:
     return exp.model_copy(update={"data": exp.data.model_copy(update={"cache": True})})
 
 
-def plan_cells(doc: dict[str, Any], document: str, grid: list, root: Path, path: Path) -> list[Cell]:
+def plan_cells(doc: dict[str, Any], document: str, grid: list[GridEntry], root: Path, path: Path) -> list[Cell]:
     """A document's cells: one validated experiment per row of the grid's product."""
     from lossbench.losses import check_spec
 

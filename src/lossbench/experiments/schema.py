@@ -26,35 +26,38 @@ EPOCHS: tuple[str, ...] = get_args(Epoch)
 # ---------------------------------------------------------------- grid:
 
 
-def parse_grid(doc: dict[str, Any], path: Path) -> list[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
-    """The grid's entries as (config keys, rows of values); the cells are the product of the entries' rows.
+#: one entry of a grid: its config keys (several when zipped) and its rows of values, one value per key
+GridEntry = tuple[tuple[str, ...], list[tuple[Any, ...]]]
 
-    A plain key (``loss: [ce, focal]``) is one key with one value a row. A key
-    naming several config keys, comma-separated, zips them like
-    ``pytest.mark.parametrize``: ``"loss, drw_epoch": [[ce, null], [ce, 7]]``
-    is two rows, so settings that belong together are not crossed.
-    """
+
+def entry_rows(key: str, values: Any, path: Path) -> GridEntry:
+    """One grid entry checked: ``loss: [ce, focal]`` is one key with one value a row; ``"a, b": [[1, 2], ...]``
+    zips the keys like ``pytest.mark.parametrize``, so settings that belong together are not crossed."""
+    if not isinstance(values, list) or not values:
+        raise UserError(f"{path}: grid.{key}: must be a non-empty list of values, got {values!r}")
+    keys = tuple(k.strip() for k in str(key).split(","))
+    if len(keys) == 1:
+        return keys, [(value,) for value in values]
+    if not all(keys):
+        raise UserError(f"{path}: grid.{key}: an empty key name; zip keys as \"a, b\"")
+    for i, row in enumerate(values, 1):
+        if not isinstance(row, list) or len(row) != len(keys):
+            size = f"has {len(row)} value{'s' * (len(row) != 1)}" if isinstance(row, list) else "is not a list"
+            raise UserError(f"{path}: grid.{key}: row {i} {row!r} {size} for {len(keys)} keys; "
+                            f"give each row as [{', '.join(keys)}]")
+    return keys, [tuple(row) for row in values]
+
+
+def parse_grid(doc: dict[str, Any], path: Path) -> list[GridEntry]:
+    """The document's ``grid:`` (removed from ``doc``) as entries; the cells are the product of the entries' rows.
+    The ``seed`` axis is an entry like any other (``seed: [0, 1, 2]``)."""
     grid = doc.pop("grid", None) or {}
     if not isinstance(grid, dict):
         raise UserError(f"{path}: grid: must map config keys to lists, e.g. grid: {{loss: [ce, focal]}}")
-    entries: list[tuple[tuple[str, ...], list[tuple[Any, ...]]]] = []
+    entries: list[GridEntry] = []
     named: dict[str, str] = {}
     for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{path}: grid.{key}: must be a non-empty list of values, got {values!r}")
-        keys = tuple(k.strip() for k in str(key).split(","))
-        if len(keys) == 1:
-            rows = [(value,) for value in values]
-        else:
-            if not all(keys):
-                raise UserError(f"{path}: grid.{key}: an empty key name; zip keys as \"a, b\"")
-            for i, row in enumerate(values, 1):
-                if not isinstance(row, list) or len(row) != len(keys):
-                    size = (f"has {len(row)} value{'s' * (len(row) != 1)}" if isinstance(row, list)
-                            else "is not a list")
-                    raise UserError(f"{path}: grid.{key}: row {i} {row!r} {size} for {len(keys)} keys; "
-                                    f"give each row as [{', '.join(keys)}]")
-            rows = [tuple(row) for row in values]
+        keys, rows = entry_rows(key, values, path)
         for k in keys:
             if k in named:
                 raise UserError(f"{path}: grid: {k} is named twice (in grid.{named[k]} and grid.{key}); "
@@ -64,7 +67,7 @@ def parse_grid(doc: dict[str, Any], path: Path) -> list[tuple[tuple[str, ...], l
     return entries
 
 
-def values_per_key(entries: list[tuple[list[str], list[tuple[Any, ...]]]]) -> dict[str, list[Any]]:
+def values_per_key(entries: list[GridEntry]) -> dict[str, list[Any]]:
     """Each config key of the grid with the values its cells take (a zipped key's column of its rows)."""
     return {k: [row[j] for row in rows] for keys, rows in entries for j, k in enumerate(keys)}
 
