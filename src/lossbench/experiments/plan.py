@@ -95,7 +95,7 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
         if (section := doc.pop("tune", None)) is not None:  # checked and run by experiments/tune.py
             plan.tune[document] = section
         if plan.sweep_dir is None:
-            plan.sweep_dir = Path(doc.get("output_dir") or "runs") / path.stem
+            plan.sweep_dir = Path(doc.get("output_dir") or Experiment.model_fields["output_dir"].default) / path.stem
         keys = [k for entry_keys, _ in grid for k in entry_keys]
         plan.grid_keys += [k for k in keys if k not in plan.grid_keys]
         cells = plan_cells(doc, document, grid, plan.sweep_dir, path)

@@ -15,13 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from lossbench.engine import runfolder
 from lossbench.experiments.layout import REPORT_FILES
 from lossbench.experiments.report_data import (
-    SPLIT_NAMES, DocumentSetup, SeedGroup, compare, comparison_table, failures, format_mean, group_by_seed,
-    mean_and_interval, method_sentence, metric_table, posthoc_groups, setup_document, values_by_seed,
+    SPLIT_NAMES, DocumentSetup, PosthocGroup, SeedGroup, compare, comparison_table, failures, group_by_seed,
+    mean_and_interval, method_sentence, metric_table, posthoc_groups, posthoc_table, setup_document, values_by_seed,
 )
 from lossbench.experiments.report_figures import (
     evaluated_counts, finished_summaries, per_class_label, plot_class_counts, plot_confusions, plot_curves,
@@ -66,8 +65,7 @@ def _tables_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup) -> N
         doc.table(["cell", "status", "error"], fails)
 
 
-def _posthoc_section(doc: ReportPage, setup: DocumentSetup, adjusted: list[tuple[SeedGroup, dict[int, float], list[Any]]]
-                     ) -> None:
+def _posthoc_section(doc: ReportPage, setup: DocumentSetup, adjusted: list[PosthocGroup]) -> None:
     """How each '+ post-hoc LA' row was made: tau per seed and the split it was chosen on."""
     doc.heading("Post-hoc logit adjustment", 3)
     if not adjusted:
@@ -76,14 +74,7 @@ def _posthoc_section(doc: ReportPage, setup: DocumentSetup, adjusted: list[tuple
     doc.para(f"Rows marked '+ post-hoc LA' score the same runs with logits − τ·log(training prior) (Menon et al. "
              f"2021), at the {setup.epoch} epoch; τ is chosen by balanced accuracy on a split the figures are not "
              "measured on (the held-out split of data.holdout: true), else fixed at the paper's τ = 1.")
-    body = []
-    for group, values, results in adjusted:
-        taus = ", ".join(f"{r.tau:g}" for r in results)
-        where = sorted({r.chosen_on or "fixed (no held-out split)" for r in results})
-        mean, low, high = mean_and_interval(list(values.values()), setup.metric)
-        body.append([f"{group.label} + post-hoc LA", str(len(values)), taus, ", ".join(where),
-                     format_mean(mean, low, high)])
-    doc.table(["configuration", "seeds", "τ per seed", "τ chosen on", setup.metric], body)
+    doc.table(*posthoc_table(setup, adjusted))
 
 
 def _segmentation_examples(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: int) -> None:

@@ -242,8 +242,11 @@ def trains_plain_ce(exp: Experiment | None) -> bool:
     return exp is not None and is_plain_loss(exp.loss, "ce") and exp.drw_epoch is None
 
 
-def posthoc_groups(sweep_dir: Path, setup: DocumentSetup
-                   ) -> list[tuple[SeedGroup, dict[int, float], list[Any]]]:
+#: a plain-CE configuration, its runs' metric under post-hoc logit adjustment (seed -> value), each run's result
+PosthocGroup = tuple[SeedGroup, dict[int, float], list[Any]]
+
+
+def posthoc_groups(sweep_dir: Path, setup: DocumentSetup) -> list[PosthocGroup]:
     """Each plain-CE configuration with its runs' ``setup.metric`` under post-hoc logit adjustment (seed ->
     value) and each run's :class:`PosthocResult`, at the report's epoch (``final``: last.pt; ``best``: best.pt)."""
     from lossbench.engine.inference.logit_adjustment import run_posthoc
@@ -257,3 +260,15 @@ def posthoc_groups(sweep_dir: Path, setup: DocumentSetup
         values = {seed: float(res.metrics.get(setup.metric, math.nan)) for seed, res in results.items()}
         out.append((group, values, list(results.values())))
     return out
+
+
+def posthoc_table(setup: DocumentSetup, adjusted: list[PosthocGroup]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: each '+ post-hoc LA' configuration, its seeds, τ per seed, where τ was chosen, its metric."""
+    body = []
+    for group, values, results in adjusted:
+        taus = ", ".join(f"{r.tau:g}" for r in results)
+        where = sorted({r.chosen_on or "fixed (no held-out split)" for r in results})
+        mean, low, high = mean_and_interval(list(values.values()), setup.metric)
+        body.append([f"{group.label} + post-hoc LA", str(len(values)), taus, ", ".join(where),
+                     format_mean(mean, low, high)])
+    return ["configuration", "seeds", "τ per seed", "τ chosen on", setup.metric], body

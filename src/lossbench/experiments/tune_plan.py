@@ -105,11 +105,12 @@ def loss_key_applies(spec: Any, key: str) -> bool:
 
 
 def apply_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """A raw config with a trial's values set (``loss.*`` keys rewrite the loss spec); ``raw`` is not changed."""
+    """An experiment's dump (``model_dump``: every key present) with a trial's values set (``loss.*`` keys rewrite
+    the loss spec); ``raw`` is not changed."""
     raw = copy.deepcopy(raw)
     for key, value in params.items():
         if key.startswith("loss."):
-            raw["loss"] = set_loss_param(raw.get("loss", "ce"), key, value)
+            raw["loss"] = set_loss_param(raw["loss"], key, value)
         else:
             set_key(raw, key, value)
     return raw
@@ -176,7 +177,7 @@ def _space_for(tuning: Tuning, base: dict[str, Any], grid_keys: list[str]) -> di
         if key in grid_keys:
             raise UserError(f"{tuning.source}: tune.space.{key}: is a grid key, and each grid configuration gets "
                             "its own study; tune keys the grid does not set")
-        if key.startswith("loss.") and not loss_key_applies(base.get("loss", "ce"), key):
+        if key.startswith("loss.") and not loss_key_applies(base["loss"], key):
             continue
         for value in dim.extremes():
             _check_value(base, key, value, tuning.source)
