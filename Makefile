@@ -31,7 +31,8 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml
 docs: $(DOCS_STAMP)
 	$(BIN)/python -m sphinx -b html -E -n -W --keep-going -q docs docs/_build/html
 
-# Speed benchmarks, small counts (python -m benchmarks without --quick for the full sizes, --gpu for CUDA).
+# Speed benchmarks, small counts, the reference workload first (python -m benchmarks calibrate prints it alone;
+# without --quick: the full sizes; --gpu for CUDA).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
 

@@ -40,7 +40,11 @@ class BCEDiceLoss(nn.Module):
     """bce_weight * BCE + dice_weight * Dice, default 0.5 BCE + Dice (binary / multi-label segmentation).
 
     With class-index targets the cross-entropy term is the softmax ``ce``, so
-    both terms see the same softmax model.
+    both terms see the same softmax model. ``smooth`` and ``per_image`` are the
+    Dice term's. ``bce_dice(per_image=true, smooth=1e-5)`` is the ``BCEDiceLoss``
+    of the nested U-Net's reference code (4uiiurz1/pytorch-nested-unet,
+    losses.py): 0.5 BCE + 1 - the mean over images of each image's Dice with
+    smoothing 1e-5.
 
     Formula:
         L = bce_weight * BCE(z, y) + dice_weight * Dice(z, y)   (defaults 0.5 and 1)
@@ -49,16 +53,19 @@ class BCEDiceLoss(nn.Module):
         None: the combination pytorch-nested-unet trains with (its ``BCEDiceLoss``).
 
     Official code:
-        pytorch-nested-unet, losses.py, ``BCEDiceLoss`` (0.5 BCE + Dice).
+        4uiiurz1/pytorch-nested-unet, losses.py, ``BCEDiceLoss``: 0.5 BCE + 1 - the mean
+        over images of each image's Dice, smoothing 1e-5 (``bce_dice(per_image=true, smooth=1e-5)``).
 
     Checked by:
         tests/test_losses.py::test_named_combinations_are_their_parts
+        tests/test_recipes.py::test_dsb2018_recipe_loss_is_the_reference_bce_dice_and_min_lr
     """
 
     def __init__(self, ctx: LossContext, bce_weight: float = 0.5, dice_weight: float = 1.0,
-                 smooth: float | None = None) -> None:
+                 smooth: float | None = None, per_image: bool = False) -> None:
         super().__init__()
-        self.bce, self.ce, self.dice = BinaryCrossEntropy(ctx), CrossEntropy(ctx), DiceLoss(ctx, smooth=smooth)
+        self.bce, self.ce = BinaryCrossEntropy(ctx), CrossEntropy(ctx)
+        self.dice = DiceLoss(ctx, smooth=smooth, per_image=per_image)
         self.bce_weight, self.dice_weight = float(bce_weight), float(dice_weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
