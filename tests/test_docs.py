@@ -85,6 +85,10 @@ def test_the_config_reference_lists_every_key_with_type_default_and_description(
     for key, type_, default, description in keys:
         assert f"``{key}``" in page and type_ and default and description, key
     assert ("data.image_size", "int", "32", "square side images are resized (or generated) to") in keys
+    sweep = docgen.sweep_keys()
+    assert {"report.baseline", "report.metric", "tune.trials", "tune.space.<key>.low"} <= {k for k, *_ in sweep}
+    for key, _, _, description in sweep:
+        assert f"``{key}``" in page and description, key
 
 
 def test_source_pages_draw_the_layout_as_a_tree():

@@ -151,6 +151,11 @@ def loss_page(name: str) -> str:
     else:
         parts.append("No parameters.\n")
     parts.append(f"In a config: ``loss: {spec}`` (give only the parameters you change).\n")
+    caps = cls.capabilities
+    parts += [title("Declares", "-"), table(("capability", "value"), [
+        ("takes the training class counts", "yes (needed)" if caps.needs_class_counts else "no"),
+        ("deferred re-weighting (``drw_epoch``)", "yes" if caps.accepts_class_weights else "no"),
+        ("made for a cosine head (``model.head: cosine``)", "yes" if caps.expects_cosine_logits else "no")])]
     tests = "\n".join(f"- ``{t}``" for t in checking_tests(name))
     parts += [title("Checked by", "-"), f"{tests}\n- ``{EVERY_LOSS_TEST[0]}``: {EVERY_LOSS_TEST[1]}\n"]
     if facts["body"]:
@@ -216,7 +221,7 @@ def source_facts(name: str) -> dict[str, str]:
     module = sys.modules[entry.load.__module__]
     body, sections = doc_sections(inspect.getdoc(module) or "", (LAYOUT_SECTION,))
     return {"summary": entry.description, "body": body, "layout": sections.get(LAYOUT_SECTION, ""),
-            "module": entry.load.__module__, "shares_cache": entry.shares_cache}
+            "module": entry.load.__module__, "shares_cache": entry.shares_cache, "tasks": entry.tasks}
 
 
 def source_page(name: str) -> str:
@@ -224,6 +229,7 @@ def source_page(name: str) -> str:
     cache = ("yes: a sweep turns ``data.cache`` on, cells share one decoded copy" if facts["shares_cache"]
              else "no: it reads whole arrays quickly")
     return "\n".join([f".. _source-{name}:\n", title(f"Data source ``{name}``"), plain_roles(facts["summary"]) + "\n",
+                      f"Tasks: {', '.join(f'``{t}``' for t in facts['tasks'])}.\n",
                       title("On disk", "-"), code_block(facts["layout"]),
                       title("What it reads", "-"), plain_roles(facts["body"]) + "\n",
                       f"Decoded images cached once for all cells: {cache}.\n",
@@ -235,9 +241,10 @@ def sources_index() -> str:
     _src_on_path()
     from lossbench.data.registry import SOURCES
 
-    rows = [(f":ref:`{n} <source-{n}>`", plain_roles(source_facts(n)["summary"])) for n in SOURCES]
+    rows = [(f":ref:`{n} <source-{n}>`", ", ".join(source_facts(n)["tasks"]), plain_roles(source_facts(n)["summary"]))
+            for n in SOURCES]
     return "\n".join([title("Data sources"), "Every registered data source (``lossbench list sources``), with the "
-                      "layout it reads from disk.\n", table(("source", "what it reads"), rows),
+                      "layout it reads from disk.\n", table(("source", "tasks", "what it reads"), rows),
                       ".. toctree::\n   :hidden:\n\n" + "\n".join(f"   source-{n}" for n in SOURCES) + "\n"])
 
 
@@ -360,14 +367,27 @@ def config_keys(model: type | None = None, prefix: str = "") -> list[tuple[str, 
             default = "required" if field.default is PydanticUndefined else repr(field.default)
         summary = (inspect.getdoc(sections[0]) or "").splitlines()[0] if sections else ""
         rows.append((prefix + key, type_name(ann), default, field.description or summary))
+        inner = f"{prefix}{key}.<key>." if typing.get_origin(ann) is dict else f"{prefix}{key}."
         for section in sections:
-            rows += config_keys(section, f"{prefix}{key}.")
+            rows += config_keys(section, inner)
     return rows
 
 
+def sweep_keys() -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, description) of what a sweep file adds: ``report:`` and ``tune:``."""
+    _src_on_path()
+    from lossbench.experiments.schema import ReportOptions, TuneConfig
+
+    return config_keys(ReportOptions, "report.") + config_keys(TuneConfig, "tune.")
+
+
+def key_rows(keys: list[tuple[str, str, str, str]]) -> list[tuple[str, ...]]:
+    return [(f"``{k}``", f"``{t}``", f"``{d}``" if d not in ("required", "(section)") else d, plain_roles(desc))
+            for k, t, d, desc in keys]
+
+
 def config_page() -> str:
-    rows = [(f"``{k}``", f"``{t}``", f"``{d}``" if d not in ("required", "(section)") else d, desc)
-            for k, t, d, desc in config_keys()]
+    rows = key_rows(config_keys())
     _src_on_path()
     from lossbench.config import Experiment
 
@@ -376,8 +396,13 @@ def config_page() -> str:
                                                  f"{Experiment.__module__}.{Experiment.__qualname__}"]))
     return "\n".join([title("Config reference"), targets, "Every key of an experiment config, generated from the pydantic "
                       "models in ``lossbench.config`` (a wrong key or value is one error line naming it). A sweep "
-                      "config adds ``grid:``, ``report:`` and ``tune:`` (:doc:`/guide/tuning`).\n",
-                      table(("key", "type", "default", "description"), rows)])
+                      "config adds ``grid:``, ``report:`` and ``tune:`` (below).\n",
+                      table(("key", "type", "default", "description"), rows), title("Sweep keys", "-"),
+                      "A sweep file is an experiment config plus ``grid:`` (dotted config keys to lists of values; "
+                      "``\"a, b\": [[1, 2], ...]`` zips keys; :doc:`/guide/sweeps`), ``report:`` (what the report "
+                      "compares, :doc:`/guide/reading-a-report`) and ``tune:`` (:doc:`/guide/tuning`), generated from "
+                      "``lossbench.experiments.schema``:\n",
+                      table(("key", "type", "default", "description"), key_rows(sweep_keys()))])
 
 
 # --------------------------------------------------------------------------- all pages

@@ -172,12 +172,14 @@ FIXED_KEYS = {
 class Dimension(StrictModel):
     """One axis of a search space: a float or int range (``log: true`` samples its logarithm) or choices."""
 
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
+    type: Literal["float", "int", "categorical"] = Field(description="a float or int range, or a list of choices")
+    low: float | None = Field(None, description="lower end of a range")
+    high: float | None = Field(None, description="upper end of a range")
     log: bool = Field(False, description="sample log(value) uniformly (needs low > 0)")
     step: float | None = Field(None, gt=0, description="grid step of the range (not with log)")
-    choices: list[str | int | float | bool | None] | None = Field(None, min_length=1)
+    choices: list[str | int | float | bool | None] | None = Field(
+        None, min_length=1, description="the values of a categorical dimension"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "Dimension":
@@ -219,7 +221,7 @@ class TuneConfig(StrictModel):
     direction: Literal["auto", "maximize", "minimize"] = Field("auto", description="auto: minimize losses and ece")
     epoch: Literal["best", "final"] | None = Field(None, description="objective at each trial's best or final epoch; "
                                                                     "default report.epoch")
-    sampler: Literal["tpe", "random"] = "tpe"
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPE or random sampler, seeded")
     seed: int | None = Field(None, ge=0, description="sampler and trial training seed; default one past the grid's "
                                                      "largest seed, so the re-runs use fresh seeds")
     pruner: Literal["median", "successive_halving", "none"] = Field("median", description="stops trials on the "
