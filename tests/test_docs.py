@@ -171,6 +171,7 @@ def test_every_yaml_example_in_the_pages_is_a_valid_config_section():
     import yaml
 
     from lossbench.config import validate_experiment
+    from lossbench.losses import check_spec
 
     blocks = doc_blocks("yaml")
     assert len(blocks) >= 6
@@ -178,6 +179,10 @@ def test_every_yaml_example_in_the_pages_is_a_valid_config_section():
         doc = yaml.safe_load(text)
         assert isinstance(doc, dict), (page, text)
         validate_experiment({k: v for k, v in doc.items() if k not in SWEEP_KEYS}, page)
+        for key, values in (doc.get("grid") or {}).items():  # loss specs in a grid, zipped or not
+            column = [k.strip() for k in key.split(",")].index("loss") if "loss" in key.split(", ") else None
+            for value in values if column is not None else []:
+                check_spec(value[column] if "," in key else value, f"{page}: grid.{key}")
 
 
 def test_every_lossbench_command_in_the_pages_parses():
