@@ -99,7 +99,7 @@ def _interval(d: np.ndarray, design: Design, level: float, width: float) -> tupl
         return -width, width
     bound = design.boundaries(level / 2)[min(d.size, design.max_seeds)]
     half = bound * d.std(ddof=1) / math.sqrt(d.size)
-    return max(d.mean() - half, -width), min(d.mean() + half, width)
+    return float(max(d.mean() - half, -width)), float(min(d.mean() + half, width))
 
 
 def compare_contrasts(
