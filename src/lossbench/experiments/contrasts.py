@@ -11,10 +11,12 @@ design of the current seeds at that level (80 % power, from the SD of the paired
 differences) and the seeds that would detect the margin (without a margin: the
 observed difference) with 80 % power at that level (:mod:`.power`).
 
-The interval is the one the verdict is read from: mean ± c · se with c the
-superiority boundary of the contrast's level at its current number of seeds (a
-repeated confidence interval; for a fixed design with one contrast, the
-ordinary 95 % t-interval), clipped to the range a difference can take.
+The interval is the one the superiority verdict is read from: the intersection
+over the looks so far of the repeated confidence intervals mean_n ± c_n · se_n,
+c_n the superiority boundary of the contrast's level (for a fixed design with one
+contrast, the ordinary 95 % t-interval), clipped to the range a difference can
+take; it covers the true difference with probability >= 1 - level however the
+seeds stopped.
 p-values are given for fixed designs with at least 3 pairs only: in a
 sequential design the verdict comes from the boundaries, not from a p-value.
 """
@@ -95,11 +97,17 @@ def verdict_words(sign: int, equivalent: bool, n: int, margin: float | None, hig
 
 
 def _interval(d: np.ndarray, design: Design, level: float, width: float) -> tuple[float, float]:
-    if d.size < 2 or d.size < design.min_seeds or not d.std(ddof=1) > 0:
-        return -width, width
-    bound = design.boundaries(level / 2)[min(d.size, design.max_seeds)]
-    half = bound * d.std(ddof=1) / math.sqrt(d.size)
-    return float(max(d.mean() - half, -width)), float(min(d.mean() + half, width))
+    """The intersection over the looks so far of mean_n ± c_n · s_n / sqrt(n), c_n the superiority boundary of
+    ``level``: every look's interval covers the true difference at once with probability >= 1 - level, so their
+    intersection does too, and it excludes 0 exactly when superiority was rejected at ``level``."""
+    low, high = -width, width
+    bounds = design.boundaries(level / 2)
+    for n in range(max(design.min_seeds, 2), min(d.size, design.max_seeds) + 1):
+        sd = d[:n].std(ddof=1)
+        if sd > 0 and np.isfinite(bounds[n]):
+            half = bounds[n] * sd / math.sqrt(n)
+            low, high = max(low, d[:n].mean() - half), min(high, d[:n].mean() + half)
+    return float(low), float(high)
 
 
 def compare_contrasts(
@@ -148,3 +156,24 @@ def compare_contrasts(
 def configurations_still_needed(results: Sequence[ContrastResult], max_seeds: int) -> set[str]:
     """The configurations some undecided contrast still needs another seed of (none past ``max_seeds``)."""
     return {label for r in results if not r.decided and r.n < max_seeds for label in (r.a, r.b)}
+
+
+def verdict_legend(margin: float | None, sequential: bool, alpha: float = 0.05) -> str:
+    """What the verdicts mean and how their errors are controlled, in two sentences for a student."""
+    if margin is not None:
+        first = (f"better / worse: the difference is surely not zero; equivalent: it is surely within ±{margin:g}, "
+                 "the margin you declared; inconclusive: the seeds cannot tell yet, and 'seeds needed' says how many "
+                 "would find a difference as large as the margin.")
+    else:
+        first = ("better / worse: the difference is surely not zero; not significant: the seeds cannot tell, which "
+                 "is not evidence that the two are equal (declare report.margin to ask that), and 'seeds needed' "
+                 "says how many would find the observed difference.")
+    how = (f"The chance that any verdict here is wrong is at most {alpha:g}: each declared comparison is tested at "
+           "its share of it (α used, Holm's step over the declared contrasts")
+    if sequential:
+        how += (", both questions of a comparison at that share since at most one can be false), and seeds were "
+                "added only while a comparison was undecided, against thresholds made stricter for every look "
+                "(O'Brien-Fleming-type alpha spending), so stopping early does not raise that chance.")
+    else:
+        how += ", both questions of a comparison at that share since at most one can be false)."
+    return f"{first} {how}"
