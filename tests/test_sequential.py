@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as sps
 
 from lossbench.experiments.power import paired_power
-from lossbench.experiments.sequential import Design, decide_batch, t_boundaries, t_paths
+from lossbench.experiments.sequential import Design, decide_batch, holm_boundaries, holm_levels, t_boundaries, t_paths
 
 ALPHA = 0.05
 STUDIES = 6000
@@ -49,17 +49,23 @@ def test_boundaries_single_look_is_the_t_quantile_and_first_look_is_exact():
     assert len(b) == 8
 
 
-@pytest.mark.parametrize("spending", ["pocock", "obrien-fleming"])
-def test_boundaries_spend_the_level_on_fresh_sequences(spending):
+@pytest.mark.parametrize(("spending", "seeds"), [("pocock", (3, 10)), ("obrien-fleming", (3, 10))])
+def test_boundaries_spend_their_level_on_fresh_sequences_and_are_nested(spending, seeds):
     rng = np.random.default_rng(99)  # not the boundaries' own sequences
-    t, _, _ = t_paths(rng.standard_normal((100_000, 10)), None)
-    for level in (0.025, 0.0125):
-        b = np.full(11, np.inf)
-        b[3:] = t_boundaries(3, 10, level, spending)
+    low, high = seeds
+    t, _, _ = t_paths(rng.standard_normal((50_000, high)), None)
+    table = holm_boundaries(low, high, holm_levels(ALPHA, 3), spending)
+    assert list(table) == sorted(table, reverse=True) and len(table) == 5  # 0.05/k and 0.05/2k, k <= 3
+    previous = None
+    for level, bounds in table.items():
+        b = np.full(high + 1, np.inf)
+        b[low:] = bounds
         rate = np.mean((t >= b).any(axis=1))
-        assert rate == pytest.approx(level, abs=4 * math.sqrt(level / 100_000))
-        # a larger level never has a higher boundary: Holm's recycling needs rejections at a/k kept at a/(k-1)
-        assert np.all(np.asarray(t_boundaries(3, 10, 2 * level, spending)) <= np.asarray(t_boundaries(3, 10, level, spending)))
+        assert rate <= level + 4 * math.sqrt(level / 50_000)
+        assert rate >= 0.8 * level  # nesting costs a little at most
+        # a smaller level never has a lower boundary: Holm's recycling keeps a rejection at a/k at a/(k-1)
+        assert previous is None or np.all(np.asarray(bounds) >= np.asarray(previous))
+        previous = bounds
 
 
 def test_t_paths_match_the_t_statistic_and_stop_at_the_data():

@@ -96,12 +96,12 @@ def verdict_words(sign: int, equivalent: bool, n: int, margin: float | None, hig
     return ("inconclusive" if margin is not None else "not significant"), ""
 
 
-def _interval(d: np.ndarray, design: Design, level: float, width: float) -> tuple[float, float]:
+def _interval(d: np.ndarray, design: Design, level: float, contrasts: int, width: float) -> tuple[float, float]:
     """The intersection over the looks so far of mean_n ± c_n · s_n / sqrt(n), c_n the superiority boundary of
     ``level``: every look's interval covers the true difference at once with probability >= 1 - level, so their
     intersection does too, and it excludes 0 exactly when superiority was rejected at ``level``."""
     low, high = -width, width
-    bounds = design.boundaries(level / 2)
+    bounds = design.boundaries(level / 2, contrasts)
     for n in range(max(design.min_seeds, 2), min(d.size, design.max_seeds) + 1):
         sd = d[:n].std(ddof=1)
         if sd > 0 and np.isfinite(bounds[n]):
@@ -141,7 +141,7 @@ def compare_contrasts(
         verdict, note = verdict_words(sign, equivalent, d.size, margin, higher_is_better)
         sd = float(d.std(ddof=1)) if d.size >= 2 else math.nan
         mean = float(d.mean()) if d.size else math.nan
-        low, high = _interval(d, design, level, span)
+        low, high = _interval(d, design, level, len(pairs), span)
         target = margin if margin is not None else abs(mean)
         fixed = sequential is None and d.size >= MIN_PAIRS
         out.append(ContrastResult(

@@ -71,18 +71,21 @@ DEFAULT_SPENDING = "obrien-fleming"
 
 
 @lru_cache(maxsize=256)
-def t_boundaries(min_seeds: int, max_seeds: int, level: float, spending: str = DEFAULT_SPENDING
-                 ) -> tuple[float, ...]:
+def t_boundaries(min_seeds: int, max_seeds: int, level: float, spending: str = DEFAULT_SPENDING,
+                 floor: tuple[float, ...] | None = None) -> tuple[float, ...]:
     """One-sided boundaries c_n, n = min_seeds..max_seeds, of the paired t statistic at ``level``: under H0
     P(T_n >= c_n for some look n) = level, the look at n spending spent(n / max) - spent(previous look).
 
     The first look's boundary is the t quantile of its share; the others come from :data:`PATHS` simulated
     standard-normal sequences (T is pivotal under H0), each the value the share of the sequences that have not
-    crossed yet exceeds. inf where a look's share is below one sequence (it can reject nothing).
+    crossed yet exceeds. inf where a look's share is below one sequence (it can reject nothing). ``floor``: no
+    boundary below it (the boundaries of a larger level, :func:`holm_boundaries`); a look it raises spends
+    less, and the later looks spend what it left (the last one may leave some: conservative, never more).
     """
     spent = SPENDING[spending]
     shares = [spent(level, n / max_seeds) for n in range(min_seeds, max_seeds + 1)]
-    first = float(stats.t.isf(shares[0], min_seeds - 1))
+    floor = floor or (-math.inf,) * len(shares)
+    first = max(float(stats.t.isf(shares[0], min_seeds - 1)), floor[0])
     if min_seeds == max_seeds:
         return (first,)
     rng = np.random.default_rng(PATHS_SEED)
@@ -98,19 +101,42 @@ def t_boundaries(min_seeds: int, max_seeds: int, level: float, spending: str = D
             continue
         mean = total / n
         t = mean / np.sqrt((squares - n * mean * mean) / (n - 1) / n)
-        if n == min_seeds:
-            bound = first
-        else:
-            cross = round(shares[n - min_seeds] * PATHS) - int((~alive).sum())
-            candidates = t[alive]
-            if cross < 1:
-                bound = math.inf
-            else:
-                top = np.partition(candidates, candidates.size - cross - 1)[candidates.size - cross - 1:]
-                bound = float((top.min() + np.partition(top, 1)[1]) / 2) if top.size > 1 else float(top[0])
+        bound = first if n == min_seeds else max(
+            _share_bound(t[alive], round(shares[n - min_seeds] * PATHS) - int((~alive).sum())), floor[n - min_seeds])
         bounds.append(bound)
         alive &= ~(t >= bound)
     return tuple(bounds)
+
+
+def _share_bound(t: np.ndarray, cross: int) -> float:
+    """The value exactly ``cross`` of ``t`` reach (midway between the cross-th and the next largest); inf for
+    none."""
+    if cross < 1:
+        return math.inf
+    if cross >= t.size:
+        return -math.inf
+    top = np.sort(np.partition(t, t.size - cross - 1)[t.size - cross - 1:])
+    return float((top[0] + top[1]) / 2)
+
+
+def holm_levels(alpha: float, contrasts: int) -> tuple[float, ...]:
+    """Every one-sided level Holm's steps use for ``contrasts`` contrasts, largest first: alpha / k (each test of
+    TOST) and alpha / 2k (each side of superiority), k = 1..contrasts."""
+    return tuple(sorted({alpha / k / h for k in range(1, contrasts + 1) for h in (1, 2)}, reverse=True))
+
+
+@lru_cache(maxsize=64)
+def holm_boundaries(min_seeds: int, max_seeds: int, levels: tuple[float, ...], spending: str = DEFAULT_SPENDING
+                    ) -> dict[float, tuple[float, ...]]:
+    """:func:`t_boundaries` of each of ``levels`` (largest first), each no lower than the one of the level
+    before: a statistic that crosses at a smaller level crosses at every larger one, which Holm's step-down
+    needs (a rejection stays a rejection when a level is passed on). Simulated boundaries of nearby levels
+    could otherwise cross each other where a look's share is a few sequences."""
+    out: dict[float, tuple[float, ...]] = {}
+    floor = None
+    for level in levels:
+        floor = out[level] = t_boundaries(min_seeds, max_seeds, level, spending, floor)
+    return out
 
 
 @dataclass(frozen=True)
@@ -125,10 +151,12 @@ class Design:
     margin: float | None = None
     spending: str = DEFAULT_SPENDING
 
-    def boundaries(self, level: float) -> np.ndarray:
-        """The one-sided boundaries at ``level`` per number of pairs n = 0..max_seeds (inf where no look)."""
+    def boundaries(self, level: float, contrasts: int) -> np.ndarray:
+        """The one-sided boundaries at ``level``, one of the :func:`holm_levels` of ``contrasts`` contrasts, per
+        number of pairs n = 0..max_seeds (inf where no look)."""
+        table = holm_boundaries(self.min_seeds, self.max_seeds, holm_levels(self.alpha, contrasts), self.spending)
         out = np.full(self.max_seeds + 1, math.inf)
-        out[self.min_seeds:] = t_boundaries(self.min_seeds, self.max_seeds, level, self.spending)
+        out[self.min_seeds:] = table[level]
         return out
 
 
@@ -197,7 +225,7 @@ def _level_crossings(paths, designs: Sequence[Design], level: float, width: int)
     def bounds(g: float) -> np.ndarray:
         out = np.full((len(designs), width), math.inf)
         for k, design in enumerate(designs):
-            b = design.boundaries(g)[:width]
+            b = design.boundaries(g, len(designs))[:width]
             out[k, :b.size] = b
         return out
 
