@@ -16,7 +16,11 @@ sqrt n) has a law that does not depend on the SD, so its one-sided boundaries
 c_m..c_M at a level g (P(T_n >= c_n at some look) = g) are computed once by
 simulating standard-normal sequences (:func:`t_boundaries`, a fixed random
 seed, cached), the level spent over the looks by a Lan-DeMets spending function
-of the information fraction n / M (:data:`SPENDING`). A test rejects once its
+of the information fraction n / M (:data:`SPENDING`). The default is the
+O'Brien-Fleming type: with seeds 3..10 it detects a 1-SD difference in 74 % of
+simulated studies (Pocock type: 58 %; the fixed 10-seed design: 80 %) and a
+2-SD one after 6.2 seeds on average (Pocock: 5.2), measured by
+``pytest -s tests/test_sequential.py -k spending_choice``. A test rejects once its
 statistic crosses its boundary at any look so far; looks the data has not
 reached, or that a resume jumped over, are only chances not taken, so stopping
 early or late never raises the error. The first look's boundary is the exact t
