@@ -95,3 +95,23 @@ def test_forest_plot_draws_every_contrast():
     assert plot_forest([], "x") == b""
     two = {k: {s: v[s] for s in (0, 1)} for k, v in VALUES.items()}
     assert plot_forest(compare_contrasts(two, PAIRS), "x").startswith(b"\x89PNG")  # no interval, no crash
+
+
+def test_report_rows_give_power_beside_each_verdict_and_no_p_below_three_seeds():
+    from lossbench.experiments.report_contrasts import contrast_table, method_text, points_scale, scaled
+
+    assert points_scale((0.0, 1.0)) == 100 and points_scale((-1.0, 1.0)) == 1
+    fractions = {k: {s: v / 100 for s, v in per.items()} for k, per in VALUES.items()}
+    out = compare_contrasts(scaled(fractions, 100), PAIRS, margin=1.0)
+    header, body = contrast_table(out, "balanced_accuracy", "points", fixed=True)
+    row = dict(zip(header, body[0]))
+    assert row["verdict"] == "better, decided at 6 seeds" and row["Δ balanced_accuracy (a − b, points)"] == "+5.00"
+    assert row["α used"] == "0.0167" and row["seeds needed"] == "5" and row["p"] == "< 0.0001"
+    assert dict(zip(header, body[1]))["verdict"].startswith("equivalent")
+    two = {k: {s: v[s] for s in (0, 1)} for k, v in VALUES.items()}
+    header, body = contrast_table(compare_contrasts(two, PAIRS, margin=1.0), "m", "points", fixed=True)
+    for row in (dict(zip(header, b)) for b in body):
+        assert row["p"] == "–" and row["interval of Δ"] == "–" and row["verdict"] == "too few seeds"
+        assert row["seeds needed"].isdigit()
+    text = method_text("balanced_accuracy", "points", 1.0, (3, 10))
+    assert "±1 points" in text and "O'Brien-Fleming" in text and "from 3 to at most 10" in text

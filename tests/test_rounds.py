@@ -1,7 +1,7 @@
 """experiments/rounds.py: which configuration gets the next seed of a sequential study, and why each stopped."""
 
 from lossbench.experiments.contrasts import compare_contrasts, verdict_legend
-from lossbench.experiments.rounds import next_seeds, stop_reasons
+from lossbench.experiments.rounds import next_seeds, replay_study, stop_reasons
 from lossbench.experiments.sequential import Design
 
 DESIGN = Design(3, 5, margin=1.0)
@@ -45,3 +45,23 @@ def test_legend_is_two_sentences_and_names_the_design():
             assert text.count(". ") + text.endswith(".") == 2, text
             assert ("equivalent" in text) == (margin is not None)
             assert ("O'Brien-Fleming" in text) == sequential
+
+
+def test_replay_from_the_cells_outcomes_gives_the_same_rounds():
+    full = values({"ce": 5, "focal": 5, "noisy": 5, "extra": 5})
+    outcomes = {label: [v[s] for s in range(5)] for label, v in full.items()}
+    state = replay_study(outcomes, PAIRS, DESIGN)
+    assert state.ran == {"ce": 5, "focal": 3, "noisy": 5, "extra": 3} and state.over
+    assert [r.verdict for r in state.results] == ["better", "inconclusive"]
+    assert state.reasons["focal"] == "all its contrasts decided"
+    # a sweep killed while seed 3 of noisy ran: only that cell is waited for, nothing further is given
+    partial = {label: list(v) for label, v in outcomes.items()}
+    partial["noisy"][3:] = [None, None]
+    partial["ce"][4:] = [None]
+    state = replay_study(partial, PAIRS, DESIGN)
+    assert state.waiting and not state.over and state.ran == {"ce": 4, "focal": 3, "noisy": 4, "extra": 3}
+    # a failed cell (NaN) counts as run: the study goes on without that pair
+    failed = {label: list(v) for label, v in outcomes.items()}
+    failed["noisy"][3] = float("nan")
+    state = replay_study(failed, PAIRS, DESIGN)
+    assert state.over and state.ran["noisy"] == 5 and state.results[1].n == 4

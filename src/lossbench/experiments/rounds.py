@@ -14,8 +14,10 @@ backend, makes the same choices.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from lossbench.experiments.contrasts import ContrastResult
+from lossbench.experiments.contrasts import ContrastResult, compare_contrasts
+from lossbench.experiments.sequential import Design
 
 
 def next_seeds(results: Sequence[ContrastResult], ran: Mapping[str, int], max_seeds: int) -> dict[str, int]:
@@ -47,3 +49,40 @@ def stop_reasons(results: Sequence[ContrastResult], ran: Mapping[str, int], max_
         else:
             reasons[label] = "still running"
     return reasons
+
+
+@dataclass
+class StudyState:
+    """Where a sequential study stands, replayed from its cells' outcomes."""
+
+    ran: dict[str, int]  # seeds each configuration has been given (seed values 0 .. ran - 1)
+    results: list[ContrastResult]  # the verdicts on the finished seeds so far
+    waiting: bool  # some given seed has not finished: run those cells, then replay again
+    reasons: dict[str, str] = field(default_factory=dict)  # why each configuration has no further seed
+
+    @property
+    def over(self) -> bool:
+        return not self.waiting and not any(reason == "still running" for reason in self.reasons.values())
+
+
+def replay_study(outcomes: Mapping[str, Sequence[float | None]], pairs: Sequence[tuple[str, str]],
+                 design: Design, higher_is_better: bool = True) -> StudyState:
+    """The rounds of a sequential study, replayed from what its cells hold, so a resumed or re-run sweep (on any
+    backend) makes the choices an uninterrupted one made.
+
+    ``outcomes[label][s]``: the metric of configuration ``label``'s seed ``s`` when that cell finished, NaN when
+    it failed, None when it has not finished (missing entries: not finished). Every configuration starts with
+    ``design.min_seeds`` seeds; while all given seeds have finished, the verdicts are computed and
+    :func:`next_seeds` gives the next ones.
+    """
+    ran = {label: design.min_seeds for label in outcomes}
+    while True:
+        values = {label: {s: v for s, v in enumerate(outcomes[label][:count]) if v is not None}
+                  for label, count in ran.items()}
+        results = compare_contrasts(values, pairs, sequential=design, higher_is_better=higher_is_better)
+        if any(len(values[label]) < count for label, count in ran.items()):
+            return StudyState(dict(ran), results, True, stop_reasons(results, ran, design.max_seeds))
+        add = next_seeds(results, ran, design.max_seeds)
+        if not add:
+            return StudyState(dict(ran), results, False, stop_reasons(results, ran, design.max_seeds))
+        ran.update({label: seed + 1 for label, seed in add.items()})
