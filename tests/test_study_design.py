@@ -41,6 +41,12 @@ def test_bad_contrasts_are_refused_in_one_line(pairs, message):
     assert "\n" not in str(err.value)
 
 
+def test_numbers_name_configurations_by_their_text():
+    configs = {"optimizer.lr=0.05": {"optimizer.lr": 0.05}, "optimizer.lr=1e-07": {"optimizer.lr": 1e-07}}
+    options = StudyOptions(contrasts=[[1e-07, 0.05]])
+    assert resolve_contrasts(options.contrasts, "", configs, "s") == [("optimizer.lr=1e-07", "optimizer.lr=0.05")]
+
+
 def test_a_value_shared_by_two_configurations_names_neither():
     configs = {"loss=ce, lr=0.1": {"loss": "ce", "lr": 0.1}, "loss=ce, lr=0.2": {"loss": "ce", "lr": 0.2}}
     with pytest.raises(UserError, match="not one configuration"):

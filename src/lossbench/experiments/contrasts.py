@@ -100,14 +100,14 @@ def _interval(d: np.ndarray, design: Design, level: float, contrasts: int, width
     """The intersection over the looks so far of mean_n ± c_n · s_n / sqrt(n), c_n the superiority boundary of
     ``level``: every look's interval covers the true difference at once with probability >= 1 - level, so their
     intersection does too, and it excludes 0 exactly when superiority was rejected at ``level``."""
-    low, high = -width, width
+    low, high, looked = -width, width, False
     bounds = design.boundaries(level / 2, contrasts)
     for n in range(max(design.min_seeds, 2), min(d.size, design.max_seeds) + 1):
         sd = d[:n].std(ddof=1)
         if sd > 0 and np.isfinite(bounds[n]):
             half = bounds[n] * sd / math.sqrt(n)
-            low, high = max(low, d[:n].mean() - half), min(high, d[:n].mean() + half)
-    return float(low), float(high)
+            low, high, looked = max(low, d[:n].mean() - half), min(high, d[:n].mean() + half), True
+    return (float(low), float(high)) if looked else (math.nan, math.nan)
 
 
 def compare_contrasts(

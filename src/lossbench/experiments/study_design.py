@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lossbench.config import StrictModel, describe_validation_error
 from lossbench.errors import UserError
@@ -39,6 +39,15 @@ class StudyOptions(StrictModel):
     contrasts: Literal["baseline"] | list[tuple[Label, Label]] = Field(
         "baseline", description="pairs [a, b] of configuration labels to compare (Δ = a − b), e.g. "
         "[[focal, ce], [ldam, ce]]; default baseline: every configuration against report.baseline")
+
+    @field_validator("contrasts", mode="before")
+    @classmethod
+    def _numbers_are_labels(cls, v: Any) -> Any:
+        """A grid value YAML reads as a number or a boolean (``[0.01, 0.1]``) names a configuration as its text."""
+        if not isinstance(v, list):
+            return v
+        return [[str(x) if isinstance(x, (int, float, bool)) else x for x in pair] if isinstance(pair, list) else pair
+                for pair in v]
 
 
 class SeedRange(StrictModel):
