@@ -125,7 +125,7 @@ def write_cifar10(root: Path) -> None:
 
 
 def test_cifar10_recipe_is_the_original_system_a_resnet50_unet_classifier_with_focal_vs_focal_plus_dsc():
-    from lossbench.experiments.sweep import plan_sweep
+    from lossbench.experiments.plan import plan_sweep
     from lossbench.losses import build_loss
     from lossbench.losses.dsc import SelfAdjustingDiceLoss
     from lossbench.losses.focal import FocalLoss
@@ -384,7 +384,7 @@ def test_dsb2018_nested_unet(caches):
 
 def test_dsb2018_recipe_loss_is_the_reference_bce_dice_and_min_lr():
     """4uiiurz1/pytorch-nested-unet: losses.py BCEDiceLoss and train.py's CosineAnnealingLR(eta_min=min_lr 1e-5)."""
-    from lossbench.experiments.sweep import plan_sweep
+    from lossbench.experiments.plan import plan_sweep
     from lossbench.losses import build_loss
 
     plan = plan_sweep(RECIPES / "dsb2018_nested_unet.yaml", sweep_dir="/nonexistent")
