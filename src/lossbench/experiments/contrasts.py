@@ -49,7 +49,7 @@ class ContrastResult:
     note: str  # e.g. "better by less than the margin" beside "equivalent"; "" when there is nothing to add
     level: float  # the alpha this contrast was tested at (its Holm step)
     decided_at: int  # paired seeds at the look that decided it; 0: not decided
-    mde: float  # smallest difference a fixed design of n seeds detects with 80 % power at ``level``
+    mde: float  # smallest difference a fixed design of n seeds detects with 80 % power at ``level`` (n >= 3)
     seeds_needed: int | None  # paired seeds that detect the margin (or |diff|) with 80 % power at ``level``
     p: float  # two-sided paired t-test (fixed designs with >= 3 pairs; else NaN)
     p_equivalence: float  # TOST's p (the larger one-sided p), fixed designs with a margin and >= 3 pairs
@@ -72,6 +72,11 @@ def _padded(diffs: list[np.ndarray], width: int) -> np.ndarray:
     for k, d in enumerate(diffs):
         out[0, k, :min(d.size, width)] = d[:width]
     return out
+
+
+def _at_least_min_pairs(n: int | None) -> int | None:
+    """Seeds needed, never below the :data:`MIN_PAIRS` a verdict needs."""
+    return None if n is None else max(n, MIN_PAIRS)
 
 
 def _tost_p(d: np.ndarray, margin: float) -> float:
@@ -147,7 +152,8 @@ def compare_contrasts(
         out.append(ContrastResult(
             a, b, tuple(float(x) for x in d), mean, low, high, verdict, note, level,
             int(decisions.decided_at[0, k]) if d.size >= MIN_PAIRS else 0,
-            minimum_detectable_effect(sd, d.size, level), seeds_needed(target, sd, level),
+            minimum_detectable_effect(sd, d.size, level) if d.size >= MIN_PAIRS else math.nan,
+            _at_least_min_pairs(seeds_needed(target, sd, level)),
             paired_t_test(d) if fixed else math.nan,
             _tost_p(d, margin) if fixed and margin is not None else math.nan))
     return out

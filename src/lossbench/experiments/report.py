@@ -26,9 +26,12 @@ from lossbench.experiments.report_figures import (
     evaluated_counts, finished_summaries, per_class_label, plot_class_counts, plot_confusions, plot_curves,
     plot_per_class, plot_segmentation_examples,
 )
-from lossbench.experiments.report_metrics import lower_is_better
+from lossbench.experiments.forest import plot_forest
+from lossbench.experiments.report_contrasts import contrast_table, method_text, seeds_table, unit_name
+from lossbench.experiments.report_metrics import lower_is_better, metric_range
 from lossbench.experiments.report_render import ReportPage, render_html, render_markdown
 from lossbench.experiments.results import load_sweep
+from lossbench.experiments.study import study_state
 
 
 def _data_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: int) -> None:
@@ -45,18 +48,36 @@ def _data_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: int
               f"{setup.document}: class counts per split")
 
 
-def _tables_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup) -> None:
+def _contrasts_section(doc: ReportPage, setup: DocumentSetup, adjusted: list[PosthocGroup], n: int) -> None:
+    """The forest plot, the table of the declared contrasts (each '+ post-hoc LA' row against the baseline
+    joins them) and, with sequential seeds, how many seeds each configuration got and why it stopped."""
+    study = setup.study
+    values = {g.label: values_by_seed(g, setup.metric, setup.epoch) for g in setup.groups}
+    derived = {f"{g.label} + post-hoc LA": v for g, v, _ in adjusted}
+    study = replace(study, pairs=study.pairs + tuple((label, setup.baseline.label) for label in derived))
+    results = study.compare({**values, **derived})
+    unit = unit_name(metric_range(setup.metric))
+    doc.heading(f"Comparisons on {setup.metric}", 3)
+    doc.image(plot_forest(results, f"{setup.metric} ({unit})", study.margin), f"{n}-forest.png",
+              f"{setup.document}: each contrast's difference per seed, its mean and interval, and the verdict")
+    doc.para(method_text(setup.metric, unit, study.margin, study.seeds))
+    doc.table(*contrast_table(results, setup.metric, unit, fixed=study.seeds is None))
+    if study.seeds is not None:
+        cells = [(g.values | {"seed": int(r["seed"])}, r) for g in setup.groups for r in g.rows]
+        state = study_state(cells, study, setup.document)
+        doc.table(*seeds_table(state.ran, state.reasons))
+
+
+def _tables_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: int) -> None:
     adjusted = posthoc_groups(sweep_dir, setup) if setup.posthoc_la else []
-    comparisons = compare(setup, {f"{g.label} + post-hoc LA": values for g, values, _ in adjusted})
-    doc.para(method_sentence(setup, comparisons))
+    doc.para(method_sentence(setup))
     if setup.best_on_test:
         doc.warning("Warning: each run's best epoch was selected on the test split (data.eval_split: test with "
                     "report.epoch: best), so every figure below is optimistically biased: the epoch was chosen on "
                     "the data it is measured on. Set report.epoch: final and run `lossbench report` again.")
+    _contrasts_section(doc, setup, adjusted, n)
     doc.heading(f"Metrics ({setup.epoch} epoch{', selected on the test split' if setup.best_on_test else ''})", 3)
     doc.table(*metric_table(setup))
-    doc.heading(f"Against the baseline ({setup.baseline.label}) on {setup.metric}", 3)
-    doc.table(*comparison_table(setup, comparisons))
     if setup.posthoc_la:
         _posthoc_section(doc, setup, adjusted)
     fails = failures(setup.groups)
@@ -143,7 +164,7 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
     for n, setup in enumerate(setups):
         doc.heading(f"{setup.document} ({setup.task})")
         _data_section(doc, sweep_dir, setup, n)
-        _tables_section(doc, sweep_dir, setup)
+        _tables_section(doc, sweep_dir, setup, n)
         _tuning_section(doc, sweep_dir, setup, setups)
         _figures_section(doc, sweep_dir, setup, n)
     md_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
