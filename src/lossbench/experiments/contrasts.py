@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from lossbench.experiments.power import minimum_detectable_effect, seeds_needed
+from lossbench.experiments.power import MAX_SEEDS, minimum_detectable_effect, seeds_needed
 from lossbench.experiments.sequential import MIN_PAIRS, Design, Decisions, decide_batch
 from lossbench.experiments.stats import paired_differences, paired_t_test
 
@@ -50,7 +50,8 @@ class ContrastResult:
     level: float  # the alpha this contrast was tested at (its Holm step)
     decided_at: int  # paired seeds at the look that decided it; 0: not decided
     mde: float  # smallest difference a fixed design of n seeds detects with 80 % power at ``level`` (n >= 3)
-    seeds_needed: int | None  # paired seeds that detect the margin (or |diff|) with 80 % power at ``level``
+    seeds_needed: int | None  # paired seeds that detect the margin (or |diff|) with 80 % power at ``level``;
+    # power.MAX_SEEDS + 1: more than that
     p: float  # two-sided paired t-test (fixed designs with >= 3 pairs; else NaN)
     p_equivalence: float  # TOST's p (the larger one-sided p), fixed designs with a margin and >= 3 pairs
 
@@ -74,9 +75,13 @@ def _padded(diffs: list[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
-def _at_least_min_pairs(n: int | None) -> int | None:
-    """Seeds needed, never below the :data:`MIN_PAIRS` a verdict needs."""
-    return None if n is None else max(n, MIN_PAIRS)
+def _needed(target: float, sd: float, level: float) -> int | None:
+    """Seeds needed, never below the :data:`MIN_PAIRS` a verdict needs; MAX_SEEDS + 1 for "more than
+    MAX_SEEDS"; None where it cannot be said (no spread yet, nothing to detect)."""
+    n = seeds_needed(target, sd, level)
+    if n is None:
+        return MAX_SEEDS + 1 if sd > 0 and math.isfinite(sd) and target > 0 else None
+    return max(n, MIN_PAIRS)
 
 
 def _tost_p(d: np.ndarray, margin: float) -> float:
@@ -153,7 +158,7 @@ def compare_contrasts(
             a, b, tuple(float(x) for x in d), mean, low, high, verdict, note, level,
             int(decisions.decided_at[0, k]) if d.size >= MIN_PAIRS else 0,
             minimum_detectable_effect(sd, d.size, level) if d.size >= MIN_PAIRS else math.nan,
-            _at_least_min_pairs(seeds_needed(target, sd, level)),
+            _needed(target, sd, level),
             paired_t_test(d) if fixed else math.nan,
             _tost_p(d, margin) if fixed and margin is not None else math.nan))
     return out

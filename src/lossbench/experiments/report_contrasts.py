@@ -12,6 +12,7 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 
 from lossbench.experiments.contrasts import ContrastResult, verdict_legend
+from lossbench.experiments.power import MAX_SEEDS
 
 
 def points_scale(value_range: tuple[float, float]) -> float:
@@ -28,10 +29,12 @@ def scaled(values: Mapping[str, Mapping[Hashable, float]], scale: float) -> dict
     return {label: {seed: v * scale for seed, v in per_seed.items()} for label, per_seed in values.items()}
 
 
-def _num(x: float, digits: int = 2, sign: bool = False) -> str:
+def _num(x: float, unit: str, sign: bool = False) -> str:
+    """Points with two decimals; other units with three significant digits (a loss difference may be 0.0003)."""
     if not math.isfinite(x):
         return "–"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+    spec = ".2f" if unit == "points" else ".3g"
+    return f"{x:+{spec}}" if sign else f"{x:{spec}}"
 
 
 def _alpha(level: float) -> str:
@@ -51,10 +54,11 @@ def contrast_table(results: Sequence[ContrastResult], metric: str, unit: str, fi
               "p", "MDE (80 % power)", "seeds needed", "verdict"]
     body = []
     for r in results:
-        interval = f"[{_num(r.low, sign=True)}, {_num(r.high, sign=True)}]" if r.n >= 3 else "–"
+        interval = f"[{_num(r.low, unit, True)}, {_num(r.high, unit, True)}]" if math.isfinite(r.low) else "–"
         p = "–" if not fixed or math.isnan(r.p) else ("< 0.0001" if r.p < 1e-4 else f"{r.p:.4f}")
-        needed = "–" if r.seeds_needed is None else str(r.seeds_needed)
-        body.append([r.label, str(r.n), _num(r.diff, sign=True), interval, _alpha(r.level), p, _num(r.mde),
+        needed = ("–" if r.seeds_needed is None else f"> {MAX_SEEDS}" if r.seeds_needed > MAX_SEEDS
+                  else str(r.seeds_needed))
+        body.append([r.label, str(r.n), _num(r.diff, unit, True), interval, _alpha(r.level), p, _num(r.mde, unit),
                      needed, _verdict_cell(r)])
     return header, body
 
