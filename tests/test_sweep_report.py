@@ -113,7 +113,7 @@ def with_report(options: str, data: str = "") -> str:
     ("  baseline: {loss: cee}\n", "report.baseline: loss=cee names no configuration of the grid; loss is one of ce, "),
     ("  baseline: {model.name: resnet18}\n", "report.baseline: 'model.name' is not a grid key of this document"),
     ("  metric: kappa\n", "report.metric: 'kappa' is not a metric of classification runs; choose one of "),
-    ("  basline: {loss: ce}\n", "report.basline: unknown key; valid keys here: baseline, epoch, metric"),
+    ("  basline: {loss: ce}\n", "report.basline: unknown key; valid keys here: baseline, contrasts, epoch, margin, metric"),
 ])
 def test_bad_report_options_fail_at_plan_time_in_one_line(tiny_config, tmp_path, capsys, options, message):
     config = tiny_config(with_report(options))

@@ -158,7 +158,8 @@ def plan_report_options(raw: Any, source: str, *, task: str, grid: dict[str, lis
 
     Choosing each run's best epoch on the split its figures are measured on
     selects on the test set, so ``report.epoch: best`` with ``data.eval_split:
-    test`` is refused. A contrast naming no configuration is refused here, before any training.
+    test`` is refused. A contrast naming no configuration is refused here, before any training; declared
+    contrasts are recorded as pairs of configuration labels, the default (``baseline``) is not recorded.
     """
     options = validate_report_options(raw, source, task=task, grid=grid)
     if options.epoch == "best" and eval_split == "test":
@@ -166,9 +167,11 @@ def plan_report_options(raw: Any, source: str, *, task: str, grid: dict[str, lis
                         "(data.eval_split: test), which tunes on the test set; use report.epoch: final")
     pairs = resolve_contrasts(options.contrasts, baseline_label(options.baseline, configurations), configurations,
                               source)
-    options = options.model_copy(update={"epoch": options.epoch or default_epoch(eval_split),
-                                         "contrasts": pairs})
-    return options.model_dump(mode="json", exclude_none=True)
+    update: dict[str, Any] = {"epoch": options.epoch or default_epoch(eval_split)}
+    if options.contrasts != "baseline":
+        update["contrasts"] = pairs  # recorded as configuration labels; the default stays "each against baseline"
+    dropped = {"contrasts"} if options.contrasts == "baseline" else set()
+    return options.model_copy(update=update).model_dump(mode="json", exclude_none=True, exclude=dropped)
 
 
 # ---------------------------------------------------------------- tune:

@@ -21,7 +21,9 @@ from lossbench.experiments.contrasts import ContrastResult, compare_contrasts
 from lossbench.experiments.report_contrasts import points_scale
 from lossbench.experiments.report_metrics import lower_is_better, metric_range
 from lossbench.experiments.rounds import StudyState, replay_study
+from lossbench.experiments.schema import baseline_label
 from lossbench.experiments.sequential import ALPHA, Design
+from lossbench.experiments.study_design import resolve_contrasts
 from lossbench.metrics import MAIN_METRIC
 
 
@@ -97,12 +99,27 @@ def study_state(cells: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], st
     return replay_study(scaled, study.pairs, design, study.higher_is_better)
 
 
+def document_pairs(options: Mapping[str, Any], configurations: dict[str, dict[str, Any]], source: str
+                   ) -> list[tuple[str, str]]:
+    """The declared contrasts of a document's recorded options as pairs of configuration labels (default: every
+    configuration against the baseline); ``configurations``: label -> grid values, seed aside."""
+    return resolve_contrasts(options.get("contrasts") or "baseline",
+                             baseline_label(options.get("baseline"), configurations), configurations, source)
+
+
 def plan_studies(plan: Any) -> dict[str, Study]:
     """Each document of a sweep plan with sequential seeds, as a :class:`Study`."""
-    tasks = {c.document: c.experiment.task for c in plan.cells}
-    return {document: document_study(plan.report.get(document) or {}, tasks[document],
-                                     (plan.report.get(document) or {}).get("contrasts") or [], seeds)
-            for document, seeds in plan.sequential.items() if document in tasks}
+    out = {}
+    for document, seeds in plan.sequential.items():
+        cells = [c for c in plan.cells if c.document == document]
+        if not cells:
+            continue
+        options = plan.report.get(document) or {}
+        configurations = {configuration_label(c.values, document): {k: v for k, v in c.values.items() if k != "seed"}
+                          for c in cells}
+        pairs = document_pairs(options, configurations, str(plan.source))
+        out[document] = document_study(options, cells[0].experiment.task, pairs, seeds)
+    return out
 
 
 def given_cells(plan: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
