@@ -98,7 +98,7 @@ def test_forest_plot_draws_every_contrast():
 
 
 def test_report_rows_give_power_beside_each_verdict_and_no_p_below_three_seeds():
-    from lossbench.experiments.report_contrasts import contrast_table, method_text, points_scale, scaled
+    from lossbench.experiments.report_contrasts import contrast_table, legend_text, method_text, points_scale, scaled
 
     assert points_scale((0.0, 1.0)) == 100 and points_scale((-1.0, 1.0)) == 1
     fractions = {k: {s: v / 100 for s, v in per.items()} for k, per in VALUES.items()}
@@ -114,4 +114,6 @@ def test_report_rows_give_power_beside_each_verdict_and_no_p_below_three_seeds()
         assert row["p"] == "–" and row["interval of Δ"] == "–" and row["verdict"] == "too few seeds"
         assert row["seeds needed"].isdigit()
     text = method_text("balanced_accuracy", "points", 1.0, (3, 10))
-    assert "±1 points" in text and "O'Brien-Fleming" in text and "from 3 to at most 10" in text
+    assert "±1 points" in text and "from 3 to at most 10" in text
+    legend = legend_text("points", 1.0, True)
+    assert "within ±1 points, your margin" in legend and "O'Brien-Fleming" in legend

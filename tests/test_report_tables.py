@@ -136,7 +136,7 @@ def test_three_seeds_holm_verdicts_alpha_used_and_clipped_intervals(tmp_path):
     metrics = table_rows(md, "configuration | seeds")
     mean, low, high = map(float, re.match(r"★ ([\d.]+) \[([\d.]+), ([\d.]+)\]", metrics["loss=mid"][2]).groups())
     assert high == 1.0 and low < mean < high
-    assert "better / worse: the difference is surely not zero; not significant" in md
+    assert "Better / worse: the difference is surely not zero; not significant" in md
     assert "MDE is the smallest difference" in md and "forest.png" in md
 
 

@@ -91,7 +91,7 @@ def test_fixed_seeds_margin_and_contrasts_give_equivalent_inconclusive_power_and
     assert other[6] == "> 10000" or int(other[6]) > 4  # the seeds that would detect the margin
     assert md.index("forest.png") < md.index("### Metrics")  # the forest plot above the tables
     assert (sweep_dir / "report_files" / "0-forest.png").read_bytes().startswith(b"\x89PNG")
-    assert "equivalent: it is surely within ±0.05" in md
+    assert "equivalent: it surely lies within ±0.05 metric units, your margin" in md
     # the same folder with two seeds: no p-value anywhere, only "too few seeds" and the seeds needed
     with (sweep_dir / "results.csv").open(newline="") as f:
         kept = [r for r in csv.DictReader(f) if int(r["seed"]) < 2]

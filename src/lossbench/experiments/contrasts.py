@@ -169,22 +169,15 @@ def configurations_still_needed(results: Sequence[ContrastResult], max_seeds: in
     return {label for r in results if not r.decided and r.n < max_seeds for label in (r.a, r.b)}
 
 
-def verdict_legend(margin: float | None, sequential: bool, alpha: float = 0.05) -> str:
+def verdict_legend(margin: float | None, sequential: bool, alpha: float = 0.05, unit: str = "") -> str:
     """What the verdicts mean and how their errors are controlled, in two sentences for a student."""
-    if margin is not None:
-        first = (f"better / worse: the difference is surely not zero; equivalent: it is surely within ±{margin:g}, "
-                 "the margin you declared; inconclusive: the seeds cannot tell yet, and 'seeds needed' says how many "
-                 "would find a difference as large as the margin.")
-    else:
-        first = ("better / worse: the difference is surely not zero; not significant: the seeds cannot tell, which "
-                 "is not evidence that the two are equal (declare report.margin to ask that), and 'seeds needed' "
-                 "says how many would find the observed difference.")
-    how = (f"The chance that any verdict here is wrong is at most {alpha:g}: each declared comparison is tested at "
-           "its share of it (α used, Holm's step over the declared contrasts")
-    if sequential:
-        how += (", both questions of a comparison at that share since at most one can be false), and seeds were "
-                "added only while a comparison was undecided, against thresholds made stricter for every look "
-                "(O'Brien-Fleming-type alpha spending), so stopping early does not raise that chance.")
-    else:
-        how += ", both questions of a comparison at that share since at most one can be false)."
-    return f"{first} {how}"
+    width = "" if margin is None else f"±{margin:g}{' ' + unit if unit else ''}"
+    first = ("Better / worse: the difference is surely not zero; "
+             + (f"equivalent: it surely lies within {width}, your margin; inconclusive: the seeds cannot tell yet"
+                if margin is not None else "not significant: the seeds cannot tell, which does not mean equal")
+             + " ('seeds needed' says how many would).")
+    second = (f"The chance that any verdict here is wrong is at most {alpha * 100:g} %: each comparison is tested at "
+              f"its share of it (α used, Holm's method over the declared contrasts)")
+    second += (", with thresholds made stricter for every look at the data (O'Brien-Fleming-type alpha spending), "
+               "so adding seeds until the answer is known does not raise it." if sequential else ".")
+    return f"{first} {second}"

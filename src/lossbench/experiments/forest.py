@@ -54,9 +54,8 @@ def plot_forest(results: Sequence[ContrastResult], metric: str, margin: float | 
             ax.scatter(result.differences, y + rng.uniform(-0.12, 0.12, len(result.differences)), s=14,
                        color="0.55", zorder=2)
         if math.isfinite(result.diff):
-            low = result.low if math.isfinite(result.low) else left
-            high = result.high if math.isfinite(result.high) else right
-            ax.plot([max(low, left), min(high, right)], [y, y], color=colour, lw=2.2, zorder=3)
+            if not (math.isnan(result.low) or math.isnan(result.high)):  # no interval without a spread
+                ax.plot([max(result.low, left), min(result.high, right)], [y, y], color=colour, lw=2.2, zorder=3)
             ax.plot(result.diff, y, "D", color=colour, ms=7, zorder=4)
         ax.annotate(_verdict_text(result), (1.01, y), xycoords=("axes fraction", "data"), va="center",
                     fontsize=9, color=colour)

@@ -27,7 +27,7 @@ from lossbench.experiments.report_figures import (
     plot_per_class, plot_segmentation_examples,
 )
 from lossbench.experiments.forest import plot_forest
-from lossbench.experiments.report_contrasts import contrast_table, method_text, seeds_table, unit_name
+from lossbench.experiments.report_contrasts import contrast_table, legend_text, method_text, seeds_table, unit_name
 from lossbench.experiments.report_metrics import lower_is_better, metric_range
 from lossbench.experiments.report_render import ReportPage, render_html, render_markdown
 from lossbench.experiments.results import load_sweep
@@ -60,7 +60,8 @@ def _contrasts_section(doc: ReportPage, setup: DocumentSetup, adjusted: list[Pos
     doc.heading(f"Comparisons on {setup.metric}", 3)
     doc.image(plot_forest(results, f"{setup.metric} ({unit})", study.margin), f"{n}-forest.png",
               f"{setup.document}: each contrast's difference per seed, its mean and interval, and the verdict")
-    doc.para(method_text(setup.metric, unit, study.margin, study.seeds))
+    doc.para(legend_text(unit, study.margin, study.seeds is not None))
+    doc.para(method_text(setup.metric, unit, study.margin, study.seeds, not study.higher_is_better))
     doc.table(*contrast_table(results, setup.metric, unit, fixed=study.seeds is None))
     if study.seeds is not None:
         cells = [(g.values | {"seed": int(r["seed"])}, r) for g in setup.groups for r in g.rows]

@@ -70,14 +70,18 @@ def seeds_table(ran: Mapping[str, int], reasons: Mapping[str, str]) -> tuple[lis
 
 
 def method_text(metric: str, unit: str, margin: float | None, sequential: tuple[int, int] | None,
-                alpha: float = 0.05) -> str:
-    """The sentence above the contrasts table (what is compared, how the interval and the power are made) and
-    the two-sentence legend of the verdicts."""
-    seeds = (f"Seeds were added in rounds from {sequential[0]} to at most {sequential[1]} per configuration, "
-             "only while a contrast that needs the configuration was undecided. " if sequential else "")
-    band = f" The shaded band is the margin ±{margin:g} {unit}." if margin is not None else ""
-    return (f"Declared contrasts on {metric} in {unit}: Δ = a − b over the seeds both finished. {seeds}The interval "
-            "is the one the verdict is read from (at α used, over every look at the data); MDE is the smallest "
+                lower_is_better: bool = False) -> str:
+    """What the contrasts table holds and how its columns are made, above it."""
+    seeds = (f" Seeds were added in rounds, from {sequential[0]} to at most {sequential[1]} per configuration, only "
+             "while a contrast that needs the configuration was undecided." if sequential else "")
+    band = f" The shaded band of the figure is the margin ±{margin:g} {unit}." if margin is not None else ""
+    direction = " (lower is better: a negative Δ is better)" if lower_is_better else ""
+    return (f"Declared contrasts on {metric}{direction} in {unit}: Δ = a − b over the seeds both finished.{seeds} "
+            "The interval is the one the verdict is read from (at α used, over every look at the data); MDE is the smallest "
             "difference a fixed design of these seeds would detect with 80 % power at α used, from the spread of the "
-            f"paired differences; p is given for a fixed set of seeds only.{band} "
-            + verdict_legend(margin, sequential is not None, alpha))
+            f"paired differences; p is given for a fixed list of seeds only.{band}")
+
+
+def legend_text(unit: str, margin: float | None, sequential: bool, alpha: float = 0.05) -> str:
+    """The two-sentence legend of the verdicts (:func:`lossbench.experiments.contrasts.verdict_legend`)."""
+    return verdict_legend(margin, sequential, alpha, unit)
