@@ -177,4 +177,5 @@ def test_sequential_seeds_stop_where_decided_resume_after_a_kill_and_match_on_ra
     run_sweep(plan(cfg, sweep_dir=tmp_path / "ray"), backend=backend, log=lambda line: None)
     backend.close()
     keys = ("cell", "status", "seed", "final_balanced_accuracy", "best_loss", "seeds_run", "stopped")
-    assert [[r[k] for k in keys] for r in rows(tmp_path / "ray" / "results.csv")] == [[r[k] for k in keys] for r in found]
+    on_ray = rows(tmp_path / "ray" / "results.csv")
+    assert [[r[k] for k in keys] for r in on_ray] == [[r[k] for k in keys] for r in found]

@@ -77,9 +77,9 @@ def method_text(metric: str, unit: str, margin: float | None, sequential: tuple[
     band = f" The shaded band of the figure is the margin ±{margin:g} {unit}." if margin is not None else ""
     direction = " (lower is better: a negative Δ is better)" if lower_is_better else ""
     return (f"Declared contrasts on {metric}{direction} in {unit}: Δ = a − b over the seeds both finished.{seeds} "
-            "The interval is the one the verdict is read from (at α used, over every look at the data); MDE is the smallest "
-            "difference a fixed design of these seeds would detect with 80 % power at α used, from the spread of the "
-            f"paired differences; p is given for a fixed list of seeds only.{band}")
+            "The interval is the one the verdict is read from (at α used, over every look at the data); MDE is the "
+            "smallest difference a fixed design of these seeds would detect with 80 % power at α used, from the "
+            f"spread of the paired differences; p is given for a fixed list of seeds only.{band}")
 
 
 def legend_text(unit: str, margin: float | None, sequential: bool, alpha: float = 0.05) -> str:
