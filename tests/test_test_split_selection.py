@@ -96,6 +96,8 @@ def test_with_a_holdout_everything_is_chosen_on_it():
     assert chosen.split == "holdout" and chosen.evaluates_holdout
     assert chosen.best == chosen.stopper == chosen.monitors[0] == "holdout_balanced_accuracy"
     assert plan_selection(experiment(True, best_metric="train_loss"), 10).best == "train_loss"
+    loss = experiment(True, best_metric="loss")
+    assert plan_selection(loss, 10).best_monitor(loss).mode == "min"  # holdout_loss: minimised like val_loss
     plain = plan_selection(experiment(False), 10)
     assert plain.split is None and plain.best is None and not plain.evaluates_holdout
     on_val = validate_experiment({"early_stopping": {"patience": 2}}, "exp.yaml")

@@ -48,6 +48,11 @@ def recorded_selection_split(best_meta: dict[str, Any], data: DataConfig) -> str
     return best_meta.get("selected_on") or evaluated_split(data)
 
 
+def _direction(column: str, mode: str) -> str:
+    """:func:`metric_mode` of a column: a held-out split's column goes the way of its validation twin."""
+    return metric_mode(f"val_{column.removeprefix('holdout_')}" if column.startswith("holdout_") else column, mode)
+
+
 @dataclass(frozen=True)
 class Selection:
     """The metrics.csv columns a run chooses with, all off the test split.
@@ -65,21 +70,21 @@ class Selection:
 
     def best_monitor(self, exp: Experiment) -> MetricMonitor | None:
         """The monitor choosing best.pt (None when nothing is chosen)."""
-        return MetricMonitor(self.best, metric_mode(self.best, exp.best_mode)) if self.best is not None else None
+        return MetricMonitor(self.best, _direction(self.best, exp.best_mode)) if self.best is not None else None
 
     def stopper_monitor(self, exp: Experiment) -> MetricMonitor | None:
         """The monitor of ``early_stopping`` (None without it)."""
         es = exp.early_stopping
         if es is None or self.stopper is None:
             return None
-        return MetricMonitor(self.stopper, metric_mode(self.stopper, es.mode), es.min_delta)
+        return MetricMonitor(self.stopper, _direction(self.stopper, es.mode), es.min_delta)
 
     def plateau_mode(self, index: int, exp: Experiment) -> str:
         """Whether stage ``index``'s plateau scheduler maximizes or minimizes its column ("max" without one)."""
         column = self.monitors[index]
         if column is None:
             return "max"
-        return metric_mode(column, exp.best_mode if column == self.best else "auto")
+        return _direction(column, exp.best_mode if column == self.best else "auto")
 
     @staticmethod
     def holdout_loader(data: DataBundle, exp: Experiment) -> DataLoader:
