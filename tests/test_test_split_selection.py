@@ -95,7 +95,9 @@ def test_with_a_holdout_everything_is_chosen_on_it():
     chosen = plan_selection(experiment(True, early_stopping={"patience": 2}, scheduler={"name": "plateau"}), 10)
     assert chosen.split == "holdout" and chosen.evaluates_holdout
     assert chosen.best == chosen.stopper == chosen.monitors[0] == "holdout_balanced_accuracy"
-    assert plan_selection(experiment(True, best_metric="train_loss"), 10).best == "train_loss"
+    on_train = plan_selection(experiment(False, best_metric="train_loss"), 10)
+    assert on_train.best == "train_loss" and on_train.chosen_on == "train" and not on_train.evaluates_holdout
+    assert chosen.chosen_on == "holdout" and plan_selection(experiment(False), 10).chosen_on is None
     loss = experiment(True, best_metric="loss")
     assert plan_selection(loss, 10).best_monitor(loss).mode == "min"  # holdout_loss: minimised like val_loss
     plain = plan_selection(experiment(False), 10)
@@ -191,3 +193,16 @@ def test_eval_names_the_splits_by_what_they_are(runs):
     plain, _ = runs["plain"]
     res = run_cli(["eval", str(plain), "--split", "holdout"])
     assert res.code == 2 and "no held-out split" in res.err
+
+
+def test_a_run_that_chose_on_the_test_split_before_cannot_be_resumed_on_the_holdout(runs, tmp_path):
+    held, _ = runs["held"]
+    old = tmp_path / "held"
+    shutil.copytree(held, old)
+    (old / "summary.json").unlink()
+    last = torch.load(old / "last.pt", weights_only=True)
+    last["rows"] = [{k: v for k, v in row.items() if not k.startswith("holdout_")} for row in last["rows"]]
+    torch.save(last, old / "last.pt")
+    res = run_cli(["train", "--resume", str(old)])
+    assert res.code == 2 and res.err.count("\n") == 1
+    assert "no holdout_balanced_accuracy column" in res.err and "--overwrite" in res.err

@@ -340,7 +340,7 @@ def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str |
         state.scheduler.step(row[monitor])
     # none for sigmoid (binary / multi-label) outputs
     best = state.record_best(epoch, row, va.metrics.get("confusion_matrix"), run.main, eval_model,
-                             run.selection.split)
+                             run.selection.chosen_on)
     state.record_stopping(row, exp.early_stopping.patience if exp.early_stopping is not None else 0)
     row["seconds"] = time.perf_counter() - started
     state.rows.append(row)
@@ -370,7 +370,7 @@ def _summarise(run: Run) -> dict[str, Any]:
         "target": data.target,
         "main_metric": run.main,
         "best_metric": run.selection.best,
-        "selected_on": run.selection.split if run.selection.best is not None else None,
+        "selected_on": run.selection.chosen_on,
         "best": state.best,
         "final": {k: v for k, v in state.rows[-1].items() if k.startswith("val_")},
         "best_confusion_matrix": state.best_cm,

@@ -45,7 +45,7 @@ def evaluated_split(data: DataConfig) -> str:
 def recorded_selection_split(best_meta: dict[str, Any], data: DataConfig) -> str:
     """The split a run's best.pt was chosen on: as best.pt records it, else (runs trained before it did) the
     split evaluated every epoch, which was the test split under ``eval_split: test``."""
-    return best_meta.get("selected_on") or evaluated_split(data)
+    return best_meta["selected_on"] if "selected_on" in best_meta else evaluated_split(data)
 
 
 def _direction(column: str, mode: str) -> str:
@@ -90,6 +90,12 @@ class Selection:
     def holdout_loader(data: DataBundle, exp: Experiment) -> DataLoader:
         """The held-out split in order, as the engine evaluates it every epoch."""
         return DataLoader(data.holdout, batch_size=exp.batch_size, shuffle=False, num_workers=exp.data.num_workers)
+
+    @property
+    def chosen_on(self) -> str | None:
+        """The split best.pt is chosen on (val, holdout or train, from its column), None when nothing is chosen;
+        what summary.json and best.pt record as ``selected_on``."""
+        return None if self.best is None else self.best.split("_", 1)[0]
 
     @property
     def evaluates_holdout(self) -> bool:
