@@ -206,3 +206,14 @@ def test_a_run_that_chose_on_the_test_split_before_cannot_be_resumed_on_the_hold
     res = run_cli(["train", "--resume", str(old)])
     assert res.code == 2 and res.err.count("\n") == 1
     assert "no holdout_balanced_accuracy column" in res.err and "--overwrite" in res.err
+
+
+def test_a_sweep_that_would_choose_on_the_test_split_is_refused_when_planned(tmp_path, fm_root):
+    from lossbench.experiments.plan import plan_sweep
+
+    path = write_config(tmp_path, fm_root, "sweep", False, "grid: {loss: [ce, focal]}\nscheduler: {name: plateau}\n")
+    with pytest.raises(UserError) as err:
+        plan_sweep(path, sweep_dir=tmp_path / "sweep")
+    assert "(cell sweep--loss-ce" in str(err.value) and "\n" not in str(err.value)
+    assert "scheduler: plateau: balanced_accuracy is measured on the test split" in str(err.value)
+    assert not (tmp_path / "sweep").exists()
