@@ -89,8 +89,8 @@ def test_each_configuration_gets_a_study_whose_trials_read_the_validation_split(
     ("  metric: accuracyy\n", "tune.metric: unknown metric 'accuracyy'"),
     ("  trails: 3\n", "tune.trails: unknown key"),
     ("  space: {seed: [0, 1]}\n", "tune.space.seed: cannot be tuned"),
-    ("  space: {data.eval_split: [val, test]}\n", "tune.space.data.eval_split: cannot be tuned (trials always "
-                                                  "evaluate the validation split)"),
+    ("  space: {data.eval_split: [val, test]}\n", "tune.space.data.eval_split: cannot be tuned (it decides the "
+                                                  "split trials are judged on"),
     ("  space: {loss: [ce, dice]}\n", "tune.space.loss: is a grid key"),
     ("  space: {loss.max_margin: {type: float, low: 0.1, high: 0.5}}\n",
      "tune.space.loss.max_margin: no loss of tiny takes this parameter"),

@@ -372,7 +372,7 @@ def _summarise(run: Run) -> dict[str, Any]:
         "best_metric": run.selection.best,
         "selected_on": run.selection.chosen_on,
         "best": state.best,
-        "final": {k: v for k, v in state.rows[-1].items() if k.startswith("val_")},
+        "final": {k: v for k, v in state.rows[-1].items() if k.startswith(("val_", "holdout_"))},
         "best_confusion_matrix": state.best_cm,
         "final_confusion_matrix": state.final_cm,
         "class_names": data.class_names,
