@@ -105,10 +105,9 @@ def predict_paths(
     Classifier: predicted class and the probability of every class.
     Segmenter: a class-index mask PNG (palette mode, the original size) and
     an overlay PNG per image in ``out_dir`` (default ``RUN/predict``). ``checkpoint`` ``auto``: best.pt
-    unless it was chosen on the test split, else last.pt; a line on stderr says which.
+    unless it was chosen on the test split, else last.pt; a last line on stderr says which.
     """
     run: LoadedRun = load_run(run_dir, checkpoint, device)
-    print(f"{run.exp.name}: predicting with {run.checkpoint_note}", file=sys.stderr)  # stdout: one line an image
     files = image_files(inputs)
     out = Path(out_dir) if out_dir else run.run_dir / "predict"
     used: set[str] = set()
@@ -122,4 +121,6 @@ def predict_paths(
             else:
                 results.append(_segmented(path, predicted.labels[i], predicted.label_names, out,
                                           _unique_stem(path, used), log))
+    # on stderr, once every image is done: stdout holds one line an image, a refusal one stderr line
+    print(f"{run.exp.name}: predicted with {run.checkpoint_note}", file=sys.stderr)
     return results
