@@ -59,14 +59,13 @@ class Selection:
 
     ``split``: :func:`selection_split`; ``best``: the column choosing best.pt (None: nothing is chosen, the
     final epoch is reported); ``stopper``: early stopping's column; ``monitors``: each stage's plateau
-    column (None for other schedulers); ``names``: every column a run writes.
+    column (None for other schedulers).
     """
 
     split: str | None
     best: str | None
     stopper: str | None
     monitors: tuple[str | None, ...]
-    names: tuple[str, ...]
 
     def best_monitor(self, exp: Experiment) -> MetricMonitor | None:
         """The monitor choosing best.pt (None when nothing is chosen)."""
@@ -161,7 +160,7 @@ def plan_selection(exp: Experiment, num_classes: int | None) -> Selection:
             if sched.monitor is not None:  # unused, but a typo is still one
                 _resolve(exp, sched.monitor, f"{key}.monitor", split, names)
             monitors.append(None)
-    return Selection(split, best, stopper, tuple(monitors), tuple(names or ()))
+    return Selection(split, best, stopper, tuple(monitors))
 
 
 def best_line(summary: dict[str, Any]) -> str:
