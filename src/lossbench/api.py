@@ -75,8 +75,9 @@ class TrainedRun:
     metrics: list[dict[str, float]]
     experiment: Experiment
 
-    def load(self, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
-        """The run's network with its ``best`` (or ``last``) weights, ready to predict."""
+    def load(self, checkpoint: str = "auto", device: str = "cpu") -> LoadedRun:
+        """The run's network with its ``auto`` (best.pt unless chosen on the test split), ``best`` or ``last``
+        weights, ready to predict."""
         return load_run(self.folder, checkpoint, device)
 
 
@@ -139,7 +140,7 @@ def sweep(config: str | Path, *, jobs: int = 1, out: str | Path | None = None, l
     return SweepResult(plan.sweep_dir, rows, html_path)
 
 
-def load_run(path: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
+def load_run(path: str | Path, checkpoint: str = "auto", device: str = "cpu") -> LoadedRun:
     """A finished run's network with its weights; ``.predict(images or tensors)`` gives classes or masks."""
     from lossbench.engine.inference import load_run as load
 

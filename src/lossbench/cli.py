@@ -10,6 +10,9 @@ import sys
 import time
 from collections.abc import Sequence
 
+CHECKPOINT_HELP = ("auto (default): best.pt unless it was chosen on the test split, else last.pt (the final "
+                   "weights); best; or last")
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from lossbench.config import load_experiments
@@ -25,6 +28,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lossbench.engine import resume, train
     from lossbench.engine.distributed import is_main_process, session
     from lossbench.engine.runfolder import is_finished
+    from lossbench.engine.selection import best_line
 
     is_main = is_main_process()  # under torchrun only rank 0 reports
     start = time.perf_counter()
@@ -37,8 +41,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         with session(experiments[0].device):
             summaries = [train(exp, overwrite=args.overwrite) for exp in experiments]
     for summary in summaries if is_main else []:
-        name, best = summary["best_metric"], summary["best"]
-        print(f"{summary['name']}: best {name} {best[name]:.4f} at epoch {best['epoch']} -> {summary['run_dir']}")
+        print(best_line(summary))
     if is_main:
         print(f"wall time: {time.perf_counter() - start:.1f}s for {len(summaries)} run(s)")
     return 0
@@ -90,7 +93,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         from lossbench.data import SOURCES
 
         for name, entry in SOURCES.items():
-            print(f"{name:<16} {entry.description.splitlines()[0] if entry.description else ''}")
+            tasks = ", ".join(entry.tasks)
+            print(f"{name:<20} {tasks:<30} {entry.description.splitlines()[0] if entry.description else ''}")
     return 0
 
 
@@ -243,9 +247,11 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", default=[], metavar="CONFIG_OR_KEY=VALUE",
                    help="another dataset: a config file (its data section is used) or a data override such as "
                    "val_per_class=100 or root=/data/other (repeatable)")
-    p.add_argument("--split", choices=["val", "test", "train"], default="val", help="which split (default val)")
+    p.add_argument("--split", default=None,
+                   help="val, test, holdout (the held-out split of data.holdout) or train; default: the split the "
+                   "run evaluated every epoch (test under data.eval_split: test)")
     p.add_argument("--name", help="write into RUN/eval/NAME/ instead of RUN/eval/")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", default="auto", help=CHECKPOINT_HELP)
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's batch_size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--posthoc-la", action="store_true",
@@ -264,7 +270,7 @@ def _add_predict_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder, e.g. runs/my-run")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--out", help="folder for masks and overlays (default RUN/predict)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", default="auto", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=_cmd_predict)
 
@@ -274,7 +280,7 @@ def _add_predict_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder, e.g. runs/my-run")
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     p.add_argument("--out", help="output file (default RUN/export/model.onnx or model.torchscript.pt)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", default="auto", help=CHECKPOINT_HELP)
     p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
     p.set_defaults(func=_cmd_export)
 

@@ -69,6 +69,7 @@ def with_shared_cache(exp: Experiment) -> Experiment:
 
 def plan_cells(doc: dict[str, Any], document: str, grid: list[GridEntry], root: Path, path: Path) -> list[Cell]:
     """A document's cells: one validated experiment per row of the grid's product."""
+    from lossbench.engine.selection import plan_selection
     from lossbench.losses import check_spec
 
     cells = []
@@ -81,6 +82,7 @@ def plan_cells(doc: dict[str, Any], document: str, grid: list[GridEntry], root: 
         raw["name"], raw["output_dir"] = name, str(root)
         exp = with_shared_cache(validate_experiment(raw, f"{path} (cell {name})"))
         check_spec(exp.loss, exp.where("loss"))  # a typo in a grid's loss stops the sweep before any cell runs
+        plan_selection(exp, None)  # so does choosing anything on the test split
         cells.append(Cell(name, document, values, exp))
     return cells
 

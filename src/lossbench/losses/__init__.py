@@ -18,12 +18,15 @@ from torch import nn
 
 from lossbench.errors import UserError
 from lossbench.losses.combine import DeepSupervision, WeightedSum
-from lossbench.losses.registry import LOSSES, LossContext, loss_parameters, loss_summary, register_loss
+from lossbench.losses.registry import (
+    LOSSES, LossCapabilities, LossContext, declare_loss, loss_capabilities, loss_parameters, loss_summary,
+    register_loss,
+)
 from lossbench.losses.spec import Term, parse_spec
 
 __all__ = [
-    "DeepSupervision", "LOSSES", "LossContext", "build_loss", "check_spec", "loss_parameters", "loss_summary",
-    "parse_spec", "register_loss",
+    "DeepSupervision", "LOSSES", "LossCapabilities", "LossContext", "build_loss", "check_spec", "declare_loss",
+    "loss_capabilities", "loss_parameters", "loss_summary", "parse_spec", "register_loss",
 ]
 
 
@@ -55,7 +58,7 @@ def _check_term(term: Term) -> type[nn.Module]:
     cls = LOSSES.get(term.name)
     allowed = loss_parameters(cls)
     unknown = sorted(set(term.params) - set(allowed))
-    moved = getattr(cls, "moved_parameters", {})
+    moved = cls.moved_parameters
     for key in unknown:
         if key in moved:
             raise UserError(f"{term.name}: {key} is no longer a parameter of {term.name}; {moved[key]}")
