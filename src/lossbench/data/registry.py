@@ -71,7 +71,7 @@ def register_source(name: str, *, shares_cache: bool = False):
     """Decorator: file ``load(cfg, task, seed) -> Splits`` as data source ``name``."""
 
     def add(load: Callable[[DataConfig, str, int], Splits]) -> Callable[[DataConfig, str, int], Splits]:
-        SOURCES.register(name)(SourceEntry(load, (load.__doc__ or "").strip(), shares_cache))
+        SOURCES.register(name, load.__module__)(SourceEntry(load, (load.__doc__ or "").strip(), shares_cache))
         return load
 
     return add

@@ -27,7 +27,7 @@ LOSSES: Registry[type[nn.Module]] = Registry("loss")
 
 def register_loss(name: str):
     """Decorator: file an ``nn.Module`` class built as ``cls(ctx, **params)`` under ``name``."""
-    return LOSSES.register(name)
+    return lambda cls: LOSSES.register(name, cls.__module__)(cls)
 
 
 def loss_parameters(cls: type[nn.Module]) -> dict[str, Any]:
