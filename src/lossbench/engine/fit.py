@@ -51,6 +51,7 @@ from lossbench.losses import build_loss, check_spec
 from lossbench.losses.combine import DeepSupervision
 from lossbench.metrics import MAIN_METRIC, TaskMetrics, shot_accuracies
 from lossbench.models import build_model, model_layout, parameter_groups
+from lossbench.plugins import load_plugins
 
 __all__ = ["resume", "train"]
 
@@ -66,8 +67,10 @@ def train(
     Under torchrun this runs data-parallel; only rank 0 writes the run folder
     and logs. ``on_epoch_end(epoch)`` is called on every rank after the
     epoch's checkpoint is written. A loss spec with a typo is refused (naming
-    the config file and ``loss``) before any data is read.
+    the config file and ``loss``) before any data is read, and so is a plugin (``plugins:``, entry points)
+    that does not load.
     """
+    load_plugins(exp.plugins, exp.where("plugins"))
     check_spec(exp.loss, exp.where("loss"))
     with session(exp.device) as ctx:
         return _fit(exp, ctx, overwrite, None, log, on_epoch_end)
@@ -94,6 +97,7 @@ def resume(
         missing = config if not config.is_file() else last
         raise UserError(f"{run_dir}: cannot resume, {missing.name} is missing; train it from its config instead")
     exp = load_run_config(run_dir)
+    load_plugins(exp.plugins, exp.where("plugins"))
     checkpoint = read_last_checkpoint(last)
     with session(exp.device) as ctx:
         return _fit(exp, ctx, True, checkpoint, log, on_epoch_end)

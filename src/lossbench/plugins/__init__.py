@@ -31,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lossbench.config import is_plugin_file
 from lossbench.data import SOURCES
 from lossbench.errors import UserError
 from lossbench.losses import LOSSES
@@ -50,10 +51,10 @@ GROUPS: dict[str, tuple[Registry, Callable[[Any], str | None]]] = {
 
 @dataclass(frozen=True)
 class Plugin:
-    """A loaded plugin: the module imported, how messages name it, and the version a run folder records
+    """A loaded plugin: the file or module imported, how messages name it, and the version a run folder records
     (``sha256:<hex>`` of its file, or ``<package> <version>`` for an installed package)."""
 
-    module: str
+    name: str
     origin: str
     version: str
 
@@ -69,7 +70,7 @@ def loaded_plugins() -> list[Plugin]:
 
 def plugin_versions() -> dict[str, str]:
     """What a run folder records of its plugins (config.yaml's ``versions``): ``plugin <module>`` -> version."""
-    return {f"plugin {p.module}": p.version for p in _loaded.values()}
+    return {f"plugin {p.name}": p.version for p in _loaded.values()}
 
 
 def file_digest(path: Path) -> str:
@@ -137,7 +138,7 @@ def _load_file(path: Path, where: str) -> Plugin:
             raise
 
     _import(run, origin, where)
-    return Plugin(name, origin, file_digest(path))
+    return Plugin(str(path), origin, file_digest(path))
 
 
 def _module_version(name: str) -> str:
@@ -197,7 +198,7 @@ def load_plugins(names: Iterable[str] = (), where: str = "plugins") -> list[Plug
     prefix = f"{where}: " if where else ""
     load_entry_points()
     for name in names:
-        is_file = name.endswith(".py") or "/" in name or "\\" in name
+        is_file = is_plugin_file(name)
         key = str(Path(name).resolve()) if is_file else name
         if key not in _loaded:
             _loaded[key] = _load_file(Path(key), prefix) if is_file else _load_module(name, prefix)

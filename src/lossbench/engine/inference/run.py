@@ -26,6 +26,7 @@ from lossbench.engine.distributed import resolve_device
 from lossbench.errors import UserError
 from lossbench.models import build_model
 from lossbench.models.weights import read_checkpoint
+from lossbench.plugins import load_plugins
 
 #: what :meth:`LoadedRun.predict` takes: model-ready tensors, or images (files or PIL images)
 Inputs = torch.Tensor | str | Path | Image.Image | Sequence[str | Path | Image.Image]
@@ -149,6 +150,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     if not config.is_file():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml); give runs/<name> of a finished run")
     exp = load_experiment(config)
+    load_plugins(exp.plugins, exp.where("plugins"))  # the run's own plugins: its model may be one
     ckpt = run_dir / f"{checkpoint}.pt"
     if not ckpt.is_file():
         raise UserError(f"{ckpt}: no such checkpoint; the run has not finished an epoch (try --checkpoint last)")
