@@ -44,7 +44,9 @@ def build_loss(spec: str | dict[str, Any] | list[Any], num_classes: int, task: s
     that re-weight by class frequency (cb, ldam, logit_adjusted, ...).
     """
     from lossbench.losses import build_loss as build
+    from lossbench.plugins import load_entry_points
 
+    load_entry_points()  # installed plugin packages' losses
     return build(spec, num_classes, task, class_counts, ignore_index)
 
 
@@ -57,8 +59,10 @@ def build_model(name: str, num_classes: int, task: str | None = None, **options:
     """
     from lossbench.config import describe_validation_error
     from lossbench.models import MODELS, build_model as build, registry_key
+    from lossbench.plugins import load_entry_points
     from pydantic import ValidationError
 
+    load_entry_points()  # installed plugin packages' models
     try:
         cfg = ModelConfig(name=name, **options)
     except ValidationError as err:
@@ -131,7 +135,9 @@ def sweep(config: str | Path, *, jobs: int = 1, out: str | Path | None = None, l
     """
     from lossbench.experiments.report import build_report
     from lossbench.experiments.sweep import plan_sweep, run_sweep
+    from lossbench.plugins import load_config_plugins
 
+    load_config_plugins(config)  # the plan checks loss names: a plugin's must be registered
     plan = plan_sweep(config, _overrides(overrides), out)
     rows = run_sweep(plan, jobs=jobs, log=log, rerun_changed=rerun_changed)
     html_path, _ = build_report(plan.sweep_dir)

@@ -48,8 +48,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from lossbench.experiments.backends import open_backend
     from lossbench.experiments.report import build_report
     from lossbench.experiments.sweep import plan_sweep, run_sweep
+    from lossbench.plugins import load_config_plugins
 
     start = time.perf_counter()
+    load_config_plugins(args.config)  # the plan checks loss names: a plugin's must be registered
     plan = plan_sweep(args.config, args.set, args.out)
     if plan.tune:  # a tune: section: its mistakes are reported before Ray or any trial starts
         from lossbench.experiments.tune import plan_tuning, run_tuned_sweep
@@ -73,22 +75,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    if args.kind == "losses":
-        from lossbench.losses import LOSSES, loss_parameters, loss_summary
+    from lossbench.plugins import load_config_plugins, load_entry_points
+    from lossbench.plugins.catalog import catalog_lines
 
-        for name, cls in LOSSES.items():
-            params = ", ".join(f"{k}={v!r}" for k, v in loss_parameters(cls).items())
-            print(f"{name}({params})\n    {loss_summary(cls)}")
-    elif args.kind == "models":
-        from lossbench.models import MODELS
-
-        for name, entry in MODELS.items():
-            print(f"{name:<16} {entry.task:<15} {entry.description.splitlines()[0] if entry.description else ''}")
+    if args.config:
+        load_config_plugins(args.config)
     else:
-        from lossbench.data import SOURCES
-
-        for name, entry in SOURCES.items():
-            print(f"{name:<16} {entry.description.splitlines()[0] if entry.description else ''}")
+        load_entry_points()
+    print("\n".join(catalog_lines(args.kind)))
     return 0
 
 
@@ -287,8 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_commands(sub)
     _add_eval_command(sub)
     _add_predict_export_commands(sub)
-    p = sub.add_parser("list", help="list registered losses, models or data sources")
+    p = sub.add_parser("list", help="list registered losses, models or data sources",
+                       description="List the registered losses, models or data sources: the built-in ones and "
+                       "those of installed plugin packages, each plugin's entry with its origin.")
     p.add_argument("kind", choices=["losses", "models", "sources"])
+    p.add_argument("--config", help="also load this config's plugins: (your own .py files or modules)")
     p.set_defaults(func=_cmd_list)
     _add_data_commands(sub)
     return parser

@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import is_plugin_file
+from lossbench.config import is_plugin_file, read_documents
 from lossbench.data import SOURCES
 from lossbench.errors import UserError
 from lossbench.losses import LOSSES
@@ -39,7 +39,9 @@ from lossbench.models import MODELS
 from lossbench.plugins.contracts import loss_problem, model_problem, source_problem
 from lossbench.registry import Registry, registering_from
 
-__all__ = ["GROUPS", "Plugin", "load_entry_points", "load_plugins", "loaded_plugins", "plugin_versions"]
+__all__ = [
+    "GROUPS", "Plugin", "load_config_plugins", "load_entry_points", "load_plugins", "loaded_plugins", "plugin_versions",
+]
 
 #: entry-point group -> (the registry its entries fill, the contract an entry must keep)
 GROUPS: dict[str, tuple[Registry, Callable[[Any], str | None]]] = {
@@ -78,12 +80,14 @@ def file_digest(path: Path) -> str:
 
 
 def _import_problem(exc: BaseException) -> str:
-    """The module's own error in one line, with the file and line it was raised at when that is known."""
+    """The module's own error in one line, with the line of the user's code that raised it: the last frame
+    outside Python's and the installed packages' folders (else the last frame)."""
     message = (str(exc).strip().splitlines() or [""])[0]
-    frames = traceback.extract_tb(exc.__traceback__)
-    own = [f for f in frames if "importlib" not in f.filename and not f.filename.startswith("<frozen")]
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    installed = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    own = [f for f in frames if not f.filename.startswith(installed)] or frames[-1:]
     where = f" ({own[-1].filename}, line {own[-1].lineno})" if own else ""
     return f"{type(exc).__name__}: {message}{where}"
 
@@ -119,11 +123,23 @@ def _import(import_module: Callable[[], Any], origin: str, where: str) -> None:
     _check_entries(origin, where)
 
 
+def _imported_as(path: Path) -> str | None:
+    """The name of a module already imported from file ``path`` (an installed plugin package's), if any."""
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).name == path.name and Path(file).resolve() == path:
+            return name
+    return None
+
+
 def _load_file(path: Path, where: str) -> Plugin:
-    """Import a plugin ``.py`` file under a module name of its own."""
+    """Import a plugin ``.py`` file under a module name of its own, unless it was imported as a module already
+    (the same file, installed as a package whose entry point loaded it): then its entries are registered."""
     if not path.is_file():
         raise UserError(f"{where}{path}: no such plugin file; give a .py file relative to the config file, "
                         "or a module name")
+    if (imported := _imported_as(path)) is not None:
+        return Plugin(str(path), f"module {imported}", file_digest(path))
     name = f"lossbench_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     origin = f"plugin file {path}"
 
@@ -203,3 +219,15 @@ def load_plugins(names: Iterable[str] = (), where: str = "plugins") -> list[Plug
         if key not in _loaded:
             _loaded[key] = _load_file(Path(key), prefix) if is_file else _load_module(name, prefix)
     return loaded_plugins()
+
+
+def load_config_plugins(path: str | Path) -> list[Plugin]:
+    """Load the entry points and the ``plugins:`` of every document of config file ``path``
+    (``lossbench list --config``: what that config can name)."""
+    names: list[str] = []
+    for doc in read_documents(Path(path)):
+        value = doc.get("plugins") or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{path}: plugins: must be a list of module names or .py files, got {value!r}")
+        names += [v for v in value if v not in names]
+    return load_plugins(names, f"{path}: plugins")

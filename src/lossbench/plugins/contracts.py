@@ -29,6 +29,13 @@ def _takes(func: Callable[..., Any], *names: str) -> bool:
     return True
 
 
+def _takes_context(cls: type) -> bool:
+    """Whether ``cls.__init__`` takes a positional argument after ``self`` (the LossContext)."""
+    params = list(inspect.signature(cls.__init__).parameters.values())
+    return len(params) > 1 and params[1].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                   inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def _required_keywords(cls: type) -> list[str]:
     """Parameters of ``cls(ctx, ...)`` after ``ctx`` that have no default (a spec may leave any of them out)."""
     params = list(inspect.signature(cls.__init__).parameters.values())[2:]
@@ -41,7 +48,7 @@ def loss_problem(cls: Any) -> str | None:
     called as ``loss(logits, target)``."""
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         return f"is not an nn.Module class (got {type(cls).__name__}); register a subclass of torch.nn.Module"
-    if not _takes(cls.__init__, "self", "ctx"):
+    if not _takes_context(cls):
         return "cannot be built as cls(ctx): its __init__ must take the LossContext as its first argument"
     missing = _required_keywords(cls)
     if missing:

@@ -1,0 +1,177 @@
+"""Plugins (issue 23): a config's ``plugins:`` and installed entry points, in every process that builds things.
+
+Every run that loads a plugin is a process of its own (forked with lossbench imported): a plugin registers
+into the process's registries, which the other tests of this process must not see. An installed package is
+a real ``*.dist-info/entry_points.txt`` on the process's path, read by importlib.metadata, no mocks.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_helper import ENV, forked_cli, run_cli
+
+EXP = """\
+name: exp
+output_dir: {out}
+data: {{source: synthetic, num_classes: 3, image_size: 8, train_per_class: 8, val_per_class: 4}}
+model: {{name: resnet20}}
+loss: {loss}
+batch_size: 8
+epochs: 1
+device: cpu
+"""
+
+GOOD_LOSS = """\
+from torch import nn
+from lossbench.losses import register_loss
+
+@register_loss("doubled_ce")
+class DoubledCE(nn.Module):
+    \"\"\"Twice the cross-entropy.\"\"\"
+
+    def __init__(self, ctx, factor: float = 2.0):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, logits, target):
+        return self.factor * nn.functional.cross_entropy(logits, target)
+"""
+
+
+def write_config(tmp_path: Path, plugins: list[str], loss: str = "ce", name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    text = EXP.format(out=tmp_path / "runs", loss=loss)
+    path.write_text(f"plugins: {plugins!r}\n" + text if plugins else text)
+    return path
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_plugin_file_trains_is_recorded_listed_and_loaded_again_by_eval(tmp_path):
+    write(tmp_path / "mine" / "doubled.py", GOOD_LOSS)
+    config = write_config(tmp_path, ["mine/doubled.py"], loss="doubled_ce(factor=3)")
+    elsewhere = tmp_path / "elsewhere"  # relative to the config file, not to the working folder
+    elsewhere.mkdir()
+    res = run_cli(["train", config], cwd=elsewhere, process="forked")
+    assert res.code == 0, res.err
+    run = tmp_path / "runs" / "exp"
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    plugin = str((tmp_path / "mine" / "doubled.py").resolve())
+    assert recorded["plugins"] == [plugin]
+    assert recorded["versions"][f"plugin {plugin}"].startswith("sha256:")
+    res = run_cli(["eval", run], cwd=elsewhere, process="forked")
+    assert res.code == 0 and (run / "eval" / "metrics.json").is_file(), res.err
+    res = run_cli(["list", "losses", "--config", config], process="forked")
+    assert res.code == 0, res.err
+    assert f"doubled_ce(factor=2.0)  [plugin file {plugin}]" in res.out.splitlines()
+    assert "ce(weight=None, label_smoothing=0.0)" in res.out.splitlines()  # built-ins carry no origin
+
+
+BAD = {
+    "does_not_import": ("import numpy\nnumpy.no_such_thing\n",
+                        "{where}: plugin file {file} does not import: AttributeError: module 'numpy' has no "
+                        "attribute 'no_such_thing' ({file}, line 2)"),
+    "clashes_with_built_in": (GOOD_LOSS.replace('"doubled_ce"', '"focal"'),
+                              "{where}: loss 'focal' from plugin file {file} clashes with the loss 'focal' from "
+                              "built-in; rename one of them"),
+    "not_a_module": ("from lossbench.losses import register_loss\n\n"
+                     "@register_loss('plain')\ndef plain(logits, target):\n    return logits.sum()\n",
+                     "{where}: loss 'plain' from plugin file {file} is not an nn.Module class (got function); "
+                     "register a subclass of torch.nn.Module"),
+    "required_argument": (GOOD_LOSS.replace("factor: float = 2.0", "factor: float"),
+                          "{where}: loss 'doubled_ce' from plugin file {file} has a required argument 'factor' "
+                          "without a default; give every parameter after ctx a default (a spec may name the loss "
+                          "alone)"),
+    "model_head": ("from lossbench.models.registry import register_model\nfrom torch import nn\n\n"
+                   "@register_model('tiny', 'classification', head=('fc',))\n"
+                   "def build(cfg, num_classes):\n    return nn.Linear(3, num_classes)\n",
+                   "{where}: model 'tiny' from plugin file {file} declares head ('fc',); give the head's "
+                   "parameter prefixes, each ending in '.', e.g. ('fc.',)"),
+    "source_signature": ("from lossbench.data.registry import register_source\n\n"
+                         "@register_source('rows')\ndef load(cfg):\n    return None\n",
+                         "{where}: source 'rows' from plugin file {file} has a loader that cannot be called as "
+                         "load(cfg, task, seed)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_plugin_stops_train_in_one_line_before_any_run_folder(tmp_path, case):
+    code, expected = BAD[case]
+    plugin = write(tmp_path / f"{case}.py", code)
+    config = write_config(tmp_path, [plugin.name])
+    res = run_cli(["train", config], process="forked")
+    assert res.code == 2 and res.err_lines == ["lossbench: error: " + expected.format(
+        where=f"{config}: plugins", file=plugin)], res.err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_plugin_file_and_an_unknown_module_are_one_line_each(tmp_path):
+    config = write_config(tmp_path, ["nowhere/mine.py"])
+    res = run_cli(["train", config], process="forked")
+    assert res.code == 2 and res.err_lines == [
+        f"lossbench: error: {config}: plugins: {tmp_path / 'nowhere' / 'mine.py'}: no such plugin file; give a .py "
+        "file relative to the config file, or a module name"], res.err
+    config = write_config(tmp_path, ["no_such_plugin_module"])
+    res = run_cli(["train", config], process="forked")
+    assert res.code == 2 and res.err_lines == [
+        f"lossbench: error: {config}: plugins: no_such_plugin_module: no module of that name; install it, or give "
+        "a .py file relative to the config file"], res.err
+
+
+def test_two_plugins_with_one_name_say_both_origins(tmp_path):
+    first = write(tmp_path / "a" / "first.py", GOOD_LOSS)
+    second = write(tmp_path / "b" / "second.py", GOOD_LOSS)
+    config = write_config(tmp_path, ["a/first.py", "b/second.py"])
+    res = run_cli(["train", config], process="forked")
+    assert res.code == 2 and res.err_lines == [
+        f"lossbench: error: {config}: plugins: loss 'doubled_ce' from plugin file {second} clashes with the loss "
+        f"'doubled_ce' from plugin file {first}; rename one of them"], res.err
+
+
+def install(site: Path, package: str, module_text: str, entry_points: str) -> None:
+    """A package ``package`` as pip leaves it in ``site``: its module and a dist-info with entry_points.txt."""
+    write(site / package / "__init__.py", module_text)
+    info = site / f"{package}-1.2.dist-info"
+    write(info / "METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.2\n")
+    write(info / "entry_points.txt", entry_points)
+
+
+def forked_cli_with_path(argv: list, site: Path, tmp_path: Path):
+    """``lossbench ARGV`` in a process whose PYTHONPATH has ``site`` (where the test installed a package)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(site), ENV["PYTHONPATH"]])}
+    out, err = tmp_path / "cli.out", tmp_path / "cli.err"
+    proc = forked_cli(argv, out, err_path=err, env=env, daemon=False, fork_cells=True)
+    proc.join(600)
+    return proc.exitcode, out.read_text() if out.exists() else "", err.read_text() if err.exists() else ""
+
+
+def test_an_installed_entry_point_is_listed_with_its_package_and_trains(tmp_path):
+    site = tmp_path / "site"
+    install(site, "tiny_losses", GOOD_LOSS, "[lossbench.losses]\ndoubled_ce = tiny_losses\n")
+    code, out, err = forked_cli_with_path(["list", "losses"], site, tmp_path)
+    assert code == 0, err
+    assert "doubled_ce(factor=2.0)  [package tiny_losses 1.2]" in out.splitlines()
+    config = write_config(tmp_path, [], loss="doubled_ce")
+    code, out, err = forked_cli_with_path(["train", config], site, tmp_path)
+    assert code == 0, err
+    recorded = yaml.safe_load((tmp_path / "runs" / "exp" / "config.yaml").read_text())
+    assert recorded["versions"]["plugin tiny_losses"] == "tiny_losses 1.2"
+
+
+def test_an_entry_point_that_registers_nothing_of_its_name_is_one_line(tmp_path):
+    site = tmp_path / "site"
+    install(site, "misnamed", GOOD_LOSS, "[lossbench.losses]\ndoubled = misnamed\n")
+    code, out, err = forked_cli_with_path(["list", "losses"], site, tmp_path)
+    assert code == 2 and err.splitlines() == [
+        "lossbench: error: entry point doubled = misnamed in lossbench.losses (package misnamed): its module "
+        "registered no loss named 'doubled'; register it with the decorator under that name, or rename the "
+        "entry point"], err
