@@ -149,6 +149,8 @@ def forked_cli_with_path(argv: list, site: Path, tmp_path: Path):
     """``lossbench ARGV`` in a process whose PYTHONPATH has ``site`` (where the test installed a package)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(site), ENV["PYTHONPATH"]])}
     out, err = tmp_path / "cli.out", tmp_path / "cli.err"
+    out.unlink(missing_ok=True)
+    err.unlink(missing_ok=True)
     proc = forked_cli(argv, out, err_path=err, env=env, daemon=False, fork_cells=True)
     proc.join(600)
     return proc.exitcode, out.read_text() if out.exists() else "", err.read_text() if err.exists() else ""
@@ -175,3 +177,44 @@ def test_an_entry_point_that_registers_nothing_of_its_name_is_one_line(tmp_path)
         "lossbench: error: entry point doubled = misnamed in lossbench.losses (package misnamed): its module "
         "registered no loss named 'doubled'; register it with the decorator under that name, or rename the "
         "entry point"], err
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_loss"
+#: the example sweep made tiny: 8x8 images, 1 epoch; its grid (ce, focal, seesaw x 2 seeds) as written
+TINY = ["--set", "data.image_size=8", "--set", "data.train_per_class=8", "--set", "data.val_per_class=4",
+        "--set", "data.imbalance_ratio=2", "--set", "epochs=1", "--set", "batch_size=8", "--set", "device=cpu"]
+SEESAW = "seesaw(p=0.8, q=2)"
+
+
+def seesaw_rows(sweep_dir: Path) -> dict[str, dict[str, str]]:
+    import csv
+
+    with (sweep_dir / "results.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["loss"], r["seed"], r["status"]) for r in rows) == sorted(
+        (loss, seed, "done") for loss in ("ce", "focal(gamma=2)", SEESAW) for seed in ("0", "1"))
+    assert SEESAW in (sweep_dir / "report.md").read_text()
+    return {r["seed"]: {k: v for k, v in r.items() if k.startswith("best_")} for r in rows if r["loss"] == SEESAW}
+
+
+def test_the_example_loss_is_swept_through_plugins_and_through_its_entry_point_with_the_same_rows(tmp_path):
+    """The example's 2-seed sweep from its config's plugins: (nothing installed), then with the package
+    installed (a dist-info naming its entry point) and plugins: emptied: the seesaw rows are done and equal."""
+    code, out, err = forked_cli_with_path(["sweep", EXAMPLE / "sweep.yaml", *TINY, "--out", tmp_path / "file"],
+                                          tmp_path / "nothing-installed", tmp_path)
+    assert code == 0, out + err
+    through_file = seesaw_rows(tmp_path / "file")
+    site = tmp_path / "site"
+    write(site / "lossbench_seesaw-0.1.0.dist-info" / "METADATA",
+          "Metadata-Version: 2.1\nName: lossbench-seesaw\nVersion: 0.1.0\n")
+    assert '[project.entry-points."lossbench.losses"]\nseesaw = "lossbench_seesaw.seesaw"' in \
+        (EXAMPLE / "pyproject.toml").read_text()  # what pip writes into entry_points.txt:
+    write(site / "lossbench_seesaw-0.1.0.dist-info" / "entry_points.txt",
+          "[lossbench.losses]\nseesaw = lossbench_seesaw.seesaw\n")
+    path = Path(f"{site}{os.pathsep}{EXAMPLE}")
+    code, out, err = forked_cli_with_path(["list", "losses", "--config", EXAMPLE / "sweep.yaml"], path, tmp_path)
+    assert code == 0 and "seesaw(p=0.8, q=2.0)  [package lossbench-seesaw 0.1.0]" in out.splitlines(), out + err
+    code, out, err = forked_cli_with_path(["sweep", EXAMPLE / "sweep.yaml", *TINY, "--set", "plugins=[]",
+                                           "--out", tmp_path / "entry"], path, tmp_path)
+    assert code == 0, out + err
+    assert seesaw_rows(tmp_path / "entry") == through_file
