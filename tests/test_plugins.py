@@ -97,7 +97,7 @@ BAD = {
                    "{where}: model 'tiny' from plugin file {file} declares head ('fc',); give the head's "
                    "parameter prefixes, each ending in '.', e.g. ('fc.',)"),
     "source_signature": ("from lossbench.data.registry import register_source\n\n"
-                         "@register_source('rows')\ndef load(cfg):\n    return None\n",
+                         "@register_source('rows', tasks=('classification',))\ndef load(cfg):\n    return None\n",
                          "{where}: source 'rows' from plugin file {file} has a loader that cannot be called as "
                          "load(cfg, task, seed)"),
 }

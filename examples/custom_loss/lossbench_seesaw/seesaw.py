@@ -21,7 +21,7 @@ from lossbench.losses import LossContext, register_loss
 EPS = 1e-2  # the floor of the true class's score in the compensation ratio (the official default)
 
 
-@register_loss("seesaw")
+@register_loss("seesaw", needs_class_counts=True)
 class SeesawLoss(nn.Module):
     """Seesaw loss: CE with rare classes' logits pushed down less (mitigation p), wrong winners more (compensation q)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from lossbench.data import SOURCES
@@ -20,12 +21,13 @@ def catalog(kind: str) -> list[dict[str, Any]]:
     origin (``built-in`` or the plugin that registered it), one-line description and what it declares."""
     if kind == "losses":
         return [{"name": name, "origin": LOSSES.origin(name), "parameters": loss_parameters(cls),
-                 "description": loss_summary(cls)} for name, cls in LOSSES.items()]
+                 "capabilities": asdict(cls.capabilities), "description": loss_summary(cls)}
+                for name, cls in LOSSES.items()]
     if kind == "models":
         return [{"name": name, "origin": MODELS.origin(name), "task": entry.task,
                  "description": _first_line(entry.description)} for name, entry in MODELS.items()]
-    return [{"name": name, "origin": SOURCES.origin(name), "description": _first_line(entry.description)}
-            for name, entry in SOURCES.items()]
+    return [{"name": name, "origin": SOURCES.origin(name), "tasks": list(entry.tasks),
+             "description": _first_line(entry.description)} for name, entry in SOURCES.items()]
 
 
 def catalog_lines(kind: str) -> list[str]:
@@ -39,5 +41,5 @@ def catalog_lines(kind: str) -> list[str]:
         elif kind == "models":
             lines.append(f"{item['name']:<16} {item['task']:<15} {item['description']}{origin}")
         else:
-            lines.append(f"{item['name']:<16} {item['description']}{origin}")
+            lines.append(f"{item['name']:<20} {', '.join(item['tasks']):<30} {item['description']}{origin}")
     return lines

@@ -14,10 +14,10 @@ from typing import Any
 
 from torch import nn
 
+from lossbench.contract import TASKS
 from lossbench.data.registry import SourceEntry
+from lossbench.losses.registry import LossCapabilities
 from lossbench.models.registry import ModelEntry
-
-TASKS = ("classification", "segmentation")
 
 
 def _takes(func: Callable[..., Any], *names: str) -> bool:
@@ -48,6 +48,8 @@ def loss_problem(cls: Any) -> str | None:
     called as ``loss(logits, target)``."""
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         return f"is not an nn.Module class (got {type(cls).__name__}); register a subclass of torch.nn.Module"
+    if not isinstance(cls.__dict__.get("capabilities"), LossCapabilities):
+        return "declares no capabilities; register the class with @register_loss(name, ...)"
     if not _takes_context(cls):
         return "cannot be built as cls(ctx): its __init__ must take the LossContext as its first argument"
     missing = _required_keywords(cls)
