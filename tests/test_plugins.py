@@ -91,6 +91,14 @@ BAD = {
                           "{where}: loss 'doubled_ce' from plugin file {file} has a required argument 'factor' "
                           "without a default; give every parameter after ctx a default (a spec may name the loss "
                           "alone)"),
+    "capability_contradicted": (GOOD_LOSS.replace('"doubled_ce"', '"doubled_ce", accepts_class_weights=True'),
+                                "{where}: plugin file {file} does not import: ValueError: loss 'doubled_ce': "
+                                "accepts_class_weights=True but the class has no set_class_weights ({file}, line 4)"),
+    "undeclared": ("from torch import nn\nfrom lossbench.losses import LOSSES\n\n"
+                   "class Bare(nn.Module):\n    def __init__(self, ctx):\n        super().__init__()\n\n"
+                   "LOSSES.register('bare')(Bare)\n",
+                   "{where}: loss 'bare' from plugin file {file} declares no capabilities; register the class "
+                   "with @register_loss(name, ...)"),
     "model_head": ("from lossbench.models.registry import register_model\nfrom torch import nn\n\n"
                    "@register_model('tiny', 'classification', head=('fc',))\n"
                    "def build(cfg, num_classes):\n    return nn.Linear(3, num_classes)\n",

@@ -79,15 +79,16 @@ def file_digest(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _import_problem(exc: BaseException) -> str:
-    """The module's own error in one line, with the line of the user's code that raised it: the last frame
-    outside Python's and the installed packages' folders (else the last frame)."""
+def _import_problem(exc: BaseException, file: Path | None = None) -> str:
+    """The module's own error in one line, with the line of the user's code that raised it: the last frame in
+    the plugin's ``file``, else the last outside Python's and the installed packages' folders, else the last."""
     message = (str(exc).strip().splitlines() or [""])[0]
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
     installed = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
-    own = [f for f in frames if not f.filename.startswith(installed)] or frames[-1:]
+    own = ([f for f in frames if file is not None and f.filename == str(file)]
+           or [f for f in frames if not f.filename.startswith(installed)] or frames[-1:])
     where = f" ({own[-1].filename}, line {own[-1].lineno})" if own else ""
     return f"{type(exc).__name__}: {message}{where}"
 
@@ -107,7 +108,7 @@ def _check_entries(origin: str, where: str) -> None:
             raise UserError(f"{where}{registry.kind} {name!r} from {origin} {problem}")
 
 
-def _import(import_module: Callable[[], Any], origin: str, where: str) -> None:
+def _import(import_module: Callable[[], Any], origin: str, where: str, file: Path | None = None) -> None:
     """Run ``import_module`` with entries registered as coming from ``origin``; any error is one line."""
     try:
         with registering_from(origin):
@@ -119,7 +120,7 @@ def _import(import_module: Callable[[], Any], origin: str, where: str) -> None:
     except Exception as exc:  # noqa: BLE001 - the plugin's own error, reported as one line
         for registry, _ in GROUPS.values():
             registry.discard(origin)
-        raise UserError(f"{where}{origin} does not import: {_import_problem(exc)}") from None
+        raise UserError(f"{where}{origin} does not import: {_import_problem(exc, file)}") from None
     _check_entries(origin, where)
 
 
@@ -153,7 +154,7 @@ def _load_file(path: Path, where: str) -> Plugin:
             sys.modules.pop(name, None)
             raise
 
-    _import(run, origin, where)
+    _import(run, origin, where, path)
     return Plugin(str(path), origin, file_digest(path))
 
 
