@@ -75,15 +75,51 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    import json
+
     from lossbench.plugins import load_config_plugins, load_entry_points
-    from lossbench.plugins.catalog import catalog_lines
+    from lossbench.plugins.catalog import catalog, catalog_lines
 
     if args.config:
         load_config_plugins(args.config)
     else:
         load_entry_points()
-    print("\n".join(catalog_lines(args.kind)))
+    print(json.dumps(catalog(args.kind), indent=2, default=str) if args.json else "\n".join(catalog_lines(args.kind)))
     return 0
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    from lossbench.config.show import resolved_text
+
+    print(resolved_text(args.config, args.set), end="")
+    return 0
+
+
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    from lossbench.config.show import schema_text, write_schema
+
+    if args.out:
+        print(f"wrote {write_schema(args.out)}")
+    else:
+        print(schema_text(), end="")
+    return 0
+
+
+def _add_config_commands(sub: argparse._SubParsersAction) -> None:
+    config = sub.add_parser("config", help="show a config as lossbench reads it, or the config's JSON Schema",
+                            description="Show a config resolved with every default, or write its JSON Schema.")
+    csub = config.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
+    p = csub.add_parser("show", help="print CONFIG resolved: overrides applied, every default filled in",
+                        description="Print every document of CONFIG as lossbench reads it (after --set), with "
+                        "every default; a sweep's grid:, report: and tune: as written.")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.set_defaults(func=_cmd_config_show)
+    p = csub.add_parser("schema", help="the JSON Schema of a config file (for editors that complete YAML)",
+                        description="Print (or write to --out) the JSON Schema of a config document, from "
+                        "lossbench's pydantic models; point your editor's YAML plugin at it.")
+    p.add_argument("--out", help="write the schema to this file instead of printing it")
+    p.set_defaults(func=_cmd_config_schema)
 
 
 def _cmd_data_stats(args: argparse.Namespace) -> int:
@@ -276,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lossbench",
         description="Train and compare image classifiers and segmenters under losses for imbalanced data.",
     )
+    from lossbench._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"lossbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train_command(sub)
     _add_sweep_commands(sub)
@@ -286,8 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "those of installed plugin packages, each plugin's entry with its origin.")
     p.add_argument("kind", choices=["losses", "models", "sources"])
     p.add_argument("--config", help="also load this config's plugins: (your own .py files or modules)")
+    p.add_argument("--json", action="store_true", help="print the entries as JSON (name, origin, what each declares)")
     p.set_defaults(func=_cmd_list)
     _add_data_commands(sub)
+    _add_config_commands(sub)
     return parser
 
 
