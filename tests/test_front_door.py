@@ -37,7 +37,7 @@ def test_list_json_holds_every_entry_with_its_origin(kind):
     assert all(r["origin"] == "built-in" for r in records)
     by_name = {r["name"]: r for r in records}
     if kind == "losses":
-        assert by_name["focal"]["parameters"]["gamma"] == 2.0
+        assert by_name["focal"]["parameters"]["gamma"] == 2.0 and by_name["focal"]["class"] == "FocalLoss"
         assert by_name["ldam"]["capabilities"] == {"accepts_class_weights": True, "expects_cosine_logits": True,
                                                    "needs_class_counts": True}
     elif kind == "models":

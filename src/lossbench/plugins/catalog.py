@@ -20,9 +20,9 @@ def catalog(kind: str) -> list[dict[str, Any]]:
     """One record per entry of the registry ``kind`` (losses, models or sources), sorted by name: its name,
     origin (``built-in`` or the plugin that registered it), one-line description and what it declares."""
     if kind == "losses":
-        return [{"name": name, "origin": LOSSES.origin(name), "parameters": loss_parameters(cls),
-                 "capabilities": asdict(cls.capabilities), "description": loss_summary(cls)}
-                for name, cls in LOSSES.items()]
+        return [{"name": name, "origin": LOSSES.origin(name), "class": cls.__name__,
+                 "parameters": loss_parameters(cls), "capabilities": asdict(cls.capabilities),
+                 "description": loss_summary(cls)} for name, cls in LOSSES.items()]
     if kind == "models":
         return [{"name": name, "origin": MODELS.origin(name), "task": entry.task,
                  "description": _first_line(entry.description)} for name, entry in MODELS.items()]
