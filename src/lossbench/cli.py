@@ -7,63 +7,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lossbench.config import load_experiments
-    from lossbench.errors import UserError
+    from lossbench.api import train_runs
 
-    if (args.config is None) == (args.resume is None):
-        raise UserError("train: give either a CONFIG file or --resume RUN_DIR (not both)")
-    if args.resume is not None and (args.set or args.overwrite):
-        raise UserError("train --resume continues a run with its recorded config; drop --set / --overwrite")
-    # a mistake in the config is reported before torch and the engine are imported (seconds sooner)
-    experiments = load_experiments(args.config, args.set) if args.resume is None else []
-
-    from lossbench.engine import resume, train
-    from lossbench.engine.distributed import is_main_process, session
-    from lossbench.engine.runfolder import is_finished
-
-    is_main = is_main_process()  # under torchrun only rank 0 reports
-    start = time.perf_counter()
-    if args.resume is not None:
-        finished = is_finished(args.resume)
-        summaries = [resume(args.resume)]
-        if finished:  # resume said so in one line and changed nothing
-            return 0
-    else:
-        with session(experiments[0].device):
-            summaries = [train(exp, overwrite=args.overwrite) for exp in experiments]
-    for summary in summaries if is_main else []:
-        name, best = summary["best_metric"], summary["best"]
-        print(f"{summary['name']}: best {name} {best[name]:.4f} at epoch {best['epoch']} -> {summary['run_dir']}")
-    if is_main:
-        print(f"wall time: {time.perf_counter() - start:.1f}s for {len(summaries)} run(s)")
+    train_runs(args.config, resume=args.resume, overrides=args.set, overwrite=args.overwrite)
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from lossbench.experiments.backends import open_backend
-    from lossbench.experiments.report import build_report
-    from lossbench.experiments.sweep import plan_sweep, run_sweep
-    from lossbench.plugins import load_config_plugins
+    from lossbench.api import run_sweep_config
 
-    start = time.perf_counter()
-    load_config_plugins(args.config)  # the plan checks loss names: a plugin's must be registered
-    plan = plan_sweep(args.config, args.set, args.out)
-    if plan.tune:  # a tune: section: its mistakes are reported before Ray or any trial starts
-        from lossbench.experiments.tune import plan_tuning, run_tuned_sweep
-
-        studies = plan_tuning(plan)
-    with open_backend(args.backend, args.address, args.jobs) as backend:
-        rows = (run_tuned_sweep(plan, studies, backend, rerun_changed=args.rerun_changed) if plan.tune
-                else run_sweep(plan, backend=backend, rerun_changed=args.rerun_changed))
-    html_path, _ = build_report(plan.sweep_dir)
-    print(f"report: {html_path}")
-    print(f"wall time: {time.perf_counter() - start:.1f}s")
-    return 0 if all(r["status"] == "done" for r in rows) else 1
+    result = run_sweep_config(args.config, args.set, out=args.out, backend=args.backend, address=args.address,
+                              jobs=args.jobs, rerun_changed=args.rerun_changed)
+    return 0 if all(r["status"] == "done" for r in result.results) else 1
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -123,52 +82,11 @@ def _add_config_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_data_stats(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from lossbench.api import data_stats
 
-    from lossbench.data.stats import data_stats
-
-    out = Path(args.out)
-    for exp in _data_experiments(args.config, args.set):
-        for line in data_stats(exp, out / f"{exp.name}_class_distribution.png"):
-            print(line)
+    for line in data_stats(args.config, args.set, args.out):
+        print(line)
     return 0
-
-
-def _data_experiments(config: str, overrides: list[str]) -> list:
-    """One experiment per distinct data section of CONFIG, named for it.
-
-    A grid does not change the data unless it sets ``data.*`` keys (or what
-    the data depends on: the task, the model's input channels); the grid is
-    expanded as a sweep expands it, and the first cell of each distinct data
-    section stands for it, named by its document, plus the grid values that
-    tell its sections apart when the document has several.
-    """
-    import json
-    import re
-    from pathlib import Path
-
-    from lossbench.config import load_experiments, read_documents
-    from lossbench.data import resolve_config
-
-    if not any("grid" in doc for doc in read_documents(Path(config))):
-        return load_experiments(config, overrides)
-    from lossbench.experiments.sweep import plan_sweep
-
-    firsts: dict[tuple[str, str], object] = {}
-    for cell in plan_sweep(config, overrides).cells:
-        exp = cell.experiment
-        data = json.dumps([exp.task, resolve_config(exp).model_dump(mode="json")], sort_keys=True, default=str)
-        firsts.setdefault((cell.document, data), cell)
-    experiments = []
-    for (document, _), cell in firsts.items():
-        siblings = [c.values for (d, _), c in firsts.items() if d == document]
-        differing = [k for k in cell.values if len({json.dumps(v.get(k), default=str) for v in siblings}) > 1]
-        name = document
-        if differing:
-            name += "--" + re.sub(r"[^A-Za-z0-9.=-]+", "_", "__".join(f"{k.split('.')[-1]}-{cell.values[k]}"
-                                                                       for k in differing))
-        experiments.append(cell.experiment.model_copy(update={"name": name}))
-    return experiments
 
 
 def _cmd_data_prepare_dsb2018(args: argparse.Namespace) -> int:

@@ -31,16 +31,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import is_plugin_file, read_documents
+from lossbench.config import Experiment, is_plugin_file, read_documents
 from lossbench.data import SOURCES
 from lossbench.errors import UserError
-from lossbench.losses import LOSSES
+from lossbench.losses import LOSSES, check_spec
 from lossbench.models import MODELS
 from lossbench.plugins.contracts import loss_problem, model_problem, source_problem
 from lossbench.registry import Registry, registering_from
 
 __all__ = [
-    "GROUPS", "Plugin", "load_config_plugins", "load_entry_points", "load_plugins", "loaded_plugins", "plugin_versions",
+    "GROUPS", "Plugin", "load_config_plugins", "load_entry_points", "load_experiment_code", "load_plugins",
+    "loaded_plugins", "plugin_versions",
 ]
 
 #: entry-point group -> (the registry its entries fill, the contract an entry must keep)
@@ -220,6 +221,14 @@ def load_plugins(names: Iterable[str] = (), where: str = "plugins") -> list[Plug
         if key not in _loaded:
             _loaded[key] = _load_file(Path(key), prefix) if is_file else _load_module(name, prefix)
     return loaded_plugins()
+
+
+def load_experiment_code(exp: Experiment) -> Experiment:
+    """``exp`` once the code it names is there: its plugins loaded and its loss spec checked (a run calls this
+    before reading any data, so a bad plugin or a typo in the loss stops it first)."""
+    load_plugins(exp.plugins, exp.where("plugins"))
+    check_spec(exp.loss, exp.where("loss"))
+    return exp
 
 
 def load_config_plugins(path: str | Path) -> list[Plugin]:
