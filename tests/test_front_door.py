@@ -89,3 +89,44 @@ def test_loss_classes_are_importable_for_plain_pytorch():
     logits, target = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
     focal = FocalLoss(LossContext(num_classes=4), gamma=2)
     assert torch.equal(focal(logits, target), build_loss("focal(gamma=2)", 4)(logits, target))
+
+
+TUNED = """\
+name: tiny
+output_dir: {out}
+data: {{source: synthetic, num_classes: 3, image_size: 8, train_per_class: 8, val_per_class: 4}}
+model: {{name: resnet20}}
+batch_size: 8
+epochs: 1
+device: cpu
+grid:
+  loss: [ce]
+tune:
+  trials: 2
+  metric: loss
+  startup_trials: 2   # drawn at random from the study's seed: the same trials on every run
+  untuned: false
+  space:
+    optimizer.lr: {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}
+"""
+
+
+def results_without_times(sweep_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (sweep_dir / "results.csv").open(newline="") as f:
+        return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in csv.DictReader(f)]
+
+
+def test_the_python_sweep_tunes_exactly_as_the_command_line(tmp_path, forked_cells):
+    import lossbench
+
+    config = tmp_path / "tuned.yaml"
+    config.write_text(TUNED.format(out=tmp_path / "runs"))
+    res = run_cli(["sweep", config, "--out", tmp_path / "cli"])
+    assert res.code == 0, res.err
+    result = lossbench.sweep(config, out=tmp_path / "api", backend="local", jobs=1, log=lambda _: None)
+    assert (tmp_path / "api" / "tune.db").is_file() and result.report == tmp_path / "api" / "report.html"
+    from_cli, from_api = results_without_times(tmp_path / "cli"), results_without_times(tmp_path / "api")
+    assert len(from_cli) == 1 and from_cli[0]["status"] == "done"
+    assert from_api == from_cli
