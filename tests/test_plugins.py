@@ -7,13 +7,14 @@ a real ``*.dist-info/entry_points.txt`` on the process's path, read by importlib
 
 from __future__ import annotations
 
+import math
 import os
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
-from cli_helper import ENV, forked_cli, run_cli
+from cli_helper import ENV, forked_call, forked_cli, run_cli
 
 EXP = """\
 name: exp
@@ -205,9 +206,28 @@ def seesaw_rows(sweep_dir: Path) -> dict[str, dict[str, str]]:
     return {r["seed"]: {k: v for k, v in r.items() if k.startswith("best_")} for r in rows if r["loss"] == SEESAW}
 
 
-def test_the_example_loss_is_swept_through_plugins_and_through_its_entry_point_with_the_same_rows(tmp_path):
-    """The example's 2-seed sweep from its config's plugins: (nothing installed), then with the package
-    installed (a dist-info naming its entry point) and plugins: emptied: the seesaw rows are done and equal."""
+def sweep_example_on_ray(out: str) -> None:
+    """In a process of its own: the example's tiny sweep through ``lossbench.sweep(..., backend="ray")`` on a new
+    one-CPU Ray, whose workers start their cells as forked processes (cli_helper.fork_sweep_cells)."""
+    import ray
+
+    import lossbench
+
+    tests = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join([ENV["PYTHONPATH"], tests])  # the workers' setup hook is in tests/
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": "cli_helper.fork_sweep_cells"})
+    try:
+        overrides = {item.split("=")[0].replace(".", "__"): yaml.safe_load(item.split("=")[1]) for item in TINY[1::2]}
+        lossbench.sweep(EXAMPLE / "sweep.yaml", backend="ray", out=out, **overrides)
+    finally:
+        ray.shutdown()
+
+
+def test_the_example_loss_is_swept_through_plugins_an_entry_point_and_ray_with_the_same_rows(tmp_path):
+    """The example's 2-seed sweep from its config's plugins: (nothing installed); then with the package
+    installed (a dist-info naming its entry point) and plugins: emptied; then from Python on Ray: the seesaw
+    rows are done and equal."""
     code, out, err = forked_cli_with_path(["sweep", EXAMPLE / "sweep.yaml", *TINY, "--out", tmp_path / "file"],
                                           tmp_path / "nothing-installed", tmp_path)
     assert code == 0, out + err
@@ -226,3 +246,13 @@ def test_the_example_loss_is_swept_through_plugins_and_through_its_entry_point_w
                                            "--out", tmp_path / "entry"], path, tmp_path)
     assert code == 0, out + err
     assert seesaw_rows(tmp_path / "entry") == through_file
+    ray_run = forked_call(sweep_example_on_ray, str(tmp_path / "ray"), log=tmp_path / "ray.log", daemon=False)
+    ray_run.join(600)
+    assert ray_run.exitcode == 0, (tmp_path / "ray.log").read_text()
+    on_ray = seesaw_rows(tmp_path / "ray")  # cells of one thread there: sums may differ in the last float bits
+    assert on_ray.keys() == through_file.keys()
+    for seed, row in on_ray.items():
+        assert row.keys() == through_file[seed].keys()
+        for key, value in row.items():
+            assert value == through_file[seed][key] or math.isclose(float(value), float(through_file[seed][key]),
+                                                                    rel_tol=1e-5), (seed, key)
