@@ -71,3 +71,43 @@ def test_runs_record_the_table_and_choose_the_best_epoch_by_it(tmp_path, task):
     best_epoch = int(rows[values.index(pick(values))]["epoch"])
     assert summary["best_metric"] == column
     assert summary["best"]["epoch"] == best_epoch and summary["best"][column] == pick(values)
+
+
+SWEEP = """\
+name: facts
+task: TASK
+output_dir: OUT
+data: {source: synthetic, num_classes: 3, image_size: 8, train_per_class: 8, val_per_class: 4}
+model: MODEL
+epochs: 1
+grid: {seed: [0, 1]}
+tune: {trials: 2, metric: METRIC, space: {optimizer.lr: {type: float, low: 0.001, high: 0.1, log: true}}}
+"""
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_the_report_and_tuning_read_the_table(tiny_config, task):
+    """Every metric a run records may be the report's metric and the tuned one, each in the table's direction and
+    range; a metric of the other task is refused by both."""
+    from lossbench.experiments.plan import plan_sweep
+    from lossbench.experiments.report_metrics import lower_is_better, metric_range
+    from lossbench.experiments.schema import validate_report_options
+    from lossbench.experiments.tune_plan import resolve_tuning
+
+    def tuned(name: str):
+        text = SWEEP.replace("TASK", task).replace("MODEL", MODELS[task]).replace("METRIC", name)
+        return resolve_tuning(plan_sweep(tiny_config(text)), "facts")
+
+    for facts in task_metrics(task):
+        name = f"{facts.name}_1" if facts.per_class else facts.name
+        assert validate_report_options({"metric": name}, "exp.yaml", task=task, grid={}).metric == name
+        assert lower_is_better(name) is not facts.higher_is_better
+        assert metric_range(name) == facts.value_range
+        tuning = tuned(name)
+        assert tuning.metric == f"val_{name}"
+        assert tuning.direction == ("maximize" if facts.higher_is_better else "minimize"), name
+    for facts in (m for m in METRICS if task not in m.tasks and not m.per_class):
+        with pytest.raises(UserError, match=f"report.metric: '{facts.name}' is not a metric of {task} runs"):
+            validate_report_options({"metric": facts.name}, "exp.yaml", task=task, grid={})
+        with pytest.raises(UserError, match=f"tune.metric: unknown metric '{facts.name}'"):
+            tuned(facts.name)

@@ -11,7 +11,7 @@ from cli_helper import run_cli
 
 from lossbench.data import prepare_splits
 from lossbench.errors import UserError
-from lossbench.experiments.sweep import plan_sweep
+from lossbench.experiments.plan import plan_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "fashion_mnist_lt.yaml"

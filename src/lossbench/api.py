@@ -147,15 +147,17 @@ def run_sweep_config(config: str | Path, overrides: Sequence[str] = (), *, out: 
     """``lossbench sweep CONFIG [--set KEY=VALUE ...]``: plan (plugins loaded, every cell and study checked
     before anything runs), tune, run the cells on the backend, write the report; ``overrides`` as ``--set``."""
     from lossbench.experiments.backends import open_backend
+    from lossbench.experiments.plan import plan_sweep
     from lossbench.experiments.report import build_report
-    from lossbench.experiments.sweep import plan_sweep, run_sweep
+    from lossbench.experiments.sweep import run_sweep
     from lossbench.plugins import load_config_plugins
 
     start = time.perf_counter()
     load_config_plugins(config)  # the plan checks loss names: a plugin's must be registered
     plan = plan_sweep(config, list(overrides), out)
     if plan.tune:  # a tune: section: its mistakes are reported before Ray or any trial starts
-        from lossbench.experiments.tune import plan_tuning, run_tuned_sweep
+        from lossbench.experiments.tune import run_tuned_sweep
+        from lossbench.experiments.tune_plan import plan_tuning
 
         studies = plan_tuning(plan)
     with open_backend(backend, address, jobs) as runner:
@@ -236,7 +238,7 @@ def data_experiments(config: str | Path, overrides: Sequence[str] = ()) -> list[
     load_config_plugins(config)  # a plugin's source
     if not any("grid" in doc for doc in read_documents(Path(config))):
         return load_experiments(config, list(overrides))
-    from lossbench.experiments.sweep import plan_sweep
+    from lossbench.experiments.plan import plan_sweep
 
     firsts: dict[tuple[str, str], object] = {}
     for cell in plan_sweep(config, list(overrides)).cells:
