@@ -256,3 +256,42 @@ def test_the_example_loss_is_swept_through_plugins_an_entry_point_and_ray_with_t
         for key, value in row.items():
             assert value == through_file[seed][key] or math.isclose(float(value), float(through_file[seed][key]),
                                                                     rel_tol=1e-5), (seed, key)
+
+
+MARKER = """\
+from pathlib import Path
+
+Path(__file__).with_suffix(".imported").touch()  # a trace of every process that imports this plugin
+"""
+SEGMENTATION_SWEEP = """\
+name: seg
+plugins: [marker.py]
+task: segmentation
+output_dir: {out}
+data: {{source: synthetic, num_classes: 2, image_size: 16, train_per_class: 4, val_per_class: 2}}
+model: {{name: nested_unet, base_channels: 4, encoder_depth: 2}}
+batch_size: 4
+epochs: 1
+device: cpu
+grid:
+  loss: [ce]
+"""
+
+
+def test_report_imports_no_plugin_of_a_config_and_eval_does(tmp_path):
+    """A plugin is code the user chose to run: the sweep and eval import it; the report of the sweep folder
+    does not (its segmentation examples say why they are missing) and loads the installed entry points only."""
+    write(tmp_path / "marker.py", MARKER)
+    config = tmp_path / "seg.yaml"
+    config.write_text(SEGMENTATION_SWEEP.format(out=tmp_path / "runs"))
+    trace = tmp_path / "marker.imported"
+    code, out, err = forked_cli_with_path(["sweep", config], tmp_path / "nothing-installed", tmp_path)
+    assert code == 0 and trace.is_file(), out + err
+    trace.unlink()
+    res = run_cli(["report", tmp_path / "runs" / "seg"], process="forked")
+    assert res.code == 0 and not trace.exists(), res.err
+    cell = next(p for p in (tmp_path / "runs" / "seg").iterdir() if p.name.startswith("seg--"))
+    assert ("No examples of best loss=ce: its runs use plugins, and a report imports no code a config names; draw "
+            f"them with lossbench predict {cell} IMAGES.") in (tmp_path / "runs" / "seg" / "report.md").read_text()
+    res = run_cli(["eval", cell], process="forked")
+    assert res.code == 0 and trace.is_file(), res.err

@@ -150,10 +150,8 @@ def run_sweep_config(config: str | Path, overrides: Sequence[str] = (), *, out: 
     from lossbench.experiments.plan import plan_sweep
     from lossbench.experiments.report import build_report
     from lossbench.experiments.sweep import run_sweep
-    from lossbench.plugins import load_config_plugins
 
     start = time.perf_counter()
-    load_config_plugins(config)  # the plan checks loss names: a plugin's must be registered
     plan = plan_sweep(config, list(overrides), out)
     if plan.tune:  # a tune: section: its mistakes are reported before Ray or any trial starts
         from lossbench.experiments.tune import run_tuned_sweep
@@ -235,7 +233,7 @@ def data_experiments(config: str | Path, overrides: Sequence[str] = ()) -> list[
     from lossbench.data import resolve_config
     from lossbench.plugins import load_config_plugins
 
-    load_config_plugins(config)  # a plugin's source
+    load_config_plugins(config)  # the plugins: a source may be one of (a sweep's plan loads each cell's too)
     if not any("grid" in doc for doc in read_documents(Path(config))):
         return load_experiments(config, list(overrides))
     from lossbench.experiments.plan import plan_sweep

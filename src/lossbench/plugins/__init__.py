@@ -64,6 +64,8 @@ class Plugin:
 
 #: what this process loaded: a plugin file's absolute path, a module's name or a distribution's name -> Plugin
 _loaded: dict[str, Plugin] = {}
+#: the search path whose entry points were loaded last (None: not yet)
+_scanned: list[str] | None = None
 
 
 def loaded_plugins() -> list[Plugin]:
@@ -189,7 +191,11 @@ def _entry_points() -> list[tuple[str, metadata.EntryPoint]]:
 
 
 def load_entry_points() -> list[Plugin]:
-    """Load every installed package's lossbench entry points (once per process); what they brought."""
+    """Load every installed package's lossbench entry points (once per process and search path); what they
+    brought."""
+    global _scanned
+    if _scanned == sys.path:
+        return []
     brought = []
     for group, ep in _entry_points():
         dist = ep.dist.name if ep.dist is not None else "an unknown package"
@@ -206,6 +212,7 @@ def load_entry_points() -> list[Plugin]:
                             f"with the decorator under that name, or rename the entry point")
         _loaded[key] = Plugin(ep.value.partition(":")[0], origin, f"{dist} {version}")
         brought.append(_loaded[key])
+    _scanned = list(sys.path)
     return brought
 
 

@@ -139,18 +139,21 @@ class LoadedRun:
                 "how": f"softmax over dim 1; a pixel's label is the argmax over dim 1, an index into labels: {where}"}
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", plugins: bool = True
+             ) -> LoadedRun:
     """Rebuild a run's network from its ``config.yaml`` and load ``best.pt`` / ``last.pt`` (``checkpoint``).
 
     The model is built without its ``pretrained`` source (the checkpoint
     replaces it, and the source need not exist here) and loaded strictly.
+    ``plugins``: import the run's ``plugins:`` (installed entry points are
+    loaded either way); ``report`` passes False, it runs no code a config names.
     """
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml); give runs/<name> of a finished run")
     exp = load_experiment(config)
-    load_plugins(exp.plugins, exp.where("plugins"))  # the run's own plugins: its model may be one
+    load_plugins(exp.plugins if plugins else [], exp.where("plugins"))  # its model may be a plugin's
     ckpt = run_dir / f"{checkpoint}.pt"
     if not ckpt.is_file():
         raise UserError(f"{ckpt}: no such checkpoint; the run has not finished an epoch (try --checkpoint last)")
