@@ -70,7 +70,12 @@ def test_a_plugin_file_trains_is_recorded_listed_and_loaded_again_by_eval(tmp_pa
     assert recorded["plugins"] == [plugin]
     assert recorded["versions"][f"plugin {plugin}"].startswith("sha256:")
     res = run_cli(["eval", run], cwd=elsewhere, process="forked")
-    assert res.code == 0 and (run / "eval" / "metrics.json").is_file(), res.err
+    assert res.code == 0 and (run / "eval" / "metrics.json").is_file() and "changed" not in res.err, res.err
+    with (tmp_path / "mine" / "doubled.py").open("a") as f:
+        f.write("# edited after the run\n")
+    res = run_cli(["eval", run], cwd=elsewhere, process="forked")
+    digest = recorded["versions"][f"plugin {plugin}"]
+    assert res.code == 0 and f"{run}: {plugin}: the plugin changed since the run trained ({digest} then, " in res.err
     res = run_cli(["list", "losses", "--config", config], process="forked")
     assert res.code == 0, res.err
     assert f"doubled_ce(factor=2.0)  [plugin file {plugin}]" in res.out.splitlines()

@@ -41,7 +41,7 @@ from lossbench.registry import Registry, registering_from
 
 __all__ = [
     "GROUPS", "Plugin", "load_config_plugins", "load_entry_points", "load_experiment_code", "load_plugins",
-    "loaded_plugins", "plugin_versions",
+    "loaded_plugins", "plugin_changes", "plugin_versions",
 ]
 
 #: entry-point group -> (the registry its entries fill, the contract an entry must keep)
@@ -76,6 +76,14 @@ def loaded_plugins() -> list[Plugin]:
 def plugin_versions() -> dict[str, str]:
     """What a run folder records of its plugins (config.yaml's ``versions``): ``plugin <module>`` -> version."""
     return {f"plugin {p.name}": p.version for p in _loaded.values()}
+
+
+def plugin_changes(recorded: dict[str, str] | None) -> list[str]:
+    """One line per plugin a run recorded (config.yaml's ``versions``) that is loaded now in another version."""
+    now = plugin_versions()
+    return [f"{key.removeprefix('plugin ')}: the plugin changed since the run trained ({then} then, {now[key]} "
+            "now); its numbers may not be reproduced" for key, then in (recorded or {}).items()
+            if key.startswith("plugin ") and key in now and now[key] != then]
 
 
 def file_digest(path: Path) -> str:

@@ -11,6 +11,7 @@ prediction sees exactly what evaluation saw.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from lossbench.engine.distributed import resolve_device
 from lossbench.errors import UserError
 from lossbench.models import build_model
 from lossbench.models.weights import read_checkpoint
-from lossbench.plugins import load_plugins
+from lossbench.plugins import load_plugins, plugin_changes
 
 #: what :meth:`LoadedRun.predict` takes: model-ready tensors, or images (files or PIL images)
 Inputs = torch.Tensor | str | Path | Image.Image | Sequence[str | Path | Image.Image]
@@ -154,6 +155,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu",
         raise UserError(f"{run_dir}: not a run folder (no config.yaml); give runs/<name> of a finished run")
     exp = load_experiment(config)
     load_plugins(exp.plugins if plugins else [], exp.where("plugins"))  # its model may be a plugin's
+    for change in plugin_changes(exp.versions):
+        warnings.warn(f"{run_dir}: {change}", stacklevel=2)
     ckpt = run_dir / f"{checkpoint}.pt"
     if not ckpt.is_file():
         raise UserError(f"{ckpt}: no such checkpoint; the run has not finished an epoch (try --checkpoint last)")
