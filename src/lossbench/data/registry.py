@@ -55,8 +55,9 @@ class SourceEntry:
     """A registered source: its loader and what it declares about itself.
 
     ``tasks``: the tasks it gives data for (:func:`lossbench.data.build_data`
-    refuses the others before calling ``load``). ``shares_cache``: its images are worth keeping in the cache (``data.cache``)
-    that cells and later runs share: it decodes image files one by one, or
+    refuses the others before calling ``load``). ``shares_cache``: its images
+    are worth keeping in the cache (``data.cache``) that cells and later runs
+    share: it decodes image files one by one, or
     composes them by a costly generator (fashion_mnist_scenes); a sweep turns
     the cache on for such sources. Sources that read whole arrays quickly
     (synthetic, CIFAR-10, Fashion-MNIST) do not.

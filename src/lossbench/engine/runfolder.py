@@ -195,11 +195,11 @@ def recorded_config(exp: Experiment) -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     """Versions of the packages that decide a run's numbers, and of the plugins loaded (``plugin <module>``: a
-    file's sha256, a package's version). smp's is read from its installed metadata: importing it (and timm,
-    which it imports) would cost a run that uses neither about 1.7 s."""
+    file's sha256, a package's version). smp's and torchmetrics' are read from their installed metadata:
+    importing smp (and timm) would cost a run that uses neither about 1.7 s, torchmetrics (scipy.signal,
+    matplotlib.pyplot) several seconds, and lossbench counts its metrics itself."""
     from importlib.metadata import version
 
-    import torchmetrics
     import torchvision
 
     from lossbench._version import __version__
@@ -210,7 +210,7 @@ def versions() -> dict[str, str]:
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
         "segmentation_models_pytorch": version("segmentation_models_pytorch"),
-        "torchmetrics": torchmetrics.__version__,
+        "torchmetrics": version("torchmetrics"),
         **plugin_versions(),
     }
 

@@ -61,7 +61,7 @@ def _check_term(term: Term) -> type[nn.Module]:
     cls = LOSSES.get(term.name)
     allowed = loss_parameters(cls)
     unknown = sorted(set(term.params) - set(allowed))
-    moved = getattr(cls, "moved_parameters", {})
+    moved = cls.moved_parameters
     for key in unknown:
         if key in moved:
             raise UserError(f"{term.name}: {key} is no longer a parameter of {term.name}; {moved[key]}")
