@@ -7,6 +7,7 @@ a real ``*.dist-info/entry_points.txt`` on the process's path, read by importlib
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import textwrap
@@ -300,3 +301,59 @@ def test_report_imports_no_plugin_of_a_config_and_eval_does(tmp_path):
             f"them with lossbench predict {cell} IMAGES.") in (tmp_path / "runs" / "seg" / "report.md").read_text()
     res = run_cli(["eval", cell], process="forked")
     assert res.code == 0 and trace.is_file(), res.err
+
+
+MODEL_AND_SOURCE = """\
+import torch
+from torch import nn
+
+from lossbench.data.registry import Splits, register_source
+from lossbench.data.samples import TensorSamples
+from lossbench.models.registry import register_model
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+
+
+@register_model("tiny_cnn", "classification", head=("fc.",))
+def build(cfg, num_classes):
+    \"\"\"One convolution and a linear head.\"\"\"
+    return TinyCNN(cfg.in_channels, num_classes)
+
+
+@register_source("stripes", tasks=("classification",))
+def load(cfg, task, seed):
+    \"\"\"Vertical (class 0) or horizontal (class 1) stripes.\"\"\"
+    def split(n):
+        images = torch.zeros(2 * n, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8)
+        images[:n, :, :, ::2] = 255
+        images[n:, :, ::2, :] = 255
+        return TensorSamples(images, torch.tensor([0] * n + [1] * n))
+    return Splits(split(cfg.train_per_class), split(cfg.val_per_class), ["vertical", "horizontal"])
+"""
+
+
+def test_a_plugin_model_and_source_train_and_are_listed_with_their_origin(tmp_path):
+    plugin = write(tmp_path / "parts.py", MODEL_AND_SOURCE)
+    config = tmp_path / "exp.yaml"
+    config.write_text(EXP.format(out=tmp_path / "runs", loss="ce")
+                      .replace("source: synthetic, num_classes: 3", "source: stripes")
+                      .replace("{name: resnet20}", "{name: tiny_cnn}") + "plugins: [parts.py]\n")
+    res = run_cli(["train", config], process="forked")
+    assert res.code == 0, res.err
+    summary = json.loads((tmp_path / "runs" / "exp" / "summary.json").read_text())
+    assert summary["class_names"] == ["vertical", "horizontal"]
+    res = run_cli(["list", "models", "--config", config], process="forked")
+    assert res.code == 0 and f"One convolution and a linear head.  [plugin file {plugin}]" in res.out, res.err
+    res = run_cli(["list", "sources", "--config", config, "--json"], process="forked")
+    assert res.code == 0, res.err
+    [stripes] = [r for r in json.loads(res.out) if r["name"] == "stripes"]
+    assert stripes == {"name": "stripes", "origin": f"plugin file {plugin}", "tasks": ["classification"],
+                       "description": "Vertical (class 0) or horizontal (class 1) stripes."}
