@@ -301,6 +301,12 @@ def test_report_imports_no_plugin_of_a_config_and_eval_does(tmp_path):
             f"them with lossbench predict {cell} IMAGES.") in (tmp_path / "runs" / "seg" / "report.md").read_text()
     res = run_cli(["eval", cell], process="forked")
     assert res.code == 0 and trace.is_file(), res.err
+    then = yaml.safe_load((cell / "config.yaml").read_text())["versions"][f"plugin {tmp_path / 'marker.py'}"]
+    with (tmp_path / "marker.py").open("a") as f:
+        f.write("# edited: the cell's results are not this code's\n")
+    code, out, err = forked_cli_with_path(["sweep", config], tmp_path / "nothing-installed", tmp_path)
+    assert code == 2 and f"{cell.parent}: cell {cell.name} finished, but plugin {tmp_path / 'marker.py'} was " \
+        f"{then} and is sha256:" in err, out + err
 
 
 MODEL_AND_SOURCE = """\

@@ -41,7 +41,7 @@ from lossbench.registry import Registry, registering_from
 
 __all__ = [
     "GROUPS", "Plugin", "load_config_plugins", "load_entry_points", "load_experiment_code", "load_plugins",
-    "loaded_plugins", "plugin_changes", "plugin_versions",
+    "loaded_plugins", "plugin_changes", "plugin_differences", "plugin_versions",
 ]
 
 #: entry-point group -> (the registry its entries fill, the contract an entry must keep)
@@ -78,12 +78,18 @@ def plugin_versions() -> dict[str, str]:
     return {f"plugin {p.name}": p.version for p in _loaded.values()}
 
 
-def plugin_changes(recorded: dict[str, str] | None) -> list[str]:
-    """One line per plugin a run recorded (config.yaml's ``versions``) that is loaded now in another version."""
+def plugin_differences(recorded: dict[str, str] | None) -> list[tuple[str, str, str]]:
+    """(plugin, version recorded, version now) of each plugin a run recorded (config.yaml's ``versions``) that
+    this process has loaded in another version (a file edited since, a package upgraded)."""
     now = plugin_versions()
-    return [f"{key.removeprefix('plugin ')}: the plugin changed since the run trained ({then} then, {now[key]} "
-            "now); its numbers may not be reproduced" for key, then in (recorded or {}).items()
+    return [(key.removeprefix("plugin "), then, now[key]) for key, then in (recorded or {}).items()
             if key.startswith("plugin ") and key in now and now[key] != then]
+
+
+def plugin_changes(recorded: dict[str, str] | None) -> list[str]:
+    """:func:`plugin_differences` as warning lines."""
+    return [f"{name}: the plugin changed since the run trained ({then} then, {now} now); its numbers may not be "
+            "reproduced" for name, then, now in plugin_differences(recorded)]
 
 
 def file_digest(path: Path) -> str:
