@@ -115,13 +115,18 @@ def _new_entries(origin: str) -> list[tuple[str, Registry, Callable[[Any], str |
             for name, _ in registry.items() if registry.origin(name) == origin]
 
 
+def _forget(origin: str) -> None:
+    """Unregister everything ``origin`` registered (a plugin refused), so a fixed one can be loaded again."""
+    for registry, _ in GROUPS.values():
+        registry.discard(origin)
+
+
 def _check_entries(origin: str, where: str) -> None:
     """Refuse (and unregister) the entries ``origin`` registered when one breaks its registry's contract."""
     for name, registry, check in _new_entries(origin):
         problem = check(registry.get(name))
         if problem is not None:
-            for reg, _ in GROUPS.values():
-                reg.discard(origin)
+            _forget(origin)
             raise UserError(f"{where}{registry.kind} {name!r} from {origin} {problem}")
 
 
@@ -131,12 +136,10 @@ def _import(import_module: Callable[[], Any], origin: str, where: str, file: Pat
         with registering_from(origin):
             import_module()
     except UserError as exc:  # a name clash, raised by the registry
-        for registry, _ in GROUPS.values():
-            registry.discard(origin)
+        _forget(origin)
         raise UserError(f"{where}{exc}") from None
     except Exception as exc:  # noqa: BLE001 - the plugin's own error, reported as one line
-        for registry, _ in GROUPS.values():
-            registry.discard(origin)
+        _forget(origin)
         raise UserError(f"{where}{origin} does not import: {_import_problem(exc, file)}") from None
     _check_entries(origin, where)
 
