@@ -81,8 +81,9 @@ class TrainedRun:
     metrics: list[dict[str, float]]
     experiment: Experiment
 
-    def load(self, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
-        """The run's network with its ``best`` (or ``last``) weights, ready to predict."""
+    def load(self, checkpoint: str = "auto", device: str = "cpu") -> LoadedRun:
+        """The run's network with its ``auto`` (best.pt unless chosen on the test split), ``best`` or ``last``
+        weights, ready to predict."""
         return load_run(self.folder, checkpoint, device)
 
 
@@ -183,6 +184,7 @@ def train_runs(config: str | Path | None = None, *, resume: str | Path | None = 
     from lossbench.engine import resume as resume_run, train as train_one
     from lossbench.engine.distributed import is_main_process, session
     from lossbench.engine.runfolder import is_finished
+    from lossbench.engine.selection import best_line
 
     is_main = is_main_process()  # under torchrun only rank 0 reports
     start = time.perf_counter()
@@ -194,14 +196,13 @@ def train_runs(config: str | Path | None = None, *, resume: str | Path | None = 
         with session(experiments[0].device):
             summaries = [train_one(exp, overwrite=overwrite, log=log) for exp in experiments]
     for summary in summaries if is_main else []:
-        name, best = summary["best_metric"], summary["best"]
-        log(f"{summary['name']}: best {name} {best[name]:.4f} at epoch {best['epoch']} -> {summary['run_dir']}")
+        log(best_line(summary))
     if is_main:
         log(f"wall time: {time.perf_counter() - start:.1f}s for {len(summaries)} run(s)")
     return summaries
 
 
-def load_run(path: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
+def load_run(path: str | Path, checkpoint: str = "auto", device: str = "cpu") -> LoadedRun:
     """A finished run's network with its weights; ``.predict(images or tensors)`` gives classes or masks."""
     from lossbench.engine.inference import load_run as load
 

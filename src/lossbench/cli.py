@@ -9,6 +9,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+CHECKPOINT_HELP = ("auto (default): best.pt unless it was chosen on the test split, else last.pt (the final "
+                   "weights); best; or last")
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from lossbench.api import train_runs
@@ -189,9 +192,11 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", default=[], metavar="CONFIG_OR_KEY=VALUE",
                    help="another dataset: a config file (its data section is used) or a data override such as "
                    "val_per_class=100 or root=/data/other (repeatable)")
-    p.add_argument("--split", choices=["val", "test", "train"], default="val", help="which split (default val)")
+    p.add_argument("--split", default=None,
+                   help="val, test, holdout (the held-out split of data.holdout) or train; default: the split the "
+                   "run evaluated every epoch (test under data.eval_split: test)")
     p.add_argument("--name", help="write into RUN/eval/NAME/ instead of RUN/eval/")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", default="auto", help=CHECKPOINT_HELP)
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's batch_size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--posthoc-la", action="store_true",
@@ -210,7 +215,7 @@ def _add_predict_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder, e.g. runs/my-run")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--out", help="folder for masks and overlays (default RUN/predict)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", default="auto", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=_cmd_predict)
 
@@ -220,7 +225,7 @@ def _add_predict_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder, e.g. runs/my-run")
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     p.add_argument("--out", help="output file (default RUN/export/model.onnx or model.torchscript.pt)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", default="auto", help=CHECKPOINT_HELP)
     p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
     p.set_defaults(func=_cmd_export)
 

@@ -28,6 +28,7 @@ from lossbench.experiments.report_figures import (
     plot_per_class, plot_segmentation_examples,
 )
 from lossbench.experiments.report_metrics import lower_is_better
+from lossbench.experiments.report_ranks import is_permuted, rank_table, seed_draws_sentence
 from lossbench.experiments.report_render import ReportPage, render_html, render_markdown
 from lossbench.experiments.results import load_sweep
 
@@ -44,6 +45,9 @@ def _data_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: int
     ])
     doc.image(plot_class_counts(first, f"{setup.document}: class counts", split), f"{n}-class-counts.png",
               f"{setup.document}: class counts per split")
+    sentence = seed_draws_sentence(sweep_dir, setup)
+    if sentence:
+        doc.para(sentence)
 
 
 def _tables_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup) -> None:
@@ -115,6 +119,10 @@ def _figures_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: 
         doc.heading(f"Per class ({setup.epoch} epoch)", 3)
         doc.image(per_class, f"{n}-per-class.png",
                   f"{setup.document}: {per_class_label(setup.task)}")
+    by_rank = rank_table(sweep_dir, setup) if is_permuted(setup) else None
+    if by_rank is not None:
+        doc.heading(f"Per class by training frequency, head to tail ({setup.epoch} epoch, each run's own ranks)", 3)
+        doc.table(*by_rank)
     if setup.task == "segmentation":
         _segmentation_examples(doc, sweep_dir, setup, n)
 

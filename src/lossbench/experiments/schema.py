@@ -163,7 +163,8 @@ def plan_report_options(raw: Any, source: str, *, task: str, grid: dict[str, lis
 #: keys a search space may not hold, and why
 FIXED_KEYS = {
     "seed": "the seed is what the tuned settings are re-run over",
-    "data.eval_split": "trials always evaluate the validation split",
+    "data.eval_split": "it decides the split trials are judged on (validation, or held out)",
+    "data.holdout": "it decides the split trials are judged on (validation, or held out)",
     "name": "it names the run folder", "output_dir": "it places the run folder",
     "device": "it is not a hyper-parameter",
 }
