@@ -83,7 +83,8 @@ def register_source(name: str, *, tasks: tuple[str, ...], shares_cache: bool = F
         raise ValueError(f"source {name!r}: tasks must be some of {TASKS}, not {tasks!r}")
 
     def add(load: Callable[[DataConfig, str, int], Splits]) -> Callable[[DataConfig, str, int], Splits]:
-        SOURCES.register(name)(SourceEntry(load, tuple(tasks), (load.__doc__ or "").strip(), shares_cache))
+        SOURCES.register(name, load.__module__)(SourceEntry(load, tuple(tasks), (load.__doc__ or "").strip(),
+                                                            shares_cache))
         return load
 
     return add

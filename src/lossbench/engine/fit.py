@@ -48,28 +48,25 @@ from lossbench.engine.stages import freeze_for_stage, trained_groups
 from lossbench.engine.state import RunState, read_last_checkpoint
 from lossbench.engine.trackers import Trackers
 from lossbench.errors import UserError
-from lossbench.losses import build_loss, check_spec
+from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
 from lossbench.metrics import MAIN_METRIC, TaskMetrics, shot_accuracies
 from lossbench.models import build_model, model_layout, parameter_groups
+from lossbench.plugins import load_experiment_code
 
 __all__ = ["resume", "train"]
 
 
-def train(
-    exp: Experiment,
-    overwrite: bool = False,
-    log: Callable[[str], Any] = print,
-    on_epoch_end: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
+def train(exp: Experiment, overwrite: bool = False, log: Callable[[str], Any] = print,
+          on_epoch_end: Callable[[int], Any] | None = None) -> dict[str, Any]:
     """Train one experiment end to end and return its summary (also written to summary.json).
 
     Under torchrun this runs data-parallel; only rank 0 writes the run folder
     and logs. ``on_epoch_end(epoch)`` is called on every rank after the
-    epoch's checkpoint is written. A loss spec with a typo is refused (naming
-    the config file and ``loss``) before any data is read.
+    epoch's checkpoint is written. A loss spec with a typo or a plugin that does
+    not load is refused (naming the config file and key) before any data is read.
     """
-    check_spec(exp.loss, exp.where("loss"))
+    load_experiment_code(exp)
     plan_selection(exp, None)  # nothing chosen on the test split: refused before any data is read
     with session(exp.device) as ctx:
         return _fit(exp, ctx, overwrite, None, log, on_epoch_end)
@@ -95,7 +92,7 @@ def resume(
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
         raise UserError(f"{run_dir}: cannot resume, {missing.name} is missing; train it from its config instead")
-    exp = load_run_config(run_dir)
+    exp = load_experiment_code(load_run_config(run_dir))
     checkpoint = read_last_checkpoint(last)
     with session(exp.device) as ctx:
         return _fit(exp, ctx, True, checkpoint, log, on_epoch_end)

@@ -70,7 +70,7 @@ def with_shared_cache(exp: Experiment) -> Experiment:
 def plan_cells(doc: dict[str, Any], document: str, grid: list[GridEntry], root: Path, path: Path) -> list[Cell]:
     """A document's cells: one validated experiment per row of the grid's product."""
     from lossbench.engine.selection import plan_selection
-    from lossbench.losses import check_spec
+    from lossbench.plugins import load_experiment_code
 
     cells = []
     for combo in itertools.product(*(rows for _, rows in grid)):
@@ -81,7 +81,7 @@ def plan_cells(doc: dict[str, Any], document: str, grid: list[GridEntry], root: 
         name = cell_name(document, values)
         raw["name"], raw["output_dir"] = name, str(root)
         exp = with_shared_cache(validate_experiment(raw, f"{path} (cell {name})"))
-        check_spec(exp.loss, exp.where("loss"))  # a typo in a grid's loss stops the sweep before any cell runs
+        load_experiment_code(exp)  # a bad plugin or a typo in a grid's loss stops the sweep before any cell runs
         plan_selection(exp, None)  # so does choosing anything on the test split
         cells.append(Cell(name, document, values, exp))
     return cells

@@ -20,7 +20,8 @@ from lossbench.engine import runfolder
 from lossbench.experiments.layout import REPORT_FILES
 from lossbench.experiments.report_data import (
     SPLIT_NAMES, DocumentSetup, PosthocGroup, SeedGroup, compare, comparison_table, failures, group_by_seed,
-    mean_and_interval, method_sentence, metric_table, posthoc_groups, posthoc_table, setup_document, values_by_seed,
+    mean_and_interval, method_sentence, metric_table, posthoc_groups, posthoc_table, setup_document, uses_plugins,
+    values_by_seed,
 )
 from lossbench.experiments.report_figures import (
     evaluated_counts, finished_summaries, per_class_label, plot_class_counts, plot_confusions, plot_curves,
@@ -112,6 +113,11 @@ def _segmentation_examples(doc: ReportPage, sweep_dir: Path, setup: DocumentSetu
     base = setup.baseline
     picks = [("best " + best.label, best)] + ([("baseline " + base.label, base)] if best is not base else [])
     doc.heading(f"{SPLIT_NAMES.get(setup.eval_split, setup.eval_split).capitalize()} examples", 3)
+    with_plugins = [(title, g) for title, g in picks if g.done and uses_plugins(sweep_dir, g.done[0]["cell"])]
+    for title, group in with_plugins:
+        doc.para(f"No examples of {title}: its runs use plugins, and a report imports no code a config names; "
+                 f"draw them with lossbench predict {sweep_dir / group.done[0]['cell']} IMAGES.")
+    picks = [pick for pick in picks if pick not in with_plugins]
     doc.image(plot_segmentation_examples(sweep_dir, picks, setup.epoch), f"{n}-examples.png",
               f"{setup.document}: evaluated images with true and predicted masks ({setup.epoch} epoch; best "
               "configuration and baseline)")

@@ -118,6 +118,12 @@ def cell_config(sweep_dir: Path, cell: str) -> Experiment | None:
         return None
 
 
+def uses_plugins(sweep_dir: Path, cell: str) -> bool:
+    """Whether a cell's config names ``plugins:`` (code a report does not import)."""
+    exp = cell_config(sweep_dir, cell)
+    return exp is not None and bool(exp.plugins)
+
+
 def evaluated_split(configs: Mapping[str, Experiment | None]) -> str:
     """"test" when any cell evaluated the test split (its config's ``data.eval_split``), else "val"."""
     on_test = any(exp is not None and exp.data.eval_split == "test" for exp in configs.values())

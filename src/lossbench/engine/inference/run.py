@@ -12,6 +12,7 @@ prediction sees exactly what evaluation saw.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from lossbench.engine.selection import recorded_selection_split, selection_split
 from lossbench.errors import UserError
 from lossbench.models import build_model
 from lossbench.models.weights import read_checkpoint
+from lossbench.plugins import load_plugins, plugin_changes
 
 #: what :meth:`LoadedRun.predict` takes: model-ready tensors, or images (files or PIL images)
 Inputs = torch.Tensor | str | Path | Image.Image | Sequence[str | Path | Image.Image]
@@ -182,17 +184,23 @@ def choose_checkpoint(run_dir: Path, exp: Experiment, checkpoint: str) -> tuple[
     return last, state, meta, None, why
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "auto", device: str = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, checkpoint: str = "auto", device: str = "cpu", plugins: bool = True
+             ) -> LoadedRun:
     """Rebuild a run's network from its ``config.yaml`` and load its weights (:func:`choose_checkpoint`).
 
     The model is built without its ``pretrained`` source (the checkpoint
     replaces it, and the source need not exist here) and loaded strictly.
+    ``plugins``: import the run's ``plugins:`` (installed entry points are
+    loaded either way); ``report`` passes False, it runs no code a config names.
     """
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml); give runs/<name> of a finished run")
     exp = load_experiment(config)
+    load_plugins(exp.plugins if plugins else [], exp.where("plugins"))  # its model may be a plugin's
+    for change in plugin_changes(exp.versions):
+        warnings.warn(f"{run_dir}: {change}", stacklevel=2)
     ckpt, state, meta, chosen_on, why = choose_checkpoint(run_dir, exp, checkpoint)
     names, target = _recorded_data(run_dir, exp)
     model = build_model(exp.model.model_copy(update={"pretrained": None}), exp.task, len(names), log=lambda _: None)
