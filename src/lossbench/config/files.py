@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from lossbench.config.data import DataConfig
-from lossbench.config.experiment import RECORDED_KEYS, Experiment
+from lossbench.config.experiment import RECORDED_KEYS, Experiment, is_plugin_file
 from lossbench.config.overrides import apply_overrides
 from lossbench.errors import UserError
 
@@ -65,7 +65,17 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
     for doc in docs:
         if not isinstance(doc, dict):
             raise UserError(f"{path}: each YAML document must be a mapping of keys, got {type(doc).__name__}")
+        _plugin_files_made_absolute(doc, path.parent)
     return docs
+
+
+def _plugin_files_made_absolute(doc: dict[str, Any], folder: Path) -> None:
+    """A document's ``plugins:`` files, relative to its config file's folder, as absolute paths (a sweep's cells
+    read copies of the config from elsewhere)."""
+    plugins = doc.get("plugins")
+    if isinstance(plugins, list):
+        doc["plugins"] = [str((folder / p).resolve()) if isinstance(p, str) and is_plugin_file(p) else p
+                          for p in plugins]
 
 
 def validate_experiment(raw: dict[str, Any], source: str) -> Experiment:

@@ -25,6 +25,7 @@ import yaml
 
 from lossbench.config import Experiment
 from lossbench.errors import UserError
+from lossbench.plugins import plugin_versions
 
 
 def _open_temp_sibling(path: Path) -> tuple[int, Path]:
@@ -193,8 +194,9 @@ def recorded_config(exp: Experiment) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """Versions of the packages that decide a run's numbers. smp's and torchmetrics' are read from their installed
-    metadata: importing smp (and timm) would cost a run that uses neither about 1.7 s, torchmetrics (scipy.signal,
+    """Versions of the packages that decide a run's numbers, and of the plugins loaded (``plugin <module>``: a
+    file's sha256, a package's version). smp's and torchmetrics' are read from their installed metadata:
+    importing smp (and timm) would cost a run that uses neither about 1.7 s, torchmetrics (scipy.signal,
     matplotlib.pyplot) several seconds, and lossbench counts its metrics itself."""
     from importlib.metadata import version
 
@@ -209,6 +211,7 @@ def versions() -> dict[str, str]:
         "torchvision": str(torchvision.__version__),
         "segmentation_models_pytorch": version("segmentation_models_pytorch"),
         "torchmetrics": version("torchmetrics"),
+        **plugin_versions(),
     }
 
 

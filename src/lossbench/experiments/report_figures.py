@@ -165,7 +165,7 @@ def _predict_examples(run_dir: Path, count: int, checkpoint: str) -> tuple[list,
     from lossbench.data import build_data
     from lossbench.engine.inference import load_run
 
-    run = load_run(run_dir, checkpoint, "cpu")
+    run = load_run(run_dir, checkpoint, "cpu", plugins=False)  # a report imports no code a config names
     data = build_data(run.exp)
     model = run.model
     images, masks, preds = [], [], []

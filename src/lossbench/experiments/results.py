@@ -13,6 +13,7 @@ from lossbench.errors import UserError
 from lossbench.experiments.cells import cell_status
 from lossbench.experiments.layout import RESULTS_CSV, SWEEP_JSON
 from lossbench.experiments.plan import SweepPlan
+from lossbench.experiments.study import given_cells
 
 
 def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -20,7 +21,13 @@ def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def collect_results(plan: SweepPlan) -> list[dict[str, Any]]:
-    """One row per cell: grid values, status, error, best and final metrics."""
+    """One row per cell: grid values, status, error, best and final metrics. A document with sequential seeds
+    has rows only for the seeds its rounds have given so far, each saying how many seeds its configuration got
+    and why it stopped (:func:`lossbench.experiments.study.given_cells`)."""
+    return given_cells(plan, _all_rows(plan))
+
+
+def _all_rows(plan: SweepPlan) -> list[dict[str, Any]]:
     rows = []
     for cell in plan.cells:
         status, error = cell_status(cell, plan.memo)
@@ -43,7 +50,7 @@ def write_results(plan: SweepPlan) -> Path:
     path = plan.sweep_dir / RESULTS_CSV
     runfolder.write_csv(path, collect_results(plan))
     runfolder.write_json(plan.sweep_dir / SWEEP_JSON, {
-        "grid_keys": plan.grid_keys, "report": plan.report,
+        "grid_keys": plan.grid_keys, "report": plan.report, "sequential": plan.sequential,
         "cells": [{"name": c.name, "document": c.document, "values": c.values} for c in plan.cells],
     })
     return path

@@ -197,6 +197,23 @@ def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[s
         log(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
 
 
+def run_in_rounds(plan: SweepPlan, todo: list[Cell], backend: Any, log: Callable[[str], Any]) -> None:
+    """Run the cells of ``todo`` the sweep has given (every cell of a fixed document; a sequential document's
+    seeds so far), then the seeds the next round gives, until no round gives a new one. Each cell runs at most
+    once per sweep: a failed seed counts as run (run the sweep again to retry it)."""
+    waiting = {c.name: c for c in todo}
+    while True:
+        given = {row["cell"] for row in collect_results(plan)}
+        now = [cell for name, cell in waiting.items() if name in given]
+        if not now:
+            return
+        if plan.sequential and len(now) < len(waiting):
+            log(f"round: {len(now)} cells")
+        run_cells(plan, now, backend, log)
+        for cell in now:
+            del waiting[cell.name]
+
+
 def cells_to_run(plan: SweepPlan, rerun_changed: bool, held: set[str] = frozenset()) -> list[Cell]:
     """The plan's cells that are not done, ``held`` ones aside; with ``rerun_changed``, finished cells that
     would run differently now lose their old results first, so they are never reported as done again."""
@@ -227,9 +244,10 @@ def run_sweep(plan: SweepPlan, jobs: int = 1, log=print, backend: Any = None,
             todo = cells_to_run(plan, rerun_changed, held)
             done = sum(cell_status(c, plan.memo)[0] == "done" for c in plan.cells)
             log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {done} already done, {len(todo)} to run, "
-                f"{backend.describe()}")
+                f"{backend.describe()}" + (" (sequential seeds: as many as the answers need)" if plan.sequential
+                                           else ""))
             write_results(plan)
-            run_cells(plan, todo, backend, log)
+            run_in_rounds(plan, todo, backend, log)
             rows = collect_results(plan)
             write_results(plan)
     finally:

@@ -17,7 +17,8 @@ settings over fresh seeds. A sweep document asks for it with a ``tune:`` section
 Every configuration of the grid (each loss x model ..., the ``seed`` axis aside) gets its own
 study in ``<sweep>/tune.db`` (Optuna's SQLite storage) with the same budget. A trial is a run
 folder under ``<sweep>/tune/``, trained like any cell (a ``lossbench train`` process on the
-sweep's backend) with ``data.eval_split: val`` and the seed ``tune.seed``; the sweep reads each
+sweep's backend) with ``data.eval_split: val`` (or, for ``eval_split: test`` with ``data.holdout:
+true``, the document's own data, judged on the held-out split) and the seed ``tune.seed``; the sweep reads each
 epoch's metric from its ``metrics.csv`` and the pruner may stop it. Then the best trial's values
 are re-run over the grid's seeds as the cells of a document ``<document>-tuned``, which the report
 compares like any other (and, with ``untuned: true``, beside the same grid untuned).

@@ -116,7 +116,8 @@ def protocol(info: dict[str, Any]) -> str:
     return (f"Every configuration had the same budget: {info['trials']} trials of an Optuna study "
             f"({info['sampler'].upper()} sampler seeded {info['seed']}, the first {info['startup_trials']} at random; "
             f"{pruner} on the per-epoch {info['metric']} after {info['warmup_epochs']} epoch(s)). Trials train with "
-            f"seed {info['seed']} and are judged on the validation split by {info['metric']} at their "
+            f"seed {info['seed']} and are judged on the "
+            f"{'held-out' if info['metric'].startswith('holdout_') else 'validation'} split by {info['metric']} at their "
             f"{info['epoch']} epoch; each configuration's best trial was then re-run over the grid's seeds, "
             "which the tables above compare (Musgrave et al. 2020, A Metric Learning Reality Check).")
 

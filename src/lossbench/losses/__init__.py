@@ -39,6 +39,9 @@ def import_loss_modules() -> list[str]:
 
 
 import_loss_modules()
+# every built-in loss class by its own name, for plain PyTorch use: FocalLoss(LossContext(num_classes=3), gamma=2)
+globals().update({cls.__name__: cls for _, cls in LOSSES.items()})
+__all__ += sorted(cls.__name__ for _, cls in LOSSES.items())
 
 
 def _check_type(loss: str, key: str, value: Any, default: Any) -> None:

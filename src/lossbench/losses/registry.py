@@ -72,7 +72,7 @@ def register_loss(name: str, *, accepts_class_weights: bool = False, expects_cos
 
     def add(cls: type[nn.Module]) -> type[nn.Module]:
         cls.moved_parameters = dict(moved_parameters or {})
-        return LOSSES.register(name)(declare(cls))
+        return LOSSES.register(name, cls.__module__)(declare(cls))
 
     return add
 

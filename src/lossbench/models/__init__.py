@@ -62,7 +62,7 @@ def build_model(cfg: ModelConfig, task: str, num_classes: int, log: Callable[[st
     model = entry.build(cfg, num_classes)
     configure_head(model, cfg, entry.layout(model).head)
     if cfg.pretrained not in (None, "imagenet"):
-        path = resolve_pretrained_file(cfg.pretrained)
+        path = resolve_pretrained_file(cfg.pretrained, log)
         load_backbone_strict(model, read_state_dict(path), str(path), entry.layout(model), log)
     return model
 

@@ -90,7 +90,7 @@ def export_run(
     run_dir: str | Path,
     fmt: str = "onnx",
     out: str | Path | None = None,
-    checkpoint: str = "best",
+    checkpoint: str = "auto",
     check: bool = True,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
@@ -99,7 +99,8 @@ def export_run(
     With ``check`` the exported file is run (onnxruntime / ``torch.jit.load``)
     on a random batch of another size than the export example and compared
     with PyTorch; a difference above 1e-4 (times the largest output, when
-    that exceeds 1) is an error.
+    that exceeds 1) is an error. ``checkpoint`` ``auto``: best.pt unless it was chosen on the test split,
+    else last.pt; export.json and the log line say which.
     """
     if fmt not in ("onnx", "torchscript"):
         raise UserError(f"--format {fmt!r}: use onnx or torchscript")
@@ -126,7 +127,8 @@ def export_run(
                         f"{scale:.3g}); the export is not trustworthy, please report this")
     runfolder.write_json(path.parent / "export.json", {
         "file": path.name, "format": fmt, "task": exp.task, "model": exp.model.name, "checkpoint": run.checkpoint.name,
-        "epoch": run.epoch, "input": {"name": "images", "shape": ["batch", channels, size, size],
+        "checkpoint_chosen_on": run.chosen_on, "epoch": run.epoch,
+        "input": {"name": "images", "shape": ["batch", channels, size, size],
                                       "scale": "pixel / 255", "mean": run.mean, "std": run.std,
                                       "preprocessing": preprocessing_steps(run)},
         "output": {"name": "logits", "shape": ["batch", len(run.class_names)]
@@ -134,5 +136,5 @@ def export_run(
         "class_names": run.class_names,
     })
     checked = f"max |exported - PyTorch| = {diff:.2e}" if diff is not None else "not checked"
-    log(f"{exp.name}: {fmt} -> {path} ({checked})")
+    log(f"{exp.name}: {fmt} of {run.checkpoint_note} -> {path} ({checked})")
     return ExportResult(path, diff)

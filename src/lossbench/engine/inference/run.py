@@ -2,8 +2,9 @@
 
 A run folder is enough (ARCHITECTURE.md): ``config.yaml`` rebuilds the model
 and the data, ``summary.json`` names the classes and the kind of target the
-run trained on, ``best.pt`` (or ``last.pt``) holds the weights under
-``"model"``, read with ``torch.load(weights_only=True)``. New images go
+run trained on, ``best.pt`` or ``last.pt`` holds the weights under
+``"model"``, read with ``torch.load(weights_only=True)`` (by default best.pt,
+unless it was chosen on the test split: :func:`choose_checkpoint`). New images go
 through the data layer's own decoder and evaluation transform, so a
 prediction sees exactly what evaluation saw.
 """
@@ -11,6 +12,7 @@ prediction sees exactly what evaluation saw.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +25,11 @@ from lossbench.data import TargetKind, build_data, resolve_config
 from lossbench.data.decode import BadFile, image_array, read_image
 from lossbench.data.transforms import SampleTransform, normalization
 from lossbench.engine.distributed import resolve_device
+from lossbench.engine.selection import recorded_selection_split, selection_split
 from lossbench.errors import UserError
 from lossbench.models import build_model
 from lossbench.models.weights import read_checkpoint
+from lossbench.plugins import load_plugins, plugin_changes
 
 #: what :meth:`LoadedRun.predict` takes: model-ready tensors, or images (files or PIL images)
 Inputs = torch.Tensor | str | Path | Image.Image | Sequence[str | Path | Image.Image]
@@ -53,7 +57,9 @@ class LoadedRun:
 
     ``mean`` / ``std``: the normalisation it trained with; ``target``: what its
     outputs are; ``named_classes``: whether its class names say what the classes
-    are, so other data can be matched to them by name (``split.json``).
+    are, so other data can be matched to them by name (``split.json``);
+    ``chosen_on``: the split best.pt was chosen on (None for last.pt, the final
+    weights); ``why``: why this checkpoint, when it is not the one asked for.
     """
 
     run_dir: Path
@@ -66,10 +72,20 @@ class LoadedRun:
     std: list[float] | None = None
     target: TargetKind = "label"
     named_classes: bool = True
+    chosen_on: str | None = None
+    why: str = ""
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def checkpoint_note(self) -> str:
+        """Which weights these are, in words: ``best.pt (epoch 3, chosen on the holdout split)``."""
+        epoch = f"epoch {self.epoch}, " if self.epoch else ""
+        what = f"chosen on the {self.chosen_on} split" if self.chosen_on else "the final weights"
+        caution = "; its scores on the test split are optimistic" if self.chosen_on == "test" else ""
+        return f"{self.checkpoint.name} ({epoch}{what}{caution}{'; ' + self.why if self.why else ''})"
 
     def preprocess(self, image: str | Path | Image.Image) -> torch.Tensor:
         """An image file or PIL image as the network saw its evaluation data (float C x S x S).
@@ -138,23 +154,56 @@ class LoadedRun:
                 "how": f"softmax over dim 1; a pixel's label is the argmax over dim 1, an index into labels: {where}"}
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
-    """Rebuild a run's network from its ``config.yaml`` and load ``best.pt`` / ``last.pt`` (``checkpoint``).
+#: what ``checkpoint`` may be: ``auto`` (best.pt unless it was chosen on the test split, else last.pt), best, last
+CHECKPOINTS = ("auto", "best", "last")
+
+
+def choose_checkpoint(run_dir: Path, exp: Experiment, checkpoint: str) -> tuple[Path, dict, dict, str | None, str]:
+    """``(path, weights, meta, chosen_on, why)`` of the checkpoint to load; ``auto`` never takes a best.pt chosen
+    on the test split (:mod:`lossbench.engine.selection`) and ``why`` says so when it takes last.pt instead."""
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"--checkpoint {checkpoint!r}: use {', '.join(CHECKPOINTS)}")
+    best, last = run_dir / "best.pt", run_dir / "last.pt"
+    why = ""
+    if checkpoint != "last" and best.is_file():
+        state, meta = read_checkpoint(best)
+        chosen_on = recorded_selection_split(meta, exp.data)
+        if checkpoint == "best" or chosen_on != "test":
+            return best, state, meta, chosen_on, why
+        why = "best.pt was chosen on the test split"
+    elif checkpoint == "best":
+        fix = ("nothing is chosen on a run with data.eval_split: test and no data.holdout"
+               if selection_split(exp.data) is None else "the run has not finished an epoch")
+        raise UserError(f"{best}: no such checkpoint ({fix}); use --checkpoint last")
+    elif checkpoint == "auto":
+        why = ("nothing was chosen (data.eval_split: test without data.holdout)" if selection_split(exp.data) is None
+               else "the run has no best.pt")
+    if not last.is_file():
+        raise UserError(f"{last}: no such checkpoint; the run has not finished an epoch")
+    state, meta = read_checkpoint(last)
+    return last, state, meta, None, why
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "auto", device: str = "cpu", plugins: bool = True
+             ) -> LoadedRun:
+    """Rebuild a run's network from its ``config.yaml`` and load its weights (:func:`choose_checkpoint`).
 
     The model is built without its ``pretrained`` source (the checkpoint
     replaces it, and the source need not exist here) and loaded strictly.
+    ``plugins``: import the run's ``plugins:`` (installed entry points are
+    loaded either way); ``report`` passes False, it runs no code a config names.
     """
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml); give runs/<name> of a finished run")
     exp = load_experiment(config)
-    ckpt = run_dir / f"{checkpoint}.pt"
-    if not ckpt.is_file():
-        raise UserError(f"{ckpt}: no such checkpoint; the run has not finished an epoch (try --checkpoint last)")
+    load_plugins(exp.plugins if plugins else [], exp.where("plugins"))  # its model may be a plugin's
+    for change in plugin_changes(exp.versions):
+        warnings.warn(f"{run_dir}: {change}", stacklevel=2)
+    ckpt, state, meta, chosen_on, why = choose_checkpoint(run_dir, exp, checkpoint)
     names, target = _recorded_data(run_dir, exp)
     model = build_model(exp.model.model_copy(update={"pretrained": None}), exp.task, len(names), log=lambda _: None)
-    state, meta = read_checkpoint(ckpt)
     state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
@@ -164,7 +213,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     epoch = meta.get("epoch") if isinstance(meta.get("epoch"), int) else None
     mean, std = run_normalization(run_dir, exp)
     return LoadedRun(run_dir, exp, list(names), model.to(resolve_device(device, "--device")).eval(), ckpt, epoch,
-                     mean, std, target, _recorded_named_classes(run_dir))
+                     mean, std, target, _recorded_named_classes(run_dir), chosen_on, why)
 
 
 def _recorded_data(run_dir: Path, exp: Experiment) -> tuple[list[str], TargetKind]:
