@@ -13,6 +13,11 @@ loss = lossbench.build_loss("focal(gamma=2) + 0.5 * dice", num_classes=3, task="
 unet = lossbench.build_model("unet", num_classes=3, encoder="resnet34")
 print(loss(unet(torch.randn(2, 3, 64, 64)), torch.randint(0, 3, (2, 64, 64))))
 
+# or a loss class itself, for plain PyTorch: built with a LossContext and its parameters
+from lossbench.losses import LDAMLoss, LossContext
+ldam = LDAMLoss(LossContext(num_classes=3, class_counts=(500, 50, 5)), s=30)
+print(ldam(torch.randn(4, 3), torch.tensor([0, 1, 2, 0])))
+
 # train a config file; keywords override its keys (nested with __, like --set data.image_size=16)
 run = lossbench.train("recipes/example.yaml", epochs=1, data__image_size=16, data__train_per_class=20,
                       model__name="resnet20", output_dir="runs/python", overwrite=True)
