@@ -135,3 +135,24 @@ def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path, monkeypatc
     assert "| loss=ce, drw_epoch=None, model.head=linear, model.bias_prior=None + post-hoc LA | 1 |" in report
     posthoc = json.loads((out / rows[0]["cell"] / "posthoc_la.json").read_text())["result"]
     assert posthoc["chosen_on"] == "holdout" and posthoc["checkpoint"] == "last.pt"
+
+    # a declared contrast may name the post-hoc row; then only the declared pairs are compared
+    again = run_cli(cmd + ["--set", 'report.contrasts=[["ldam(s=30), None, cosine, None", "ce, None, linear, None + '
+                                    'post-hoc LA"]]'])
+    assert again.code == 0, again.out + again.err
+    report = (out / "report.md").read_text()
+    compared = [line for line in report.splitlines() if line.startswith("| loss=") and " vs " in line]
+    assert len(compared) == 1 and "+ post-hoc LA" in compared[0] and compared[0].startswith("| loss=ldam"), compared
+
+
+def test_contrasts_may_name_the_post_hoc_row_only_with_posthoc_la(tmp_path):
+    from lossbench.experiments.study import plan_studies
+
+    pair = '[["ldam(s=30), None, cosine, None", "ce, None, linear, None + post-hoc LA"]]'
+    plan = plan_sweep(CPU_RECIPE, ["grid.seed={min: 3, max: 4}", f"report.contrasts={pair}"], sweep_dir=tmp_path)
+    options = plan.report[plan.cells[0].document]
+    assert options["contrasts"] == [["loss=ldam(s=30), drw_epoch=None, model.head=cosine, model.bias_prior=None",
+                                     "loss=ce, drw_epoch=None, model.head=linear, model.bias_prior=None + post-hoc LA"]]
+    assert plan_studies(plan)[plan.cells[0].document].pairs == ()  # scored after training: not a stopping rule
+    with pytest.raises(UserError, match=r"names 'ce, None, linear, None \+ post-hoc LA', which is not one "):
+        plan_sweep(CPU_RECIPE, ["report.posthoc_la=false", f"report.contrasts={pair}"], sweep_dir=tmp_path)

@@ -166,7 +166,7 @@ def plan_report_options(raw: Any, source: str, *, task: str, grid: dict[str, lis
         raise UserError(f"{source}: report.epoch: best picks each run's best epoch on the test split "
                         "(data.eval_split: test), which tunes on the test set; use report.epoch: final")
     pairs = resolve_contrasts(options.contrasts, baseline_label(options.baseline, configurations), configurations,
-                              source)
+                              source, posthoc=bool(options.posthoc_la))
     update: dict[str, Any] = {"epoch": options.epoch or default_epoch(eval_split)}
     if options.contrasts != "baseline":
         update["contrasts"] = pairs  # recorded as configuration labels; the default stays "each against baseline"
