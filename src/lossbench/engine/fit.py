@@ -145,9 +145,9 @@ def _fit(
     on_epoch_end: Callable[[int], Any] | None,
 ) -> dict[str, Any]:
     """Set up, restore or start, run every stage not yet done, summarise; trackers hear when the run fails."""
-    trackers = Trackers(exp, exp.run_dir, enabled=ctx.is_main)
+    trackers, lock = Trackers(exp, exp.run_dir, enabled=ctx.is_main), runfolder.run_lock(exp.run_dir)
     try:
-        run = _set_up(exp, ctx, overwrite or checkpoint is not None, trackers, log, on_epoch_end)
+        run = _set_up(exp, ctx, overwrite or checkpoint is not None, trackers, lock, log, on_epoch_end)
         if checkpoint is not None:
             _restore(run, checkpoint)
         else:
@@ -170,12 +170,13 @@ def _fit(
         return summary
     finally:
         trackers.finish(failed=True)  # a no-op after a finished run: it has closed them
+        lock.release()
 
 
-def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Trackers, log: Callable[[str], Any],
-            on_epoch_end: Callable[[int], Any] | None) -> Run:
+def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Trackers, lock: runfolder.FolderLock,
+            log: Callable[[str], Any], on_epoch_end: Callable[[int], Any] | None) -> Run:
     """Seeds, data, model, loss, loaders, monitors and the initial state (in this order: it decides what the
-    seeded random streams draw), then the run folder: a run refused on the way leaves no folder behind."""
+    seeded random streams draw), then the run folder and its ``lock``: a run refused on the way leaves no folder."""
     run_on_main(ctx, lambda: runfolder.check_run_dir(exp.run_dir, overwrite))
     device = ctx.device
     autocast = autocast_for(exp.amp, device)
@@ -212,7 +213,7 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
         ema=build_ema(model, exp.ema.decay) if exp.ema is not None else None,
         scaler=torch.amp.GradScaler(device.type) if exp.amp == "fp16" else None,
     )
-    run_on_main(ctx, lambda: runfolder.create_run_dir(exp.run_dir))
+    run_on_main(ctx, lambda: runfolder.create_run_dir(exp.run_dir, overwrite, lock))
     return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn, reweighting=reweighting,
                metrics=TaskMetrics(exp.task, data.num_classes, IGNORE_INDEX).to(device),
                train_loader=train_loader, val_loader=exact_eval_loader(val_loader, ctx), autocast=autocast,
@@ -342,8 +343,7 @@ def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str, 
     state.final_cm = va.metrics.get("confusion_matrix")
     if state.scheduler is not None and not loop.step_scheduler:
         state.scheduler.step(row[monitor])
-    # none for sigmoid (binary / multi-label) outputs
-    best = state.record_best(epoch, row, va.metrics.get("confusion_matrix"), run.main, eval_model)
+    best = state.record_best(epoch, row, va.metrics.get("confusion_matrix"), run.main, eval_model)  # no cm: sigmoid
     state.record_stopping(row, exp.early_stopping.patience if exp.early_stopping is not None else 0)
     row["seconds"] = time.perf_counter() - started
     state.rows.append(row)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import io
 import json
 import os
@@ -212,15 +213,85 @@ def versions() -> dict[str, str]:
     }
 
 
-def check_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse, creating nothing, to clobber a finished or unfinished run, or to write where no folder can be made."""
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+#: the run folder's lock file: held by the one process training or resuming the run
+RUN_LOCK = ".run.lock"
+
+
+class FolderLock:
+    """An exclusive ``flock`` on ``folder/name`` (holding the holder's pid), released when the process ends.
+
+    ``busy`` is the refusal when another process holds it: a sentence taking ``{folder}`` and ``{pid}``.
+    """
+
+    def __init__(self, folder: Path, name: str, busy: str) -> None:
+        self.path, self.busy = folder / name, busy
+        self.fd: int | None = None
+
+    def refuse_if_held(self) -> None:
+        """Refuse when another process holds the lock now; creates nothing (no lock file: nobody holds it)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except (OSError, ValueError):
+            return
+        try:
+            self._lock_or_refuse(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        """Take the lock (creating its file), or refuse in one line naming the process that holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            self._lock_or_refuse(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+    def _lock_or_refuse(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UserError(self.busy.format(folder=self.path.parent, pid=holder)) from None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def run_lock(run_dir: Path) -> FolderLock:
+    """The lock a training or resume holds on its run folder, so a run folder never mixes two runs' files."""
+    return FolderLock(run_dir, RUN_LOCK, "{folder}: another lossbench process (pid {pid}) is training this run; "
+                                         "wait for it to finish, or set name: to another name")
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    return run_dir.is_dir() and any(p.name != RUN_LOCK for p in run_dir.iterdir())
+
+
+def _check_no_run_is_clobbered(run_dir: Path, overwrite: bool) -> None:
+    if _holds_a_run(run_dir) and not overwrite:
         if (run_dir / "last.pt").is_file() and not is_finished(run_dir):
             raise UserError(f"{run_dir}: holds an unfinished run; continue it with lossbench train --resume {run_dir}, "
                             "or pass --overwrite to start again")
         raise UserError(
             f"{run_dir}: run folder already exists; pass --overwrite to replace it or set name: to another name"
         )
+
+
+def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse, creating nothing, to clobber a finished or unfinished run, to write a folder another process is
+    training in, or to write where no folder can be made."""
+    run_lock(run_dir).refuse_if_held()
+    _check_no_run_is_clobbered(run_dir, overwrite)
     try:
         if "\0" in str(run_dir):
             raise ValueError("embedded null byte")
@@ -235,15 +306,19 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
         _unwritable(run_dir, exc)
 
 
-def create_run_dir(run_dir: Path) -> None:
-    """Create the run folder (once the run is sure to start: a refused run leaves none) and make sure it takes files."""
+def create_run_dir(run_dir: Path, overwrite: bool, lock: FolderLock) -> None:
+    """Create the run folder (once the run is sure to start: a refused run leaves none), take its ``lock`` (held
+    until the run ends), and check again what :func:`check_run_dir` checked: another run may have started since."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        lock.acquire()
     except (OSError, ValueError) as exc:
         _unwritable(run_dir, exc)
+    try:
+        _check_no_run_is_clobbered(run_dir, overwrite)
+    except BaseException:
+        lock.release()
+        raise
 
 
 def _unwritable(run_dir: Path, exc: Exception) -> None:
