@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,18 +45,38 @@ def _open_temp_sibling(path: Path) -> tuple[int, Path]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _open_temp_sibling(path)
+    """Write ``data`` to ``path`` through a temp file and an atomic rename; a full disk is one line (the previous
+    file is kept, the temp file removed)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _open_temp_sibling(path)
+    except OSError as exc:
+        _refuse_when_full(path, len(data), exc)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _refuse_when_full(path, len(data), exc)
         raise
+
+
+def _refuse_when_full(path: Path, size: int, exc: OSError) -> None:
+    """A ``UserError`` naming ``path``, the bytes it needed and the space left, when ``exc`` says the disk is full."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    kept = "the previous file is kept" if path.exists() else "nothing was written"
+    raise UserError(f"{path}: the disk is full ({size / 2**20:.1f} MB to write, {free} on {path.parent}); {kept}; "
+                    "free some space or choose another output_dir") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -155,10 +176,14 @@ def save_epoch(run_dir: Path, rows: list[dict[str, Any]], last: dict[str, Any], 
     kill in between leaves it pending, and a resume commits or drops it
     (:func:`tidy_after_kill`).
     """
-    if best is not None:
-        save_checkpoint(run_dir / PENDING_BEST, best)
-    write_csv(run_dir / "metrics.csv", rows)
-    save_checkpoint(run_dir / "last.pt", last)
+    try:
+        if best is not None:
+            save_checkpoint(run_dir / PENDING_BEST, best)
+        write_csv(run_dir / "metrics.csv", rows)
+        save_checkpoint(run_dir / "last.pt", last)
+    except UserError:  # a full disk: the epoch is not saved, a resume trains it again
+        (run_dir / PENDING_BEST).unlink(missing_ok=True)
+        raise
     if best is not None:
         os.replace(run_dir / PENDING_BEST, run_dir / "best.pt")
 
