@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from lossbench.config.data import DataConfig
 from lossbench.config.experiment import RECORDED_KEYS, Experiment
+from lossbench.config.limits import check_config_size, check_yaml_nesting
 from lossbench.config.overrides import apply_overrides
 from lossbench.errors import UserError
 
@@ -53,6 +54,7 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read config ({exc.__class__.__name__}: {exc})") from None
+    check_yaml_nesting(text, str(path))
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
@@ -60,16 +62,20 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}{where}: YAML syntax error: {problem}; fix the file and run again") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested far too deeply to read; a config is a few levels deep") from None
     if not docs:
         raise UserError(f"{path}: the config is empty; see recipes/quickstart.yaml for an example")
     for doc in docs:
         if not isinstance(doc, dict):
             raise UserError(f"{path}: each YAML document must be a mapping of keys, got {type(doc).__name__}")
+        check_config_size(doc, str(path))
     return docs
 
 
 def validate_experiment(raw: dict[str, Any], source: str) -> Experiment:
     """Validate a raw mapping as an Experiment read from ``source``, errors as one UserError line naming it."""
+    check_config_size(raw, source)
     try:
         exp = Experiment.model_validate(raw)
     except ValidationError as err:
