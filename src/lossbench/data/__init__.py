@@ -191,6 +191,10 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         train = _keep(train, long_tail_indices(_labels(train), len(names), cfg.imbalance_ratio, exp.seed))
     skipped = [m for s in (splits.train, splits.val, splits.test) if s is not None for m in s.skipped]
     target = splits.target if exp.task == "segmentation" else "label"
+    if exp.task == "classification" and len(names) < 2:
+        where = f" at {cfg.root}" if cfg.root else ""
+        raise UserError(f"the {cfg.source} data{where} has {len(names)} class ({', '.join(names) or 'none'}); "
+                        "a classifier tells at least two apart, add the other classes' images")
     counts = count_classes(train, len(names))
     _warn_empty_classes(cfg, names, counts, "pixels" if exp.task == "segmentation" else "images")
     return PreparedSplits(train, val, test, names, counts, int(cfg.channels), target,
@@ -216,8 +220,9 @@ def _warn_empty_classes(cfg: DataConfig, names: list[str], counts: list[int], un
     empty = [name for name, n in zip(names, counts) if n == 0]
     if empty:
         where = f" at {cfg.root}" if cfg.root else ""
+        shown = ", ".join(map(repr, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         print(f"lossbench: warning: the {cfg.source} data{where} has no training {unit} of class"
-              f"{'es' * (len(empty) > 1)} {', '.join(map(repr, empty))}; the model cannot learn "
+              f"{'es' * (len(empty) > 1)} {shown}; the model cannot learn "
               f"{'them' if len(empty) > 1 else 'it'}", file=sys.stderr)
 
 

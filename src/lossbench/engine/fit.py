@@ -188,6 +188,7 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
     seed_everything(exp.seed + ctx.rank)
 
     data = build_data(exp)
+    metrics = TaskMetrics(exp.task, data.num_classes, IGNORE_INDEX).to(device)  # refuses classes beyond the memory
     model = build_model(exp.model, exp.task, data.num_classes).to(device)
     if exp.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -195,8 +196,7 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
     for stage in exp.resolved_stages():  # a stage naming an unknown group fails before the first epoch
         trained_groups(parameter_groups(model, head), stage.train)
     loss_fn = DeepSupervision(build_loss(exp.loss, data.num_classes, exp.task, data.class_counts, IGNORE_INDEX,
-                                         where=exp.where("loss")))
-    loss_fn = loss_fn.to(device)
+                                         where=exp.where("loss"))).to(device)
     reweighting = DeferredReweighting(loss_fn, exp.drw_epoch, exp.drw_beta, data.class_counts, exp.loss, device)
     train_loader, val_loader = build_loaders(data, batch_size=exp.batch_size, num_workers=exp.data.num_workers,
                                              seed=exp.seed, world_size=ctx.world_size, rank=ctx.rank)
@@ -214,8 +214,7 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
         scaler=torch.amp.GradScaler(device.type) if exp.amp == "fp16" else None,
     )
     run_on_main(ctx, lambda: runfolder.create_run_dir(exp.run_dir, overwrite, lock))
-    return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn, reweighting=reweighting,
-               metrics=TaskMetrics(exp.task, data.num_classes, IGNORE_INDEX).to(device),
+    return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn, reweighting=reweighting, metrics=metrics,
                train_loader=train_loader, val_loader=exact_eval_loader(val_loader, ctx), autocast=autocast,
                main=main, best_name=best_name, names=names, monitors=monitors, state=state, trackers=trackers,
                log=log if ctx.is_main else (lambda *_: None), on_epoch_end=on_epoch_end)
