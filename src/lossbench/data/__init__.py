@@ -152,7 +152,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         raise UserError("data.classes: class subsets are for classification; remove it for segmentation")
     if cfg.sampler == "balanced" and exp.task != "classification":
         raise UserError("data.sampler: balanced sampling is for classification; use shuffle for segmentation")
-    splits: Splits = SOURCES.get(cfg.source).load(cfg, exp.task, exp.seed)
+    splits: Splits = SOURCES.get(cfg.source, exp.where("data.source")).load(cfg, exp.task, exp.seed)
     _check_declared_count(cfg, splits)
     train, val, holdout = splits.train, splits.val, None
     generated_holdout = False

@@ -50,7 +50,7 @@ from lossbench.errors import UserError
 from lossbench.losses import build_loss, check_spec
 from lossbench.losses.combine import DeepSupervision
 from lossbench.metrics import MAIN_METRIC, TaskMetrics, shot_accuracies
-from lossbench.models import build_model, model_layout, parameter_groups
+from lossbench.models import build_model, check_model, model_layout, parameter_groups
 
 __all__ = ["resume", "train"]
 
@@ -66,9 +66,10 @@ def train(
     Under torchrun this runs data-parallel; only rank 0 writes the run folder
     and logs. ``on_epoch_end(epoch)`` is called on every rank after the
     epoch's checkpoint is written. A loss spec with a typo is refused (naming
-    the config file and ``loss``) before any data is read.
+    the config file and ``loss``) before any data is read, and so is an unknown model.
     """
     check_spec(exp.loss, exp.where("loss"))
+    check_model(exp.model, exp.task, exp.where("model.name"))
     with session(exp.device) as ctx:
         return _fit(exp, ctx, overwrite, None, log, on_epoch_end)
 

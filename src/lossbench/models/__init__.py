@@ -25,7 +25,7 @@ from lossbench.models.heads import configure_head
 from lossbench.models.registry import MODELS, ModelEntry, ModelLayout
 from lossbench.models.weights import load_backbone_strict, read_state_dict, resolve_pretrained_file
 
-__all__ = ["MODELS", "ModelLayout", "build_model", "model_layout", "parameter_groups", "registry_key"]
+__all__ = ["MODELS", "ModelLayout", "build_model", "check_model", "model_layout", "parameter_groups", "registry_key"]
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -43,11 +43,18 @@ def model_layout(cfg: ModelConfig, model: nn.Module) -> ModelLayout:
     return MODELS.get(registry_key(cfg.name)).layout(model)
 
 
+def check_model(cfg: ModelConfig, task: str, where: str = "model.name") -> ModelEntry:
+    """The registry entry of ``cfg.name`` once it names a model of ``task``; otherwise one line starting with
+    ``where`` (``exp.yaml: model.name``). Needs no data: a run checks its model before reading any."""
+    entry: ModelEntry = MODELS.get(registry_key(cfg.name), where)
+    if entry.task != task:
+        raise UserError(f"{where}: {cfg.name!r} is a {entry.task} model but task is {task!r}")
+    return entry
+
+
 def build_model(cfg: ModelConfig, task: str, num_classes: int, log: Callable[[str], None] = print) -> nn.Module:
     """The configured network, with logits sized for ``num_classes`` and its pretrained weights loaded."""
-    entry: ModelEntry = MODELS.get(registry_key(cfg.name))
-    if entry.task != task:
-        raise UserError(f"model.name: {cfg.name!r} is a {entry.task} model but task is {task!r}")
+    entry = check_model(cfg, task)
     if cfg.stem is not None and cfg.stem not in entry.stems:
         allowed = f"only {', '.join(entry.stems)}" if entry.stems else "no stem option; leave it null"
         raise UserError(f"model.stem: {cfg.name!r} takes {allowed} (got {cfg.stem!r})")
