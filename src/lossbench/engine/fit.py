@@ -41,7 +41,7 @@ from lossbench.engine.ema import build_ema
 from lossbench.engine.loop import EpochResult, TrainLoop, autocast_for, evaluate
 from lossbench.engine.monitor import MetricMonitor, flat_metrics, metric_mode, metric_names, resolve_metric
 from lossbench.engine.optim import build_optimizer, build_scheduler, optimizer_param_groups
-from lossbench.engine.reweighting import DeferredReweighting, cosine_head_warning
+from lossbench.engine.reweighting import DeferredReweighting, run_warnings
 from lossbench.engine.rng import loader_generators, rng_state, seed_everything
 from lossbench.engine.stages import freeze_for_stage, trained_groups
 from lossbench.engine.state import RunState, read_last_checkpoint
@@ -158,9 +158,8 @@ def _fit(
         run.log(f"{exp.name}: {exp.task}, {len(run.data.train)} train / {len(run.data.val)} val images, "
                 f"{run.data.num_classes} classes, model {exp.model.name}, loss {exp.loss}, device {ctx.device}"
                 + (f", {ctx.world_size} processes" if ctx.distributed else ""))
-        head_warning = cosine_head_warning(run.loss_fn, exp.model.head) if exp.task == "classification" else None
-        if head_warning:
-            run.log(head_warning)
+        for warning in run_warnings(run.loss_fn, exp):
+            run.log(warning)
         for index, (first, last) in enumerate(_stage_bounds(exp)):
             if last <= run.state.epoch or run.state.stopped_early:
                 continue
