@@ -54,6 +54,8 @@ def check_model(cfg: ModelConfig, task: str, where: str = "model.name") -> Model
 
 def build_model(cfg: ModelConfig, task: str, num_classes: int, log: Callable[[str], None] = print) -> nn.Module:
     """The configured network, with logits sized for ``num_classes`` and its pretrained weights loaded."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes: must be a whole number of 1 or more, got {num_classes!r}")
     entry = check_model(cfg, task)
     if cfg.stem is not None and cfg.stem not in entry.stems:
         allowed = f"only {', '.join(entry.stems)}" if entry.stems else "no stem option; leave it null"
