@@ -141,3 +141,17 @@ def fill_disk(folder: Path, leave_bytes: int) -> Path:
     with filler.open("wb") as f:
         f.write(b"\0" * size)
     return filler
+
+
+@contextlib.contextmanager
+def read_only_file_system(path: Path):
+    """A real, empty file system mounted read-only at ``path`` (a tmpfs remounted ro; root only, skipped elsewhere)."""
+    import subprocess
+
+    import pytest
+
+    with small_file_system(path, 1) as mounted:
+        res = subprocess.run(["mount", "-o", "remount,ro", str(mounted)], capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot remount a tmpfs read-only here ({res.stderr.strip()})")
+        yield mounted

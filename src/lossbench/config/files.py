@@ -52,7 +52,10 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path}: no such config file")
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); "
+                        "save it as UTF-8") from None
+    except OSError as exc:
         raise UserError(f"{path}: cannot read config ({exc.__class__.__name__}: {exc})") from None
     check_yaml_nesting(text, str(path))
     try:
@@ -134,11 +137,8 @@ def read_data_section(spec: str) -> dict[str, Any] | None:
         return None
     if not path.is_file():
         raise UserError(f"--data {spec!r}: neither a config file nor KEY=VALUE (e.g. --data root=/data/other)")
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: YAML syntax error ({str(exc).splitlines()[0]})") from None
-    if len(docs) != 1 or not isinstance(docs[0], dict):
+    docs = read_documents(path)  # a file that is not UTF-8 YAML, or expands too far, is one line naming it
+    if len(docs) != 1:
         raise UserError(f"{path}: --data takes a file with one experiment or one data section")
     doc = docs[0]
     section = doc.get("data", doc)

@@ -51,7 +51,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _open_temp_sibling(path)
     except OSError as exc:
-        _refuse_when_full(path, len(data), exc)
+        _refuse_full_or_unwritable(path, len(data), exc)
         raise
     try:
         with os.fdopen(fd, "wb") as f:
@@ -62,12 +62,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            _refuse_when_full(path, len(data), exc)
+            _refuse_full_or_unwritable(path, len(data), exc)
         raise
 
 
-def _refuse_when_full(path: Path, size: int, exc: OSError) -> None:
-    """A ``UserError`` naming ``path``, the bytes it needed and the space left, when ``exc`` says the disk is full."""
+#: what stops a write for good: a read-only file system, no permission, a name too long, a file where a folder goes
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST)
+
+
+def _refuse_full_or_unwritable(path: Path, size: int, exc: OSError) -> None:
+    """A ``UserError`` naming ``path``, the bytes it needed and the space left, when ``exc`` says the disk is full,
+    or the reason when the location cannot be written at all."""
+    if exc.errno in UNWRITABLE:
+        raise UserError(f"{path}: cannot write it ({exc.strerror}); choose a writable location") from None
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         return
     try:
@@ -315,6 +322,8 @@ def _check_no_run_is_clobbered(run_dir: Path, overwrite: bool) -> None:
 def check_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Refuse, creating nothing, to clobber a finished or unfinished run, to write a folder another process is
     training in, or to write where no folder can be made."""
+    if "\0" not in str(run_dir):
+        _check_name_length(run_dir)
     run_lock(run_dir).refuse_if_held()
     _check_no_run_is_clobbered(run_dir, overwrite)
     try:
@@ -344,6 +353,35 @@ def create_run_dir(run_dir: Path, overwrite: bool, lock: FolderLock) -> None:
     except BaseException:
         lock.release()
         raise
+
+
+def check_writable_folder(folder: Path, hint: str) -> None:
+    """Create ``folder`` if needed and make sure a file can be created in it (a read-only file system, or a
+    mount root cannot write to, fails here, not after the work); otherwise one line naming it, ending in ``hint``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = _open_temp_sibling(folder / "write-test")
+        os.close(fd)
+        probe.unlink()
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{folder}: cannot write here ({getattr(exc, 'strerror', None) or exc}); {hint}") from None
+
+
+def _check_name_length(run_dir: Path) -> None:
+    """Refuse a run name (or output_dir) longer than the file system allows, naming the limit."""
+    existing = run_dir.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    if len(os.fsencode(run_dir.name)) > name_max:
+        raise UserError(f"{run_dir.parent}: the run name is {len(os.fsencode(run_dir.name))} bytes long, this file "
+                        f"system allows {name_max}; set a shorter name:")
+    if len(os.fsencode(str(run_dir.absolute()))) >= path_max:
+        raise UserError(f"{run_dir.parent}: the run folder's path is longer than this file system allows "
+                        f"({path_max} bytes); choose a shorter output_dir or name:")
 
 
 def _unwritable(run_dir: Path, exc: Exception) -> None:
