@@ -29,14 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lossbench.experiments.report import (
-    compare,
-    group_by_seed,
-    load_sweep,
-    posthoc_groups,
-    setup_document,
-    values_by_seed,
-)
+from lossbench.experiments.report_data import compare, group_by_seed, posthoc_groups, setup_document, values_by_seed
+from lossbench.experiments.results import load_sweep
 from lossbench.experiments.stats import ALPHA, MIN_PAIRS
 
 COLUMNS = {

@@ -78,7 +78,7 @@ def test_every_recipe_validates():
     from pathlib import Path
 
     from lossbench.config import load_experiments, read_documents
-    from lossbench.experiments.sweep import plan_sweep
+    from lossbench.experiments.plan import plan_sweep
 
     recipes = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
     assert recipes

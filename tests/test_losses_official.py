@@ -153,6 +153,16 @@ def test_ldam_is_cross_entropy_of_shifted_scaled_logits_with_pytorch_weights():
     assert loss_parameters(LOSSES.get("ldam")) == {"max_margin": 0.5, "s": 30.0, "weight": None}
 
 
+def test_ldam_without_margin_is_cross_entropy_of_the_scaled_cosine_logits():
+    # the control of the margin: max_margin = 0 leaves F.cross_entropy(s * z, y) on the same head and scale
+    z, y = torch.tensor(Z), torch.tensor(Y)
+    got = build_loss("ldam(s=30, max_margin=0)", 3, class_counts=COUNTS)(z, y)
+    assert got.item() == pytest.approx(F.cross_entropy(30.0 * z, y).item(), rel=1e-5)
+    assert build_loss("ldam(s=30, max_margin=0)", 3, class_counts=COUNTS).expects_cosine_logits is True
+    with pytest.raises(UserError, match="max_margin must be >= 0"):
+        build_loss("ldam(max_margin=-0.1)", 3, class_counts=COUNTS)
+
+
 def test_ldam_says_when_it_expects_cosine_logits():
     assert build_loss("ldam", 3, class_counts=COUNTS).expects_cosine_logits is True
     assert build_loss("ldam(s=1)", 3, class_counts=COUNTS).expects_cosine_logits is False

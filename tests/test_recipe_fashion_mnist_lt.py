@@ -11,7 +11,7 @@ from cli_helper import run_cli
 
 from lossbench.data import prepare_splits
 from lossbench.errors import UserError
-from lossbench.experiments.sweep import plan_sweep
+from lossbench.experiments.plan import plan_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "fashion_mnist_lt.yaml"
@@ -38,7 +38,7 @@ def fake_fashion_mnist(root: Path, train_per_class: int = 120, test_per_class: i
     return root
 
 
-ROWS = 10  # configurations of the zipped grid, each run with every seed
+ROWS = 11  # configurations of the zipped grid, each run with every seed
 
 
 def test_recipes_plan_every_loss_seed_zero_first():
@@ -79,7 +79,8 @@ def test_recipes_follow_the_official_code_where_the_schedule_allows():
             ("cb(base=sigmoid_focal, beta=0.9999, gamma=1.0)", None, "linear", 0.1), ("ce", drw, "linear", None),
             ("ldam(s=30)", None, "cosine", None), ("ldam(s=30)", drw, "cosine", None),
             ("logit_adjusted(tau=1)", None, "linear", None), ("dice", None, "linear", None),
-            ("dsc", None, "linear", None), ("focal(gamma=1) + dice", None, "linear", None)]
+            ("dsc", None, "linear", None), ("focal(gamma=1) + dice", None, "linear", None),
+            ("ldam(s=30, max_margin=0)", None, "cosine", None)]
 
 
 def test_recipe_holds_out_a_balanced_split_before_the_long_tail(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from cli_helper import run_cli
 
 from lossbench.data import prepare_splits
-from lossbench.experiments.sweep import plan_sweep
+from lossbench.experiments.plan import plan_sweep
 from test_scenes import fake_scenes_root
 
 ROOT = Path(__file__).resolve().parents[1]

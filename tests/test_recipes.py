@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import torch
+import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from safetensors.torch import save_file
@@ -123,12 +124,38 @@ def write_cifar10(root: Path) -> None:
         pickle.dump({b"label_names": [n.encode() for n in names], b"num_cases_per_batch": 10000}, f)
 
 
+def test_cifar10_recipe_is_the_original_system_a_resnet50_unet_classifier_with_focal_vs_focal_plus_dsc():
+    from lossbench.experiments.plan import plan_sweep
+    from lossbench.losses import build_loss
+    from lossbench.losses.dsc import SelfAdjustingDiceLoss
+    from lossbench.losses.focal import FocalLoss
+    from lossbench.models import build_model
+
+    plan = plan_sweep(RECIPES / "cifar10_focal_dice.yaml", sweep_dir="/nonexistent")
+    exp = plan.cells[0].experiment
+    assert [c.experiment.loss for c in plan.cells if c.experiment.seed == 0] == [
+        "focal(gamma=2)", "focal(gamma=2) + dsc", "focal(gamma=2) + dice"]
+    assert sorted({c.experiment.seed for c in plan.cells}) == [0, 1, 2]
+    assert exp.data.eval_split == "val" and plan.report[plan.cells[0].document]["epoch"] == "best"
+    model = build_model(exp.model, "classification", 4)
+    encoder = model.encoder  # the U-Net's encoder, kept by the classifier (its decoder is not)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in encoder.modules()) == 53  # ResNet-50: 49 + 4 downsamples
+    assert encoder.layer1[0].conv3.out_channels == 256  # bottleneck blocks (ResNet-18/34 have none)
+    loss = build_loss("focal(gamma=2) + dsc", 4, class_counts=[40, 20, 10, 5])
+    kinds = [type(m) for m in loss.modules()]
+    assert FocalLoss in kinds and SelfAdjustingDiceLoss in kinds
+    z, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    focal = build_loss("focal(gamma=2)", 4)(z, y)
+    dsc = build_loss("dsc", 4)(z, y)
+    assert loss(z, y).item() == pytest.approx((focal + dsc).item(), rel=1e-6)
+
+
 def test_cifar10_focal_dice(caches):
     write_cifar10(caches / "cifar")
     out = caches / "runs" / "cifar"
     rows, _ = sweep("cifar10_focal_dice.yaml", out, *SMALL, f"data.root={caches / 'cifar'}",
-                    "data.image_size=16", "batch_size=8")
-    assert [r["loss"] for r in rows] == ["focal(gamma=2)", "focal(gamma=2) + dice"]
+                    "data.image_size=16", "batch_size=8", "model.encoder=resnet18")
+    assert [r["loss"] for r in rows] == ["focal(gamma=2)", "focal(gamma=2) + dsc", "focal(gamma=2) + dice"]
     for row in rows:
         s = summary(out, row)
         assert s["class_names"] == ["cat", "deer", "dog", "horse"]
@@ -163,7 +190,7 @@ def test_retinopathy_transfer_grid_then_focal_on_the_best_cell(caches):
     fake_torchvision_imagenet(caches, "resnet50")
     write_retinopathy(caches / "dr")
     out = caches / "runs" / "retinopathy"
-    rows, _ = sweep("retinopathy.yaml", out, "epochs=1", "data.num_workers=0",
+    rows, _ = sweep("retinopathy.yaml", out, "epochs=1", "data.num_workers=0", "grid.seed=[0]",
                     f"data.root={caches / 'dr'}", "data.image_size=16")
     assert [(r["document"], r["model.pretrained"]) for r in rows] == [
         ("retinopathy-resnet18", "imagenet"), ("retinopathy-resnet18", ""),
@@ -246,7 +273,7 @@ def test_oxford_pet_losses(caches):
     fake_smp_imagenet(caches, "resnet34")
     write_oxford_pet(caches / "pets")
     out = caches / "runs" / "pets"
-    rows, _ = sweep("oxford_pet_losses.yaml", out, "epochs=1", "data.num_workers=0",
+    rows, _ = sweep("oxford_pet_losses.yaml", out, "epochs=1", "data.num_workers=0", "grid.seed=[0]",
                     f"data.root={caches / 'pets'}", "data.image_size=32")
     assert [r["loss"] for r in rows] == ["ce", "dice", "focal(gamma=2)"]
     for row in rows:
@@ -328,8 +355,8 @@ def test_dsb2018_nested_unet(caches):
     assert len(list((prepared / "masks" / "0").glob("*.png"))) == 8
     out = caches / "runs" / "dsb"
     rows, _ = sweep("dsb2018_nested_unet.yaml", out, "epochs=1", f"data.root={prepared}",
-                    "data.image_size=16")
-    assert [r["loss"] for r in rows] == ["bce_dice", "lovasz_hinge"]
+                    "data.image_size=16", "grid.seed=[0]")
+    assert [r["loss"] for r in rows] == ["bce_dice(per_image=true, smooth=0.00001)", "lovasz_hinge"]
     for row in rows:
         s = summary(out, row)
         assert s["class_names"] == ["nucleus"]
@@ -353,3 +380,25 @@ def test_dsb2018_nested_unet(caches):
     assert len(masks) == 8 and all(set(np.unique(m)) <= {0, 1} for m in masks.values())
     val = [Path(name).stem for name in json.loads((run / "split.json").read_text())["val"]]
     assert sum(int(masks[v].sum()) for v in val) == evaluated["per_class"][0]["predicted"]  # same pixels as eval
+
+
+def test_dsb2018_recipe_loss_is_the_reference_bce_dice_and_min_lr():
+    """4uiiurz1/pytorch-nested-unet: losses.py BCEDiceLoss and train.py's CosineAnnealingLR(eta_min=min_lr 1e-5)."""
+    from lossbench.experiments.plan import plan_sweep
+    from lossbench.losses import build_loss
+
+    plan = plan_sweep(RECIPES / "dsb2018_nested_unet.yaml", sweep_dir="/nonexistent")
+    exp = plan.cells[0].experiment
+    assert exp.optimizer.lr * exp.scheduler.min_lr_factor == pytest.approx(1e-5)
+    assert sorted({c.experiment.seed for c in plan.cells}) == [0, 1, 2]
+    loss = build_loss(exp.loss, 1, task="segmentation")
+    torch.manual_seed(0)
+    z = torch.randn(4, 1, 8, 8) * 3
+    y = (torch.rand(4, 1, 8, 8) > 0.7).float()
+    y[1] = 0  # an image without nuclei: its Dice is smooth / (sum p + smooth), as in the reference
+    bce = F.binary_cross_entropy_with_logits(z, y)
+    p, t = torch.sigmoid(z).view(4, -1), y.view(4, -1)
+    dice = (2 * (p * t).sum(1) + 1e-5) / (p.sum(1) + t.sum(1) + 1e-5)
+    reference = 0.5 * bce + 1 - dice.sum() / 4
+    assert loss(z, y).item() == pytest.approx(reference.item(), rel=1e-6)
+    assert build_loss("bce_dice", 1, task="segmentation")(z, y).item() != pytest.approx(reference.item(), rel=1e-3)

@@ -13,15 +13,10 @@ import yaml
 from scipy import stats as sps
 
 from lossbench.errors import UserError
-from lossbench.experiments.report import (
-    build_report,
-    compare,
-    group_by_seed,
-    load_sweep,
-    per_class_values,
-    setup_document,
-    summed_confusion,
-)
+from lossbench.experiments.report import build_report
+from lossbench.experiments.report_data import compare, group_by_seed, setup_document
+from lossbench.experiments.report_figures import per_class_values, summed_confusion
+from lossbench.experiments.results import load_sweep
 from lossbench.experiments.stats import holm_adjust
 
 CLASSES = ["a", "b", "c"]
@@ -209,3 +204,26 @@ def test_options_of_an_unnamed_single_document_saved_under_the_old_key_still_app
     root = write_sweep(tmp_path, {"exp": {"ce": [0.6, 0.7], "focal": [0.65, 0.7]}},
                        {"exp-0": {"baseline": {"loss": "focal"}}})
     assert setup_of(root).baseline.label == "loss=focal"
+
+
+@pytest.mark.parametrize("loss, drw_epoch, plain", [
+    ("ce", None, True), ("ce()", None, True), (" ce ( ) ", None, True), ({"name": "ce"}, None, True),
+    ("ce", 3, False), ("ce(label_smoothing=0.1)", None, False), ("0.5 * ce", None, False),
+    ("ce + dice", None, False), ("focal", None, False), ("la_ce", None, False),
+])
+def test_plain_ce_is_asked_of_the_typed_config(loss, drw_epoch, plain):
+    """report.posthoc_la adjusts only runs that trained plain ce: the spec parsed, not its text compared."""
+    from lossbench.config import validate_experiment
+    from lossbench.experiments.report_data import trains_plain_ce
+
+    exp = validate_experiment({"task": "classification", "loss": loss, "drw_epoch": drw_epoch}, "exp.yaml")
+    assert trains_plain_ce(exp) is plain
+    assert trains_plain_ce(None) is False
+
+
+def test_the_evaluated_split_is_read_from_each_cell_config(tmp_path):
+    root = write_sweep(tmp_path, {"doc": {"ce": [0.6, 0.7, 0.8], "focal": [0.6, 0.7, None]}}, eval_split="test")
+    setup = setup_of(root)
+    assert setup.eval_split == "test" and setup.epoch == "final"
+    assert all(exp is not None and exp.data.eval_split == "test" for exp in setup.configs.values())
+    assert len(setup.configs) == 6

@@ -10,7 +10,8 @@ from cli_helper import run_cli
 from lossbench.cli import main
 from lossbench.errors import UserError
 from lossbench.experiments.report import build_report
-from lossbench.experiments.sweep import SweepLock, plan_sweep
+from lossbench.experiments.plan import plan_sweep
+from lossbench.experiments.sweep import SweepLock
 
 SWEEP = """
 name: tiny
@@ -136,7 +137,8 @@ def test_an_unnamed_single_document_keeps_its_report_options(tiny_config):
 
 
 def test_interrupted_cell_is_continued_with_resume_and_a_changed_one_restarts(tiny_config, tmp_path, forked_cells):
-    from lossbench.experiments.sweep import resumable, run_cell
+    from lossbench.experiments.cells import resumable
+    from lossbench.experiments.sweep import run_cell
 
     text = SWEEP.replace("epochs: 1", "epochs: 2").replace(
         '  loss: [ce, focal(gamma=2), "focal(gamma=-1)"]\n  seed: [0, 1]\n', "  seed: [0]\n").replace(

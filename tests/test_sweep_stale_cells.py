@@ -21,9 +21,9 @@ from PIL import Image
 
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
-from lossbench.experiments.sweep import (
-    Cell, cell_status, cells_to_run, changed_cells, changed_setting, plan_sweep, run_sweep,
-)
+from lossbench.experiments.cells import cell_status, changed_cells, changed_setting
+from lossbench.experiments.plan import Cell, plan_sweep
+from lossbench.experiments.sweep import cells_to_run, run_sweep
 
 CSV_SWEEP = """
 output_dir: OUT

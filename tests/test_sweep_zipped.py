@@ -5,8 +5,9 @@ import json
 import pytest
 
 from lossbench.errors import UserError
-from lossbench.experiments.report import group_by_seed
-from lossbench.experiments.sweep import plan_sweep, write_results
+from lossbench.experiments.report_data import group_by_seed
+from lossbench.experiments.plan import plan_sweep
+from lossbench.experiments.results import write_results
 
 BASE = """
 name: zip

@@ -7,11 +7,11 @@ import pytest
 
 from lossbench.cli import main
 from lossbench.errors import UserError
-from lossbench.experiments.sweep import plan_sweep
-from lossbench.experiments.tune import (StudyRun, format_spec, loss_key_applies, plan_tuning, set_loss_param,
-                                        trial_cell)
+from lossbench.experiments.plan import plan_sweep
+from lossbench.experiments.tune import StudyRun
+from lossbench.experiments.tune_plan import loss_key_applies, plan_tuning, set_loss_param, trial_cell
 from lossbench.experiments.tuning_report import side_by_side, studies_table
-from lossbench.losses.spec import parse_spec
+from lossbench.losses.spec import format_spec, parse_spec
 
 HEAD = """\
 name: tiny
@@ -191,7 +191,7 @@ def test_a_study_without_a_completed_trial_records_its_tuned_cells_as_failed(tin
     import optuna
     from optuna.trial import TrialState
 
-    from lossbench.experiments.sweep import cell_status
+    from lossbench.experiments.cells import cell_status
     from lossbench.experiments.tune import add_tuned_cells
 
     plan = plan_sweep(tiny_config(HEAD + TUNE.replace("trials: 4", "trials: 2")))

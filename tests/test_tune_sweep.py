@@ -197,7 +197,7 @@ def test_tuned_sweep_resumes_after_a_kill_and_runs_the_same_on_ray(tmp_path, ray
     assert "Tuning: the same budget for every configuration" in report and "tiny-tuned-trials.png" in report
 
     from lossbench.experiments.backends import RayBackend
-    from lossbench.experiments.sweep import plan_sweep
+    from lossbench.experiments.plan import plan_sweep
     from lossbench.experiments.tune import run_tuned_sweep
 
     on_ray = tmp_path / "ray"

@@ -133,8 +133,9 @@ def sweep(config: str | Path, *, jobs: int = 1, out: str | Path | None = None, l
     same config and data. A finished cell trained on another config or other
     data is a UserError, unless ``rerun_changed`` trains it again.
     """
+    from lossbench.experiments.plan import plan_sweep
     from lossbench.experiments.report import build_report
-    from lossbench.experiments.sweep import plan_sweep, run_sweep
+    from lossbench.experiments.sweep import run_sweep
 
     plan = plan_sweep(config, _overrides(overrides), out)
     rows = run_sweep(plan, jobs=jobs, log=log, rerun_changed=rerun_changed)

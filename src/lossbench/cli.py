@@ -46,13 +46,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from lossbench.experiments.backends import open_backend
+    from lossbench.experiments.plan import plan_sweep
     from lossbench.experiments.report import build_report
-    from lossbench.experiments.sweep import plan_sweep, run_sweep
+    from lossbench.experiments.sweep import run_sweep
 
     start = time.perf_counter()
     plan = plan_sweep(args.config, args.set, args.out)
     if plan.tune:  # a tune: section: its mistakes are reported before Ray or any trial starts
-        from lossbench.experiments.tune import plan_tuning, run_tuned_sweep
+        from lossbench.experiments.tune import run_tuned_sweep
+        from lossbench.experiments.tune_plan import plan_tuning
 
         studies = plan_tuning(plan)
     with open_backend(args.backend, args.address, args.jobs) as backend:
@@ -122,7 +124,7 @@ def _data_experiments(config: str, overrides: list[str]) -> list:
 
     if not any("grid" in doc for doc in read_documents(Path(config))):
         return load_experiments(config, overrides)
-    from lossbench.experiments.sweep import plan_sweep
+    from lossbench.experiments.plan import plan_sweep
 
     firsts: dict[tuple[str, str], object] = {}
     for cell in plan_sweep(config, overrides).cells:

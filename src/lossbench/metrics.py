@@ -24,7 +24,9 @@ same prediction thus have the same ``fg_miou``, while their ``miou`` differ
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 
 import torch
 from torchmetrics.classification import (
@@ -39,6 +41,62 @@ from lossbench.errors import UserError
 from lossbench.losses.common import canonical_target, is_sigmoid_target
 
 MAIN_METRIC = {"classification": "balanced_accuracy", "segmentation": "miou"}
+TASKS = ("classification", "segmentation")
+
+
+@dataclass(frozen=True)
+class MetricFacts:
+    """What the code around a metric must know about it, written once (:data:`METRICS`).
+
+    ``name``: its key in :meth:`TaskMetrics.compute` and metrics.csv (``val_<name>``);
+    ``tasks``: the tasks whose runs measure it; ``higher_is_better``: whether the
+    best epoch, early stopping and tuning maximise it; ``per_class``: one value per
+    class (columns ``val_<name>_<k>``); ``display``: its name for people;
+    ``value_range``: the interval its values lie in.
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    higher_is_better: bool
+    per_class: bool
+    display: str
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+
+CLASSIFICATION, SEGMENTATION = ("classification",), ("segmentation",)
+#: every metric a run records, in the order reports show them (per task)
+METRICS: tuple[MetricFacts, ...] = (
+    MetricFacts("balanced_accuracy", CLASSIFICATION, True, False, "balanced accuracy"),
+    MetricFacts("accuracy", CLASSIFICATION, True, False, "accuracy"),
+    MetricFacts("macro_f1", CLASSIFICATION, True, False, "macro-F1"),
+    MetricFacts("quadratic_kappa", CLASSIFICATION, True, False, "quadratic weighted kappa", (-1.0, 1.0)),
+    MetricFacts("ece", CLASSIFICATION, False, False, "expected calibration error"),
+    MetricFacts("many_shot_accuracy", CLASSIFICATION, True, False, "many-shot accuracy"),
+    MetricFacts("medium_shot_accuracy", CLASSIFICATION, True, False, "medium-shot accuracy"),
+    MetricFacts("few_shot_accuracy", CLASSIFICATION, True, False, "few-shot accuracy"),
+    MetricFacts("recall", CLASSIFICATION, True, True, "recall"),
+    MetricFacts("miou", SEGMENTATION, True, False, "mIoU"),
+    MetricFacts("dice", SEGMENTATION, True, False, "mean Dice"),
+    MetricFacts("pixel_accuracy", SEGMENTATION, True, False, "pixel accuracy"),
+    MetricFacts("fg_miou", SEGMENTATION, True, False, "foreground mIoU"),
+    MetricFacts("iou", SEGMENTATION, True, True, "IoU"),
+    MetricFacts("per_class_dice", SEGMENTATION, True, True, "Dice"),
+    MetricFacts("loss", TASKS, False, False, "loss", (0.0, math.inf)),
+)
+_BY_NAME = {m.name: m for m in METRICS}
+
+
+def metric_facts(name: str) -> MetricFacts:
+    """The facts of the metric called ``name``; a UserError listing the known metrics otherwise."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise UserError(f"unknown metric {name!r}; known metrics: {', '.join(_BY_NAME)}") from None
+
+
+def task_metrics(task: str) -> list[MetricFacts]:
+    """The metrics runs of ``task`` record, in the table's order."""
+    return [m for m in METRICS if task in m.tasks]
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -108,7 +166,7 @@ def foreground_miou(iou: torch.Tensor) -> float:
     return _nanmean(iou[1:])
 
 
-SHOT_METRICS = ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
+SHOT_METRICS = ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")  # computed by shot_accuracies
 
 
 def shot_accuracies(recall: list[float], train_counts: list[int], many: int = 100, few: int = 20

@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from lossbench.engine import runfolder
-from lossbench.experiments.sweep import cell_status, plan_sweep
+from lossbench.experiments.cells import cell_status
+from lossbench.experiments.plan import plan_sweep
 
 from .helpers import TALLY, assert_refused_in_one_line, class_folder, csv_dataset, run_cli, tree_hash
 from .test_bad_input_corpus import Setup, experiment

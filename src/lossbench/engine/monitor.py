@@ -4,18 +4,18 @@
 
 A metric is any metrics.csv column (``val_macro_f1``, ``val_iou_2``,
 ``val_loss``, ``train_loss``); a bare name means its validation value.
-Losses are minimized and everything else maximized unless a mode says otherwise.
+Which columns exist and whether each is maximized or minimized (``auto``
+mode) come from the table of metric facts, :data:`lossbench.metrics.METRICS`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-import torch
-
 from lossbench.errors import UserError
-from lossbench.metrics import MAIN_METRIC, SHOT_METRICS, metrics_from_confusion
+from lossbench.metrics import MAIN_METRIC, METRICS, MetricFacts, metric_facts, task_metrics
 
 
 def flat_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -64,12 +64,17 @@ class MetricMonitor:
         self.best, self.bad_epochs = state["best"], state["bad_epochs"]
 
 
+def metric_columns(facts: MetricFacts, prefix: str, num_classes: int) -> list[str]:
+    """The metrics.csv columns of one metric: ``<prefix><name>``, or one per class ``<prefix><name>_<k>``."""
+    if facts.per_class:
+        return [f"{prefix}{facts.name}_{k}" for k in range(num_classes)]
+    return [f"{prefix}{facts.name}"]
+
+
 def metric_names(task: str, num_classes: int) -> list[str]:
-    """Every column of metrics.csv a tracker may watch."""
-    main = MAIN_METRIC[task]
-    val = flat_metrics("val_", metrics_from_confusion(torch.eye(num_classes), task))
-    shots = [f"val_{name}" for name in SHOT_METRICS] if task == "classification" else []
-    return ["train_loss", f"train_{main}", "val_loss", *val, *shots]
+    """Every column of metrics.csv a monitor may watch: the training loss and main metric, every validation metric."""
+    val = [column for facts in task_metrics(task) for column in metric_columns(facts, "val_", num_classes)]
+    return ["train_loss", f"train_{MAIN_METRIC[task]}", *val]
 
 
 def resolve_metric(name: str, names: list[str], key: str) -> str:
@@ -80,6 +85,17 @@ def resolve_metric(name: str, names: list[str], key: str) -> str:
     raise UserError(f"{key}: unknown metric {name!r}; choose one of {', '.join(names)}")
 
 
+def column_facts(column: str) -> MetricFacts:
+    """The facts of the metric a metrics.csv column holds (``val_recall_3`` -> recall, ``train_loss`` -> loss)."""
+    name = re.sub(r"^(?:train|val)_", "", column)
+    per_class = re.fullmatch(r"(.+)_\d+", name)
+    if per_class and name not in {m.name for m in METRICS}:
+        name = per_class.group(1)
+    return metric_facts(name)
+
+
 def metric_mode(name: str, mode: str) -> str:
-    """``auto``: losses are minimized, every other metric maximized."""
-    return mode if mode != "auto" else ("min" if name.endswith("loss") else "max")
+    """``auto``: ``max`` for a metric whose higher values are better, ``min`` otherwise (losses, ece)."""
+    if mode != "auto":
+        return mode
+    return "max" if column_facts(name).higher_is_better else "min"

@@ -13,7 +13,6 @@ comparison is the report's, passed in as ``compare``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,15 @@ from typing import Any
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from lossbench.experiments.layout import file_slug, studies_path
 from lossbench.plots import figure_png, plt
-
-STUDIES_JSON = Path("tune") / "studies.json"
 
 Table = tuple[list[str], list[list[str]]]
 
 
 def read_studies(sweep_dir: Path) -> dict[str, Any]:
     """Tuned document name -> its tuning settings and studies; empty for a sweep that did not tune."""
-    path = Path(sweep_dir) / STUDIES_JSON
+    path = studies_path(sweep_dir)
     if not path.is_file():
         return {}
     return json.loads(path.read_text(encoding="utf-8")).get("tuned_documents", {})
@@ -136,7 +134,7 @@ def tuning_blocks(sweep_dir: Path, document: str, by_doc: dict[str, list[Any]], 
         return []
     blocks: list[tuple[Any, ...]] = [("heading", "Tuning: the same budget for every configuration", 3),
                                      ("para", protocol(info)), ("table", *studies_table(info))]
-    slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", document)
+    slug = file_slug(document)
     blocks.append(("image", plot_trial_history(info), f"{slug}-trials.png",
                    f"{document}: {info['metric']} per trial (red crosses: pruned)"))
     untuned = by_doc.get(info["document"]) or []

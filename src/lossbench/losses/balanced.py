@@ -111,6 +111,10 @@ class LDAMLoss(ClassWeighted):
     per-class sample weights (mean normalised by them,
     :mod:`lossbench.losses.weights`); deferred re-weighting (DRW) is the
     engine's ``drw_epoch`` option, which calls ``set_class_weights``.
+
+    ``max_margin=0`` is the control for the margin: cross-entropy of
+    ``s * z`` on the same cosine head and scale, with nothing else changed
+    (``ldam(max_margin=0)`` vs ``ldam`` separates the margin from the head).
     """
 
     moved_parameters = {
@@ -121,8 +125,8 @@ class LDAMLoss(ClassWeighted):
 
     def __init__(self, ctx: LossContext, max_margin: float = 0.5, s: float = 30.0, weight=None) -> None:
         super().__init__(ctx, class_weights(weight, ctx))
-        if max_margin <= 0 or s <= 0:
-            raise ValueError(f"max_margin and s must be > 0, got max_margin={max_margin}, s={s}")
+        if max_margin < 0 or s <= 0:
+            raise ValueError(f"max_margin must be >= 0 and s > 0, got max_margin={max_margin}, s={s}")
         counts = class_counts_tensor(ctx, "ldam")
         m = counts.pow(-0.25)
         self.register_buffer("margins", (m * (max_margin / m.max())).float(), persistent=False)

@@ -40,13 +40,18 @@ class BCEDiceLoss(nn.Module):
     """bce_weight * BCE + dice_weight * Dice, default 0.5 BCE + Dice (binary / multi-label segmentation).
 
     With class-index targets the cross-entropy term is the softmax ``ce``, so
-    both terms see the same softmax model.
+    both terms see the same softmax model. ``smooth`` and ``per_image`` are the
+    Dice term's. ``bce_dice(per_image=true, smooth=1e-5)`` is the ``BCEDiceLoss``
+    of the nested U-Net's reference code (4uiiurz1/pytorch-nested-unet,
+    losses.py): 0.5 BCE + 1 - the mean over images of each image's Dice with
+    smoothing 1e-5.
     """
 
     def __init__(self, ctx: LossContext, bce_weight: float = 0.5, dice_weight: float = 1.0,
-                 smooth: float | None = None) -> None:
+                 smooth: float | None = None, per_image: bool = False) -> None:
         super().__init__()
-        self.bce, self.ce, self.dice = BinaryCrossEntropy(ctx), CrossEntropy(ctx), DiceLoss(ctx, smooth=smooth)
+        self.bce, self.ce = BinaryCrossEntropy(ctx), CrossEntropy(ctx)
+        self.dice = DiceLoss(ctx, smooth=smooth, per_image=per_image)
         self.bce_weight, self.dice_weight = float(bce_weight), float(dice_weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

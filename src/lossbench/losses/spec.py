@@ -156,3 +156,31 @@ def parse_spec(spec: str | dict[str, Any] | list[Any]) -> list[Term]:
     if len(terms) > MAX_TERMS:
         raise _too_many_terms(spec)
     return terms
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def format_spec(terms: list[Any]) -> str:
+    """A spec string that :func:`lossbench.losses.spec.parse_spec` reads back as ``terms``."""
+    text = ""
+    for term in terms:
+        call = term.name + (f"({', '.join(f'{k}={_literal(v)}' for k, v in term.params.items())})"
+                            if term.params else "")
+        weight = abs(term.weight)
+        part = call if weight == 1 else f"{weight!r} * {call}"
+        text = (f"-{part}" if term.weight < 0 else part) if not text else \
+            f"{text} {'-' if term.weight < 0 else '+'} {part}"
+    return text
+
+
+def is_plain_loss(spec: Any, name: str) -> bool:
+    """Whether ``spec`` is the loss ``name`` alone: one term, no parameters, weight 1 (``ce``, ``ce()``)."""
+    try:
+        terms = parse_spec(spec)
+    except UserError:
+        return False
+    return len(terms) == 1 and terms[0].name == name and not terms[0].params and terms[0].weight == 1.0
