@@ -69,7 +69,7 @@ def train(
     the config file and ``loss``) before any data is read, and so is an unknown model.
     """
     check_spec(exp.loss, exp.where("loss"))
-    check_model(exp.model, exp.task, exp.where("model.name"))
+    check_model(exp.model, exp.task, exp.where("model"))
     with session(exp.device) as ctx:
         return _fit(exp, ctx, overwrite, None, log, on_epoch_end)
 

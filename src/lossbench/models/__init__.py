@@ -43,12 +43,24 @@ def model_layout(cfg: ModelConfig, model: nn.Module) -> ModelLayout:
     return MODELS.get(registry_key(cfg.name)).layout(model)
 
 
-def check_model(cfg: ModelConfig, task: str, where: str = "model.name") -> ModelEntry:
-    """The registry entry of ``cfg.name`` once it names a model of ``task``; otherwise one line starting with
-    ``where`` (``exp.yaml: model.name``). Needs no data: a run checks its model before reading any."""
-    entry: ModelEntry = MODELS.get(registry_key(cfg.name), where)
+def check_model(cfg: ModelConfig, task: str, where: str = "model") -> ModelEntry:
+    """The registry entry of ``cfg.name`` once it names a model of ``task`` that takes ``cfg``'s options; otherwise
+    one line naming the key under ``where`` (the section: ``exp.yaml: model``). Needs no data and builds nothing:
+    a run checks its model before reading any, a tuning plan every value it may try."""
+    entry: ModelEntry = MODELS.get(registry_key(cfg.name), f"{where}.name")
     if entry.task != task:
-        raise UserError(f"{where}: {cfg.name!r} is a {entry.task} model but task is {task!r}")
+        raise UserError(f"{where}.name: {cfg.name!r} is a {entry.task} model but task is {task!r}")
+    if cfg.stem is not None and cfg.stem not in entry.stems:
+        allowed = f"only {', '.join(entry.stems)}" if entry.stems else "no stem option; leave it null"
+        raise UserError(f"{where}.stem: {cfg.name!r} takes {allowed} (got {cfg.stem!r})")
+    if cfg.deep_supervision and not entry.deep_supervision:
+        raise UserError(f"{where}.deep_supervision: {cfg.name!r} has no side outputs; use nested_unet or set it false")
+    if cfg.pretrained == "imagenet" and not entry.imagenet:
+        raise UserError(f"{where}.pretrained: {cfg.name!r} has no ImageNet weights; use null, a weights file or a run")
+    if entry.task != "classification" and (cfg.head != "linear" or cfg.bias_prior is not None):
+        key = "head" if cfg.head != "linear" else "bias_prior"
+        raise UserError(f"{where}.{key}: is a classifier option and {cfg.name!r} is a {entry.task} model; "
+                        f"remove model.{key}")
     return entry
 
 
@@ -57,17 +69,6 @@ def build_model(cfg: ModelConfig, task: str, num_classes: int, log: Callable[[st
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes: must be a whole number of 1 or more, got {num_classes!r}")
     entry = check_model(cfg, task)
-    if cfg.stem is not None and cfg.stem not in entry.stems:
-        allowed = f"only {', '.join(entry.stems)}" if entry.stems else "no stem option; leave it null"
-        raise UserError(f"model.stem: {cfg.name!r} takes {allowed} (got {cfg.stem!r})")
-    if cfg.deep_supervision and not entry.deep_supervision:
-        raise UserError(f"model.deep_supervision: {cfg.name!r} has no side outputs; use nested_unet or set it false")
-    if cfg.pretrained == "imagenet" and not entry.imagenet:
-        raise UserError(f"model.pretrained: {cfg.name!r} has no ImageNet weights; use null, a weights file or a run")
-    if entry.task != "classification" and (cfg.head != "linear" or cfg.bias_prior is not None):
-        key = "head" if cfg.head != "linear" else "bias_prior"
-        raise UserError(f"model.{key}: is a classifier option and {cfg.name!r} is a {entry.task} model; "
-                        f"remove model.{key}")
     model = entry.build(cfg, num_classes)
     configure_head(model, cfg, entry.layout(model).head)
     if cfg.pretrained not in (None, "imagenet"):
