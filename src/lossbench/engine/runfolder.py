@@ -137,18 +137,21 @@ def is_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / SUMMARY).is_file()
 
 
+def read_json_record(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON object lossbench wrote (a summary, a sweep's record); one line naming the file and ending in ``fix``
+    (what to do) when it is cut off, damaged or not an object."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: cannot be read as JSON ({type(exc).__name__}: cut off or damaged); {fix}") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: holds a {type(record).__name__}, not what lossbench writes there; {fix}")
+    return record
+
+
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """A finished run's ``summary.json``; one line naming the file when it cannot be read."""
-    path = run_dir / SUMMARY
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: cannot be read as JSON ({type(exc).__name__}); the run's record is damaged, "
-                        "train it again with --overwrite") from None
-    if not isinstance(summary, dict):
-        raise UserError(f"{path}: holds a {type(summary).__name__}, not a run's summary; "
-                        "train it again with --overwrite")
-    return summary
+    return read_json_record(run_dir / SUMMARY, "the run's record is damaged, train it again with --overwrite")
 
 
 #: a new best.pt waits here until last.pt, which records which epoch is best, has been written

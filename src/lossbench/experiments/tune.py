@@ -348,7 +348,6 @@ def open_studies(db: Path, studies: list[StudyPlan]) -> list[StudyRun]:
 
 def run_studies(plan: SweepPlan, studies: list[StudyPlan], backend: Any, log) -> set[str]:
     """Run every study to its budget, then add the tuned cells to the plan (a :func:`run_sweep` ``prepare``)."""
-    optuna = import_optuna()
     start = time.perf_counter()
     tune_dir(plan.sweep_dir).mkdir(parents=True, exist_ok=True)
     runs = open_studies(plan.sweep_dir / TUNE_DB, studies)
