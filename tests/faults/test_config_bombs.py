@@ -28,6 +28,11 @@ def alias_bomb(key: str, levels: int = 9, indent: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+#: ten grid keys of ten values each: 10^10 cells from 400 bytes
+TEN_KEYS = ("seed", "batch_size", "epochs", "data.train_per_class", "data.val_per_class", "data.image_size",
+            "drw_epoch", "optimizer.warmup_epochs", "data.num_workers", "grad_accumulation")
+
+
 def nested(depth: int) -> str:
     return "loss: " + "[" * depth + "ce" + "]" * depth + "\n"
 
@@ -37,6 +42,9 @@ CASES = {
     "loss-alias-bomb-10^9": (alias_bomb("loss"), "train", ["loss: expands to more than 100000 values"]),
     "grid-alias-bomb-10^9": ("grid:\n" + alias_bomb("loss", indent="  "), "sweep",
                              ["grid: expands to more than 100000 values"]),
+    "grid-of-10^10-cells": ("grid:\n" + "".join(f"  {key}: [{', '.join(map(str, range(1, 11)))}]\n"
+                                              for key in TEN_KEYS), "sweep",
+                            ["grid: 10 x 10 x 10 x 10 x 10 x 10 x 10 x 10 x 10 x 10 = 10000000000 cells", "split it"]),
     "loss-list-of-200-terms": ("loss: [" + ", ".join(["ce"] * 200) + "]\n", "train", ["sums more than 64 losses"]),
     "loss-spec-of-100-terms": ("loss: " + " + ".join(["ce"] * 100) + "\n", "train", ["sums more than 64 losses"]),
     "nested-40-levels": (nested(40), "train", ["bomb.yaml:7: nested more than 32 levels deep"]),
@@ -80,3 +88,13 @@ def test_api_refuses_shared_lists_fast(tmp_path):
             call()
         assert time.perf_counter() - started < 1.0
     TALLY["config bombs refused in under a second"] += 1
+
+
+def test_jobs_0_is_refused_on_the_command_line(tmp_path):
+    """As it is in the API (it used to run one cell at a time)."""
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(HEAD.format(runs=tmp_path / "runs") + "grid: {seed: [0]}\n")
+    res = run_cli(["sweep", str(cfg), "--jobs", "0"], cwd=tmp_path)
+    assert_refused_in_one_line(res, ["--jobs 0: run at least one cell at a time"])
+    assert not list((tmp_path / "runs").rglob("*.pt"))
+    TALLY["defects refused (in-process)"] += 1
