@@ -62,6 +62,6 @@ def test_eval_data_file_that_is_not_utf8(kept_run, tmp_path):
     other.write_bytes("data: {source: folder, root: caf\xe9}\n".encode("latin-1"))
     before = tree_hash(kept_run)
     res = run_cli(["eval", str(kept_run), "--data", str(other)])
-    assert_refused_in_one_line(res, [str(other), "not UTF-8 text (byte 0xe9 at position 32)", "save it as UTF-8"])
+    assert_refused_in_one_line(res, [str(other), "cannot read it as UTF-8 text (byte 0xe9 at position 32)", "save it as UTF-8"])
     assert tree_hash(kept_run) == before
     TALLY["defects refused (in-process)"] += 1

@@ -53,7 +53,8 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); "
+        raise UserError(f"{path}: cannot read it as UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position "
+                        f"{exc.start}); "
                         "save it as UTF-8") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read config ({exc.__class__.__name__}: {exc})") from None

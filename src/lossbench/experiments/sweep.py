@@ -12,8 +12,6 @@ from writing one folder.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import subprocess
 import sys
@@ -35,39 +33,25 @@ STOP_POLL_SECONDS = 0.5  # how often a cell looks for its stop file (a pruned tr
 
 
 class SweepLock:
-    """An exclusive ``flock`` on the sweep folder; a second sweep refuses with one line."""
+    """An exclusive ``flock`` on the sweep folder (:class:`lossbench.engine.runfolder.FolderLock`); a second sweep
+    refuses with one line."""
 
     def __init__(self, sweep_dir: Path) -> None:
-        self.path = sweep_dir / LOCK_NAME
-        self.fd: int | None = None
+        self.lock = runfolder.FolderLock(sweep_dir, LOCK_NAME, "{folder}: another lossbench sweep (pid {pid}) is "
+                                         "using this folder; wait for it to finish or choose another folder")
 
     def __enter__(self) -> "SweepLock":
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.lock.path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
             reason = getattr(exc, "strerror", None) or exc
-            raise UserError(f"{self.path.parent}: cannot write the sweep folder ({reason}); "
+            raise UserError(f"{self.lock.path.parent}: cannot write the sweep folder ({reason}); "
                             "choose a writable --out or output_dir") from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            raise UserError(
-                f"{self.path.parent}: another lossbench sweep (pid {holder}) is using this folder; "
-                "wait for it to finish or choose another folder"
-            ) from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
+        self.lock.release()
 
 
 def _death_signal_setter() -> Any:
