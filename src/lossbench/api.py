@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import csv
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,11 +56,12 @@ def build_loss(spec: str | dict[str, Any] | list[Any], num_classes: int, task: s
     Raises:
         UserError: an unknown loss or parameter, or a bad value, in one line.
     """
-    from lossbench.losses import build_loss as build
+    from lossbench.losses import build_loss as build, refuse_targets_out_of_range
     from lossbench.plugins import load_entry_points
 
     load_entry_points()  # installed plugin packages' losses
-    return build(spec, num_classes, task, class_counts, ignore_index)
+    loss = build(spec, num_classes, task, class_counts, ignore_index, where="build_loss")
+    return refuse_targets_out_of_range(loss, num_classes, ignore_index)
 
 
 def build_model(name: str, num_classes: int, task: str | None = None, **options: Any) -> nn.Module:
@@ -110,6 +111,9 @@ class TrainedRun:
 def _experiment(config: str | Path | dict[str, Any] | Experiment, overrides: list[str]) -> Experiment:
     if isinstance(config, (str, Path)):
         return load_experiment(config, overrides)
+    if not isinstance(config, (Mapping, Experiment)):
+        raise UserError(f"train: config must be a config file's path, a mapping of config keys or an Experiment, "
+                        f"got {type(config).__name__} {config!r:.40}")
     raw = (config.model_dump(mode="json", exclude=set(RECORDED_KEYS)) if isinstance(config, Experiment)
            else copy.deepcopy(dict(config)))
     return validate_experiment(apply_overrides(raw, overrides), "train")

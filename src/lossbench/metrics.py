@@ -25,6 +25,7 @@ same prediction thus have the same ``fg_miou``, while their ``miou`` differ
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -216,6 +217,37 @@ def normalized_confusion(cm: torch.Tensor) -> torch.Tensor:
     return cm / cm.sum(1, keepdim=True).clamp(min=1)
 
 
+#: float64 K x K matrices alive at once while the metrics are computed from a K x K confusion matrix (its copies,
+#: the kappa's weights and expectations)
+CONFUSION_COPIES = 6
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (``MemAvailable``), or None where that cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_confusion_memory(num_classes: int) -> None:
+    """Refuse, with the numbers, a class count whose confusion matrix (and the metrics computed from it) would not
+    fit in the memory available."""
+    need = CONFUSION_COPIES * 8 * max(num_classes, 2) ** 2
+    free = available_memory()
+    if free is not None and need > free:
+        raise UserError(f"{num_classes} classes: their {num_classes} x {num_classes} confusion matrix and the metrics "
+                        f"computed from it need {need / 2**30:.1f} GB of memory, {free / 2**30:.1f} GB is available; "
+                        "check data.num_classes (or the labels it is inferred from), or choose fewer with data.classes")
+
+
 def summed_over_ranks(counts: torch.Tensor) -> torch.Tensor:
     """``counts`` summed over the DDP ranks (each rank holds its shard's); itself outside DDP."""
     import torch.distributed as dist
@@ -312,6 +344,7 @@ class TaskMetrics(torch.nn.Module):
 
     def __init__(self, task: str, num_classes: int, ignore_index: int = IGNORE_INDEX, calibration_bins: int = 15) -> None:
         super().__init__()
+        check_confusion_memory(num_classes)
         self.task = task
         self.num_classes = num_classes
         self.confusion = ConfusionCounts(max(num_classes, 2), ignore_index)

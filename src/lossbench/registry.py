@@ -62,15 +62,17 @@ class Registry(Generic[T]):
 
         return add
 
-    def get(self, name: str) -> T:
-        """The factory called ``name``; a UserError listing the known names otherwise."""
+    def get(self, name: str, where: str | None = None) -> T:
+        """The factory called ``name``; a UserError listing the known names otherwise, starting with ``where``
+        (``exp.yaml: model.name``) when given."""
         try:
             return self._items[name]
-        except KeyError:
-            close = difflib.get_close_matches(name, self._items, n=1)
+        except (KeyError, TypeError):  # TypeError: not a name at all (a list, a mapping)
+            close = difflib.get_close_matches(name, self._items, n=1) if isinstance(name, str) else []
             hint = f"; did you mean {close[0]!r}?" if close else ";"
             raise UserError(
-                f"unknown {self.kind} {name!r}{hint} known {self.plural}: {', '.join(sorted(self._items))}"
+                (f"{where}: " if where else "")
+                + f"unknown {self.kind} {name!r}{hint} known {self.plural}: {', '.join(sorted(self._items))}"
             ) from None
 
     def discard(self, origin: str) -> list[str]:

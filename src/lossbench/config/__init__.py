@@ -7,7 +7,8 @@ Every mistake in it is reported as one line naming the file and the key.
 The package's modules, each with one job: ``base`` (StrictModel), ``data``
 (the ``data:`` section), ``training`` (model, optimizer, scheduler, stages,
 EMA, early stopping), ``experiment`` (the whole document), ``overrides``
-(``--set``) and ``files`` (reading and validating config files and run folders).
+(``--set``), ``limits`` (how far a config may expand) and ``files``
+(reading and validating config files and run folders).
 """
 
 from lossbench.config.base import StrictModel

@@ -154,7 +154,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         raise UserError("data.classes: class subsets are for classification; remove it for segmentation")
     if cfg.sampler == "balanced" and exp.task != "classification":
         raise UserError("data.sampler: balanced sampling is for classification; use shuffle for segmentation")
-    splits: Splits = source_for_task(cfg.source, exp.task).load(cfg, exp.task, exp.seed)
+    splits: Splits = source_for_task(cfg.source, exp.task, exp.where("data.source")).load(cfg, exp.task, exp.seed)
     _check_declared_count(cfg, splits)
     train, val, holdout = splits.train, splits.val, None
     generated_holdout = False
@@ -194,6 +194,10 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         train = _keep(train, long_tail_indices(_labels(train), len(names), cfg.imbalance_ratio, exp.seed, ranks))
     skipped = [m for s in (splits.train, splits.val, splits.test) if s is not None for m in s.skipped]
     target = splits.target if exp.task == "segmentation" else "label"
+    if exp.task == "classification" and len(names) < 2:
+        where = f" at {cfg.root}" if cfg.root else ""
+        raise UserError(f"the {cfg.source} data{where} has {len(names)} class ({', '.join(names) or 'none'}); "
+                        "a classifier tells at least two apart, add the other classes' images")
     counts = count_classes(train, len(names))
     _warn_empty_classes(cfg, names, counts, "pixels" if exp.task == "segmentation" else "images")
     return PreparedSplits(train, val, test, names, counts, int(cfg.channels), target,
@@ -242,8 +246,9 @@ def _warn_empty_classes(cfg: DataConfig, names: list[str], counts: list[int], un
     empty = [name for name, n in zip(names, counts) if n == 0]
     if empty:
         where = f" at {cfg.root}" if cfg.root else ""
+        shown = ", ".join(map(repr, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         print(f"lossbench: warning: the {cfg.source} data{where} has no training {unit} of class"
-              f"{'es' * (len(empty) > 1)} {', '.join(map(repr, empty))}; the model cannot learn "
+              f"{'es' * (len(empty) > 1)} {shown}; the model cannot learn "
               f"{'them' if len(empty) > 1 else 'it'}", file=sys.stderr)
 
 

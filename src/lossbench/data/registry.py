@@ -90,9 +90,10 @@ def register_source(name: str, *, tasks: tuple[str, ...], shares_cache: bool = F
     return add
 
 
-def source_for_task(name: str, task: str) -> SourceEntry:
-    """The entry of source ``name``; a UserError naming the key to change unless it gives data for ``task``."""
-    entry = SOURCES.get(name)
+def source_for_task(name: str, task: str, where: str | None = None) -> SourceEntry:
+    """The entry of source ``name`` (an unknown name is a UserError naming ``where``, the config file and key);
+    a UserError naming the key to change unless it gives data for ``task``."""
+    entry = SOURCES.get(name, where)
     if task not in entry.tasks:
         raise UserError(f"data.source {name!r} gives {' or '.join(entry.tasks)} data, but task is {task!r}; "
                         f"change task or data.source")

@@ -41,7 +41,7 @@ from lossbench.engine.ema import build_ema
 from lossbench.engine.loop import EpochResult, TrainLoop, autocast_for, evaluate
 from lossbench.engine.monitor import flat_metrics
 from lossbench.engine.optim import build_optimizer, build_scheduler, optimizer_param_groups
-from lossbench.engine.reweighting import DeferredReweighting, cosine_head_warning
+from lossbench.engine.reweighting import DeferredReweighting, run_warnings
 from lossbench.engine.rng import loader_generators, rng_state, seed_everything
 from lossbench.engine.selection import Selection, evaluated_split, figure_title, plan_selection
 from lossbench.engine.stages import freeze_for_stage, trained_groups
@@ -51,7 +51,7 @@ from lossbench.errors import UserError
 from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
 from lossbench.metrics import MAIN_METRIC, TaskMetrics, shot_accuracies
-from lossbench.models import build_model, model_layout, parameter_groups
+from lossbench.models import build_model, check_model, model_layout, parameter_groups
 from lossbench.plugins import load_experiment_code
 
 __all__ = ["resume", "train"]
@@ -63,10 +63,11 @@ def train(exp: Experiment, overwrite: bool = False, log: Callable[[str], Any] = 
 
     Under torchrun this runs data-parallel; only rank 0 writes the run folder
     and logs. ``on_epoch_end(epoch)`` is called on every rank after the
-    epoch's checkpoint is written. A loss spec with a typo or a plugin that does
-    not load is refused (naming the config file and key) before any data is read.
+    epoch's checkpoint is written. A loss spec with a typo, an unknown model or a plugin
+    that does not load is refused (naming the config file and key) before any data is read.
     """
     load_experiment_code(exp)
+    check_model(exp.model, exp.task, exp.where("model"))
     plan_selection(exp, None)  # nothing chosen on the test split: refused before any data is read
     with session(exp.device) as ctx:
         return _fit(exp, ctx, overwrite, None, log, on_epoch_end)
@@ -144,9 +145,9 @@ def _fit(
     on_epoch_end: Callable[[int], Any] | None,
 ) -> dict[str, Any]:
     """Set up, restore or start, run every stage not yet done, summarise; trackers hear when the run fails."""
-    trackers = Trackers(exp, exp.run_dir, enabled=ctx.is_main)
+    trackers, lock = Trackers(exp, exp.run_dir, enabled=ctx.is_main), runfolder.run_lock(exp.run_dir)
     try:
-        run = _set_up(exp, ctx, overwrite or checkpoint is not None, trackers, log, on_epoch_end)
+        run = _set_up(exp, ctx, overwrite or checkpoint is not None, trackers, lock, log, on_epoch_end)
         if checkpoint is not None:
             _restore(run, checkpoint)
         else:
@@ -156,9 +157,8 @@ def _fit(
         run.log(f"{exp.name}: {exp.task}, {len(run.data.train)} train / {len(run.data.val)} val images, "
                 f"{run.data.num_classes} classes, model {exp.model.name}, loss {exp.loss}, device {ctx.device}"
                 + (f", {ctx.world_size} processes" if ctx.distributed else ""))
-        head_warning = cosine_head_warning(run.loss_fn, exp.model.head) if exp.task == "classification" else None
-        if head_warning:
-            run.log(head_warning)
+        for warning in run_warnings(run.loss_fn, exp):
+            run.log(warning)
         for index, (first, last) in enumerate(_stage_bounds(exp)):
             if last <= run.state.epoch or run.state.stopped_early:
                 continue
@@ -169,12 +169,13 @@ def _fit(
         return summary
     finally:
         trackers.finish(failed=True)  # a no-op after a finished run: it has closed them
+        lock.release()
 
 
-def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Trackers, log: Callable[[str], Any],
-            on_epoch_end: Callable[[int], Any] | None) -> Run:
+def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Trackers, lock: runfolder.FolderLock,
+            log: Callable[[str], Any], on_epoch_end: Callable[[int], Any] | None) -> Run:
     """Seeds, data, model, loss, loaders, monitors and the initial state (in this order: it decides what the
-    seeded random streams draw), then the run folder: a run refused on the way leaves no folder behind."""
+    seeded random streams draw), then the run folder and its ``lock``: a run refused on the way leaves no folder."""
     run_on_main(ctx, lambda: runfolder.check_run_dir(exp.run_dir, overwrite))
     device = ctx.device
     autocast = autocast_for(exp.amp, device)
@@ -186,6 +187,7 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
     seed_everything(exp.seed + ctx.rank)
 
     data = build_data(exp)
+    metrics = TaskMetrics(exp.task, data.num_classes, IGNORE_INDEX).to(device)  # refuses classes beyond the memory
     model = build_model(exp.model, exp.task, data.num_classes).to(device)
     if exp.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -193,8 +195,7 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
     for stage in exp.resolved_stages():  # a stage naming an unknown group fails before the first epoch
         trained_groups(parameter_groups(model, head), stage.train)
     loss_fn = DeepSupervision(build_loss(exp.loss, data.num_classes, exp.task, data.class_counts, IGNORE_INDEX,
-                                         where=exp.where("loss")))
-    loss_fn = loss_fn.to(device)
+                                         where=exp.where("loss"))).to(device)
     reweighting = DeferredReweighting(loss_fn, exp.drw_epoch, exp.drw_beta, data.class_counts, exp.loss, device)
     train_loader, val_loader = build_loaders(data, batch_size=exp.batch_size, num_workers=exp.data.num_workers,
                                              seed=exp.seed, world_size=ctx.world_size, rank=ctx.rank)
@@ -207,9 +208,8 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
         ema=build_ema(model, exp.ema.decay) if exp.ema is not None else None,
         scaler=torch.amp.GradScaler(device.type) if exp.amp == "fp16" else None,
     )
-    run_on_main(ctx, lambda: runfolder.create_run_dir(exp.run_dir))
-    return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn, reweighting=reweighting,
-               metrics=TaskMetrics(exp.task, data.num_classes, IGNORE_INDEX).to(device),
+    run_on_main(ctx, lambda: runfolder.create_run_dir(exp.run_dir, overwrite, lock))
+    return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn, reweighting=reweighting, metrics=metrics,
                train_loader=train_loader, val_loader=exact_eval_loader(val_loader, ctx), autocast=autocast,
                main=MAIN_METRIC[exp.task], selection=selection, holdout_loader=holdout_loader, state=state,
                trackers=trackers, log=log if ctx.is_main else (lambda *_: None), on_epoch_end=on_epoch_end)

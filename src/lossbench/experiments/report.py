@@ -34,6 +34,7 @@ from lossbench.experiments.report_ranks import is_permuted, rank_table, seed_dra
 from lossbench.experiments.report_render import ReportPage, render_html, render_markdown
 from lossbench.experiments.results import load_sweep
 from lossbench.experiments.study import study_state
+from lossbench.experiments.study_design import is_posthoc_label, posthoc_label
 
 
 def _data_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: int) -> None:
@@ -58,9 +59,14 @@ def _contrasts_section(doc: ReportPage, setup: DocumentSetup, adjusted: list[Pos
     joins them) and, with sequential seeds, how many seeds each configuration got and why it stopped."""
     study = setup.study
     values = {g.label: values_by_seed(g, setup.metric, setup.epoch) for g in setup.groups}
-    derived = {f"{g.label} + post-hoc LA": v for g, v, _ in adjusted}
-    study = replace(study, pairs=study.pairs + tuple((label, setup.baseline.label) for label in derived))
-    results = study.compare({**values, **derived})
+    derived = {posthoc_label(g.label): v for g, v, _ in adjusted}
+    if not setup.declared_contrasts:  # the default family: each '+ post-hoc LA' row against the baseline too
+        study = replace(study, pairs=study.pairs + tuple((label, setup.baseline.label) for label in derived))
+    missing = sorted({label for pair in study.pairs for label in pair if is_posthoc_label(label)} - set(derived))
+    if missing:
+        doc.warning(f"report.contrasts names {', '.join(missing)}, but post-hoc logit adjustment scores only runs "
+                    "of plain ce; those contrasts have no values.")
+    results = study.compare({**values, **derived, **{label: {} for label in missing}})
     unit = unit_name(metric_range(setup.metric))
     doc.heading(f"Comparisons on {setup.metric}", 3)
     doc.image(plot_forest(results, f"{setup.metric} ({unit})", study.margin), f"{n}-forest.png",

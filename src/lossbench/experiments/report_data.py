@@ -28,7 +28,7 @@ from lossbench.experiments.report_metrics import TABLE_METRICS, lower_is_better,
 from lossbench.experiments.schema import ReportOptions, default_epoch, validate_report_options
 from lossbench.experiments.stats import PairedComparison, compare_with_baseline, t_interval
 from lossbench.experiments.study import Study, configuration_label, document_study
-from lossbench.experiments.study_design import resolve_contrasts
+from lossbench.experiments.study_design import posthoc_label, resolve_contrasts
 from lossbench.losses.spec import is_plain_loss
 from lossbench.metrics import MAIN_METRIC
 
@@ -64,6 +64,7 @@ class DocumentSetup:
     posthoc_la: bool = False
     configs: dict[str, Experiment | None] = field(default_factory=dict)  # cell -> the config it ran (read once)
     study: Study | None = None  # the declared contrasts and how they are decided
+    declared_contrasts: bool = False  # report.contrasts lists the pairs (else: each against the baseline)
 
     @property
     def best_on_test(self) -> bool:
@@ -153,9 +154,11 @@ def setup_document(sweep_dir: Path, meta: dict[str, Any], groups: list[SeedGroup
                           options.epoch or default_epoch(split), split, bool(options.posthoc_la), configs)
     configurations = {configuration_label(c["values"], document): {k: v for k, v in c["values"].items() if k != "seed"}
                       for c in meta["cells"] if c["document"] == document}
-    pairs = resolve_contrasts(options.contrasts, baseline.label, configurations, str(sweep_dir / "sweep.json"))
+    pairs = resolve_contrasts(options.contrasts, baseline.label, configurations, str(sweep_dir / "sweep.json"),
+                              posthoc=bool(options.posthoc_la))
     resolved = {"metric": setup.metric, "epoch": setup.epoch, "margin": options.margin}
     setup.study = document_study(resolved, task, pairs, (meta.get("sequential") or {}).get(document))
+    setup.declared_contrasts = options.contrasts != "baseline"
     return setup
 
 
@@ -277,6 +280,6 @@ def posthoc_table(setup: DocumentSetup, adjusted: list[PosthocGroup]) -> tuple[l
         taus = ", ".join(f"{r.tau:g}" for r in results)
         where = sorted({r.chosen_on or "fixed (no held-out split)" for r in results})
         mean, low, high = mean_and_interval(list(values.values()), setup.metric)
-        body.append([f"{group.label} + post-hoc LA", str(len(values)), taus, ", ".join(where),
+        body.append([posthoc_label(group.label), str(len(values)), taus, ", ".join(where),
                      format_mean(mean, low, high)])
     return ["configuration", "seeds", "τ per seed", "τ chosen on", setup.metric], body

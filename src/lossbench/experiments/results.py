@@ -35,7 +35,7 @@ def _all_rows(plan: SweepPlan) -> list[dict[str, Any]]:
                                "status": status, "error": error, "seed": cell.experiment.seed}
         row.update({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in cell.values.items()})
         if status == "done":
-            summary = json.loads((cell.run_dir / runfolder.SUMMARY).read_text(encoding="utf-8"))
+            summary = runfolder.read_summary(cell.run_dir)
             row["main_metric"] = summary["main_metric"]
             row["best_epoch"] = summary["best"].get("epoch")
             row.update(_flat("best_", summary["best"]))
@@ -66,4 +66,6 @@ def load_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
     meta_path, results_path = sweep_dir / SWEEP_JSON, sweep_dir / RESULTS_CSV
     if not meta_path.is_file() or not results_path.is_file():
         raise UserError(f"{sweep_dir}: not a sweep folder (no sweep.json / results.csv); run `lossbench sweep` first")
-    return json.loads(meta_path.read_text(encoding="utf-8")), read_results(results_path)
+    meta = runfolder.read_json_record(meta_path, "run `lossbench sweep` on its config again to rewrite it "
+                                                 "(finished cells are kept)")
+    return meta, read_results(results_path)

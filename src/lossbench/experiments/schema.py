@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -49,6 +50,10 @@ def entry_rows(key: str, values: Any, path: Path) -> GridEntry:
     return keys, [tuple(row) for row in values]
 
 
+#: the most cells one document's grid may expand to (each is a training run; 10 keys of 10 values would be 10^10)
+MAX_CELLS = 10_000
+
+
 def parse_grid(doc: dict[str, Any], path: Path) -> list[GridEntry]:
     """The document's ``grid:`` (removed from ``doc``) as entries; the cells are the product of the entries' rows.
     The ``seed`` axis is an entry like any other (``seed: [0, 1, 2]``)."""
@@ -65,6 +70,11 @@ def parse_grid(doc: dict[str, Any], path: Path) -> list[GridEntry]:
                                 "name each config key once")
             named[k] = str(key)
         entries.append((keys, rows))
+    cells = math.prod(len(rows) for _, rows in entries)
+    if cells > MAX_CELLS:
+        sizes = " x ".join(str(len(rows)) for _, rows in entries)
+        raise UserError(f"{path}: grid: {sizes} = {cells} cells, more than a sweep may hold ({MAX_CELLS}); "
+                        "split it into several sweeps or drop values")
     return entries
 
 
@@ -166,7 +176,7 @@ def plan_report_options(raw: Any, source: str, *, task: str, grid: dict[str, lis
         raise UserError(f"{source}: report.epoch: best picks each run's best epoch on the test split "
                         "(data.eval_split: test), which tunes on the test set; use report.epoch: final")
     pairs = resolve_contrasts(options.contrasts, baseline_label(options.baseline, configurations), configurations,
-                              source)
+                              source, posthoc=bool(options.posthoc_la))
     update: dict[str, Any] = {"epoch": options.epoch or default_epoch(eval_split)}
     if options.contrasts != "baseline":
         update["contrasts"] = pairs  # recorded as configuration labels; the default stays "each against baseline"

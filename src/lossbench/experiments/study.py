@@ -23,7 +23,7 @@ from lossbench.experiments.report_metrics import lower_is_better, metric_range
 from lossbench.experiments.rounds import StudyState, replay_study
 from lossbench.experiments.schema import baseline_label
 from lossbench.experiments.sequential import ALPHA, Design
-from lossbench.experiments.study_design import resolve_contrasts
+from lossbench.experiments.study_design import is_posthoc_label, resolve_contrasts
 from lossbench.metrics import MAIN_METRIC
 
 
@@ -104,7 +104,8 @@ def document_pairs(options: Mapping[str, Any], configurations: dict[str, dict[st
     """The declared contrasts of a document's recorded options as pairs of configuration labels (default: every
     configuration against the baseline); ``configurations``: label -> grid values, seed aside."""
     return resolve_contrasts(options.get("contrasts") or "baseline",
-                             baseline_label(options.get("baseline"), configurations), configurations, source)
+                             baseline_label(options.get("baseline"), configurations), configurations, source,
+                             posthoc=bool(options.get("posthoc_la")))
 
 
 def plan_studies(plan: Any) -> dict[str, Study]:
@@ -117,7 +118,10 @@ def plan_studies(plan: Any) -> dict[str, Study]:
         options = plan.report.get(document) or {}
         configurations = {configuration_label(c.values, document): {k: v for k, v in c.values.items() if k != "seed"}
                           for c in cells}
-        pairs = document_pairs(options, configurations, str(plan.source))
+        # a '+ post-hoc LA' row is scored by the report, after training: the rounds decide without it (any
+        # stopping rule keeps the report's verdicts valid; its contrasts only get the seeds the others ask for)
+        pairs = [p for p in document_pairs(options, configurations, str(plan.source))
+                 if not any(is_posthoc_label(label) for label in p)]
         out[document] = document_study(options, cells[0].experiment.task, pairs, seeds)
     return out
 

@@ -105,25 +105,52 @@ def find_configuration(label: Label, configurations: dict[str, dict[str, Any]]) 
     return found[0] if len(found) == 1 else None
 
 
+#: how a configuration's row scored with post-hoc logit adjustment (``report.posthoc_la``) is labelled; a
+#: declared contrast may name it, e.g. ``["loss=logit_adjusted(tau=1)", "loss=ce + post-hoc LA"]``
+POSTHOC_LA = " + post-hoc LA"
+
+
+def posthoc_label(configuration: str) -> str:
+    """The label of ``configuration``'s runs scored with post-hoc logit adjustment."""
+    return configuration + POSTHOC_LA
+
+
+def is_posthoc_label(label: str) -> bool:
+    return label.endswith(POSTHOC_LA)
+
+
+def _find_label(label: Label, configurations: dict[str, dict[str, Any]], posthoc: bool) -> str | None:
+    """:func:`find_configuration`, and with ``posthoc`` (report.posthoc_la) also ``<configuration> + post-hoc
+    LA``: that configuration's runs scored with post-hoc logit adjustment."""
+    if posthoc and isinstance(label, str) and is_posthoc_label(label):
+        base = find_configuration(label.removesuffix(POSTHOC_LA), configurations)
+        return None if base is None else posthoc_label(base)
+    return find_configuration(label, configurations)
+
+
 def resolve_contrasts(contrasts: Literal["baseline"] | list[tuple[Label, Label]], baseline: str,
-                      configurations: dict[str, dict[str, Any]], source: str) -> list[tuple[str, str]]:
+                      configurations: dict[str, dict[str, Any]], source: str, posthoc: bool = False
+                      ) -> list[tuple[str, str]]:
     """The declared pairs as configuration labels; one line naming the first label that names no single
     configuration (with the labels there are), or a pair of one configuration with itself, or a repeated pair.
 
     ``configurations``: label -> its grid values (seed aside), in grid order; ``baseline``: the label of the
-    report's baseline, against which ``contrasts: baseline`` compares every other configuration.
+    report's baseline, against which ``contrasts: baseline`` compares every other configuration. ``posthoc``
+    (report.posthoc_la): a label may also name a configuration's post-hoc logit-adjusted row
+    (:data:`POSTHOC_LA`); the report then checks that the configuration trains plain CE.
     """
     if contrasts == "baseline":
         return [(name, baseline) for name in configurations if name != baseline]
     known = "; ".join(configurations) or "none"
+    hint = f" (or one of them + '{POSTHOC_LA.strip()}')" if posthoc else ""
     pairs: list[tuple[str, str]] = []
     for i, pair in enumerate(contrasts, 1):
         names = []
         for label in pair:
-            name = find_configuration(label, configurations)
+            name = _find_label(label, configurations, posthoc)
             if name is None:
                 raise UserError(f"{source}: report.contrasts: pair {i} names {_label_text(label)!r}, which is not "
-                                f"one configuration of the grid; the configurations are: {known}")
+                                f"one configuration of the grid{hint}; the configurations are: {known}")
             names.append(name)
         if names[0] == names[1]:
             raise UserError(f"{source}: report.contrasts: pair {i} compares {names[0]} with itself; name two "

@@ -179,12 +179,18 @@ def resolve_tuning(plan: SweepPlan, document: str) -> Tuning:
 
 
 def _check_value(base: dict[str, Any], key: str, value: Any, where: str) -> None:
-    """A trial at this extreme of the space must be a valid experiment (and, for a loss parameter, a valid loss)."""
+    """A trial at this extreme of the space (or with this choice) must be a valid experiment whose model, data
+    source and loss the registries know (and, for a loss parameter, a valid loss)."""
+    from lossbench.data import SOURCES
+    from lossbench.losses import build_loss, check_spec
+    from lossbench.models import check_model
+
     try:
         exp = validate_experiment(apply_params(base, {key: value}), "@")
+        check_model(exp.model, exp.task, "@: model")
+        SOURCES.get(exp.data.source, "@: data.source")
+        check_spec(exp.loss, "@: loss")
         if key.startswith("loss."):
-            from lossbench.losses import build_loss
-
             build_loss(exp.loss, 3, exp.task, [30, 20, 10])
     except UserError as exc:
         why = str(exc).removeprefix("@: ")

@@ -12,7 +12,6 @@ comparison is the report's, passed in as ``compare``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from lossbench.engine import runfolder
 from lossbench.experiments.layout import file_slug, studies_path
 from lossbench.plots import figure_png, plt
 
@@ -31,7 +31,9 @@ def read_studies(sweep_dir: Path) -> dict[str, Any]:
     path = studies_path(sweep_dir)
     if not path.is_file():
         return {}
-    return json.loads(path.read_text(encoding="utf-8")).get("tuned_documents", {})
+    record = runfolder.read_json_record(path, "run `lossbench sweep` on its config again to rewrite it from "
+                                              "tune.db (finished trials are kept)")
+    return record.get("tuned_documents", {})
 
 
 def _shown(value: Any) -> str:

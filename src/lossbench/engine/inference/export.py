@@ -108,11 +108,7 @@ def export_run(
     model, exp = run.model, run.exp
     size, channels = exp.data.image_size, exp.model.in_channels
     path = Path(out) if out else run.run_dir / "export" / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (OSError, ValueError) as exc:  # checked before the (slow) export, like a run's output folder
-        raise UserError(f"{path.parent}: cannot write the export ({getattr(exc, 'strerror', None) or exc}); "
-                        "choose another --out") from None
+    runfolder.check_writable_folder(path.parent, "choose another --out")  # before the (slow) export
     example = torch.randn(2, channels, size, size)
     probe = torch.randn(3, channels, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from lossbench.data.decode import IMAGE_EXTENSIONS, BadFile, is_image_file, read_image
+from lossbench.engine import runfolder
 from lossbench.engine.inference.run import LoadedRun, load_run
 from lossbench.errors import UserError
 
@@ -110,6 +111,8 @@ def predict_paths(
     run: LoadedRun = load_run(run_dir, checkpoint, device)
     files = image_files(inputs)
     out = Path(out_dir) if out_dir else run.run_dir / "predict"
+    if run.exp.task == "segmentation":  # a segmenter writes masks: a folder it cannot write fails before the work
+        runfolder.check_writable_folder(out, "choose another --out")
     used: set[str] = set()
     results = []
     for start in range(0, len(files), batch_size):

@@ -16,6 +16,8 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -107,17 +109,59 @@ class LoadedRun:
         return SampleTransform(size, channels, self.mean, self.std, None)(torch.from_numpy(array), None)[0]
 
     def predict(self, inputs: Inputs, batch_size: int = 32) -> Predictions:
-        """Class / mask predictions for a model-ready float tensor (C x H x W or N x C x H x W) or for images."""
-        if isinstance(inputs, torch.Tensor):
-            batch = inputs if inputs.ndim == 4 else inputs.unsqueeze(0)
-            return self.predict_batch(batch)
-        images = [inputs] if isinstance(inputs, (str, Path, Image.Image)) else list(inputs)
+        """Class / mask predictions for a model-ready float tensor (C x H x W or N x C x H x W; NumPy arrays too)
+        or for images: files, PIL images, or uint8 pixel tensors (H x W, C x H x W or N x C x H x W), which are
+        decoded as evaluation decoded its images. Anything else, or NaN / infinite values, is one UserError line."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"predict: batch_size must be a whole number of 1 or more, got {batch_size!r}")
+        if isinstance(inputs, np.ndarray):
+            inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+        if isinstance(inputs, torch.Tensor) and inputs.dtype != torch.uint8:
+            return self.predict_batch(self._model_ready(inputs))
+        images = self._images(inputs)
         parts = [self.predict_batch(torch.stack([self.preprocess(im) for im in images[i:i + batch_size]]))
                  for i in range(0, len(images), batch_size)]
         if not parts:
             raise UserError("predict: no inputs given")
         return Predictions(torch.cat([p.probabilities for p in parts]), torch.cat([p.labels for p in parts]),
                            parts[0].label_names)
+
+    def _model_ready(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A float tensor as an N x C x H x W batch of this run's channels, or one line saying what it expects."""
+        channels, size = int(resolve_config(self.exp).channels), self.exp.data.image_size
+        expected = (f"a model-ready float tensor N x {channels} x H x W (e.g. N x {channels} x {size} x {size}), or "
+                    "images (files, PIL images, uint8 pixel tensors) to be converted")
+        if not tensor.is_floating_point() or tensor.ndim not in (3, 4):
+            raise UserError(f"predict: got a {str(tensor.dtype).removeprefix('torch.')} tensor of shape "
+                            f"{' x '.join(map(str, tensor.shape)) or 'scalar'}; give {expected}")
+        batch = (tensor if tensor.ndim == 4 else tensor.unsqueeze(0)).float()
+        if batch.shape[1] != channels:
+            raise UserError(f"predict: the tensor has {batch.shape[1]} channels (shape "
+                            f"{' x '.join(map(str, tensor.shape))}), this run's model takes {channels}; give {expected}")
+        bad = int((~torch.isfinite(batch)).sum())
+        if bad:
+            raise UserError(f"predict: the input holds {bad} NaN or infinite values; a prediction from them would "
+                            "mean nothing, replace them first")
+        return batch
+
+    def _images(self, inputs: object) -> list[str | Path | Image.Image]:
+        """Image files or PIL images, one per input (a uint8 tensor's images as PIL images)."""
+        if isinstance(inputs, torch.Tensor):  # uint8 pixels: H x W, C x H x W or N x C x H x W
+            pixels = inputs[None, None] if inputs.ndim == 2 else inputs[None] if inputs.ndim == 3 else inputs
+            if pixels.ndim != 4 or pixels.shape[1] not in (1, 3, 4):
+                raise UserError(f"predict: a uint8 image tensor is H x W, C x H x W or N x C x H x W with 1, 3 or 4 "
+                                f"channels, got shape {' x '.join(map(str, inputs.shape))}")
+            return [Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im)
+                    for im in pixels.permute(0, 2, 3, 1).cpu().numpy()]
+        if inputs is None or not isinstance(inputs, (str, Path, Image.Image, Sequence)):
+            raise UserError(f"predict: got {type(inputs).__name__}; give image files, PIL images, uint8 pixel "
+                            "tensors or a model-ready float tensor N x C x H x W")
+        images = [inputs] if isinstance(inputs, (str, Path, Image.Image)) else list(inputs)
+        for i, item in enumerate(images):
+            if not isinstance(item, (str, Path, Image.Image)):
+                raise UserError(f"predict: item {i} is a {type(item).__name__}; a list holds image files or PIL "
+                                "images (pass tensors and arrays whole, not in a list)")
+        return images
 
     @property
     def sigmoid_outputs(self) -> bool:
