@@ -22,7 +22,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto
 
-# Speed benchmarks, small counts (python -m benchmarks without --quick for the full sizes, --gpu for CUDA).
+# Speed benchmarks, small counts, the reference workload first (python -m benchmarks calibrate prints it alone;
+# without --quick: the full sizes; --gpu for CUDA).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
 

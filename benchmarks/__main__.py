@@ -1,11 +1,14 @@
 """Every speed benchmark, each printing its measured ratio against a baseline run in the same process.
 
-    PYTHONPATH=src python -m benchmarks                      # all five, full size (CPU)
-    PYTHONPATH=src python -m benchmarks --quick              # all five, small counts (minutes)
+    PYTHONPATH=src python -m benchmarks                      # all, full size (CPU)
+    PYTHONPATH=src python -m benchmarks --quick              # all, small counts (minutes)
+    PYTHONPATH=src python -m benchmarks calibrate            # the reference workload alone (seconds)
     PYTHONPATH=src python -m benchmarks engine data --quick  # only some
     PYTHONPATH=src python -m benchmarks losses engine --gpu  # GPU columns: 512x512 losses; ResNet-50 bf16
 
-``losses``: forward + backward of each loss vs segmentation_models_pytorch's
+``calibrate``: the reference workload (benchmarks/calibrate.py: 10 training
+steps of ResNet-18 at 32 px, batch 64, one thread, Adam), the machine's speed
+that other wall times are divided by; ``losses``: forward + backward of each loss vs segmentation_models_pytorch's
 equivalent (benchmarks/losses.py); ``engine``: lossbench's training loop vs a
 bare PyTorch loop (benchmarks/engine.py); ``data``: the cached loader vs a
 per-item PIL pipeline (benchmarks/data.py); ``quickstart``: the wall time of
@@ -32,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("losses", "engine", "data", "quickstart", "backends")
+NAMES = ("calibrate", "losses", "engine", "data", "quickstart", "backends")
 
 
 def header() -> str:
@@ -49,6 +52,13 @@ def header() -> str:
             f"{os.cpu_count()} CPUs, load average {load}; GPU: {gpu}\n"
             f"# Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
             f"smp {smp.__version__}, lossbench {getattr(lossbench, '__version__', '?')}")
+
+
+def calibrate(quick: bool, gpu: bool) -> None:
+    """The reference workload, the same with or without --quick (a ratio needs the same workload)."""
+    from benchmarks import calibrate as bench
+
+    bench.main()
 
 
 def losses(quick: bool, gpu: bool) -> None:

@@ -18,7 +18,20 @@ def test_entry_point_rejects_an_unknown_benchmark():
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "nope"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "unknown benchmark 'nope'; choose from losses, engine, data, quickstart, backends" in proc.stderr
+    assert "unknown benchmark 'nope'; choose from calibrate, losses, engine, data, quickstart, backends" in proc.stderr
+
+
+def test_reference_workload_times_training_steps_on_one_thread():
+    import torch
+
+    spec = importlib.util.spec_from_file_location("calibrate", ROOT / "benchmarks" / "calibrate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reference_seconds = module.reference_seconds
+    threads = torch.get_num_threads()
+    one, three = reference_seconds(steps=1, warmup=1), reference_seconds(steps=3, warmup=1)
+    assert 0 < one < three  # the time grows with the steps timed
+    assert torch.get_num_threads() == threads  # the thread count is given back
 
 
 def _lt_table():

@@ -285,3 +285,13 @@ def test_loader_workers_read_the_same_batches(tmp_path, cache):
     for (x0, y0), (x1, y1) in zip(val0, val1):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
     assert sum(len(y) for _, y in val1) == len(b.val)
+
+
+def test_validation_loader_is_the_whole_set_in_order_under_ddp(tmp_path):
+    """build_loaders shards training only; the engine's exact_eval_loader shards validation (no padded copy here)."""
+    folder_dataset(tmp_path / "d")
+    b = build_data(folder_exp(tmp_path))
+    _, whole = build_loaders(b, batch_size=4, num_workers=0, seed=0)
+    train, val = build_loaders(b, batch_size=4, num_workers=0, seed=0, world_size=2, rank=1)
+    assert len(train.sampler) == -(-len(b.train) // 2)
+    assert torch.equal(torch.cat([y for _, y in val]), torch.cat([y for _, y in whole]))

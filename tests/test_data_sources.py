@@ -221,3 +221,23 @@ def test_synthetic_still_works_with_subset_and_balanced_weights(tmp_path):
     labels = torch.tensor([b.train[i][1] for i in range(len(b.train))])
     per_class = [float(weights[labels == k].sum()) for k in range(2)]
     assert per_class == pytest.approx([1.0, 1.0])
+
+
+def test_every_source_declares_its_tasks_and_build_data_refuses_the_others(tmp_path, capsys):
+    """The task check reads the registry entry before the source opens anything (no data.root needed)."""
+    from lossbench.cli import main
+    from lossbench.contract import TASKS
+    from lossbench.data import SOURCES
+    from lossbench.errors import UserError
+
+    refused = 0
+    for name, entry in SOURCES.items():
+        assert entry.tasks and set(entry.tasks) <= set(TASKS), name
+        for task in set(TASKS) - set(entry.tasks):
+            with pytest.raises(UserError, match=f"data.source '{name}' gives .* data, but task is '{task}'"):
+                prepare_splits(exp(tmp_path, task=task, source=name, root=str(tmp_path / "missing")))
+            refused += 1
+    assert refused >= 6  # folder, csv, cifar10, fashion_mnist: classification; seg_folder, scenes: segmentation
+    assert SOURCES.get("synthetic").tasks == ("classification", "segmentation")
+    assert main(["list", "sources"]) == 0
+    assert "seg_folder           segmentation " in capsys.readouterr().out

@@ -12,12 +12,13 @@ from lossbench.config import validate_experiment
 from lossbench.engine import resume, train
 from lossbench.engine.reweighting import DeferredReweighting, cosine_head_warning, drw_class_weights
 from lossbench.errors import UserError
-from lossbench.losses import build_loss
+from lossbench.losses import LossCapabilities, build_loss, declare_loss
 
 COUNTS = [5000, 500, 50]
 
+@declare_loss("weight_taker", LossCapabilities(accepts_class_weights=True))
 class WeightTaker(nn.Module):
-    """Records what the engine sets; stands for any loss term with ``set_class_weights``."""
+    """Records what the engine sets; stands for any loss term that declares it takes class weights."""
 
     def __init__(self):
         super().__init__()
@@ -118,9 +119,11 @@ def test_ce_drw_run_resumes_exactly(tmp_path):
     assert rows == _rows(tmp_path / "runs" / "cut") and len(rows) == 3
 
 
+@declare_loss("scaled_margins", LossCapabilities(expects_cosine_logits=True))
 class ScaledMargins(nn.Module):
-    expects_cosine_logits = True
-    s = 30.0
+    def __init__(self, ctx=None, s: float = 30.0):
+        super().__init__()
+        self.s = s
 
 
 def test_cosine_head_warning_names_the_scale_and_both_ways_out():

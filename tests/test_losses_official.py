@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.errors import UserError
-from lossbench.losses import LOSSES, build_loss, loss_parameters
+from lossbench.losses import LOSSES, LossCapabilities, build_loss, declare_loss, loss_capabilities, loss_parameters
 
 COUNTS = [60, 25, 5]
 Z = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 2.0, 0.0], [0.5, -0.5, 1.5]]
@@ -158,14 +158,14 @@ def test_ldam_without_margin_is_cross_entropy_of_the_scaled_cosine_logits():
     z, y = torch.tensor(Z), torch.tensor(Y)
     got = build_loss("ldam(s=30, max_margin=0)", 3, class_counts=COUNTS)(z, y)
     assert got.item() == pytest.approx(F.cross_entropy(30.0 * z, y).item(), rel=1e-5)
-    assert build_loss("ldam(s=30, max_margin=0)", 3, class_counts=COUNTS).expects_cosine_logits is True
+    assert loss_capabilities(build_loss("ldam(s=30, max_margin=0)", 3, class_counts=COUNTS)).expects_cosine_logits
     with pytest.raises(UserError, match="max_margin must be >= 0"):
         build_loss("ldam(max_margin=-0.1)", 3, class_counts=COUNTS)
 
 
 def test_ldam_says_when_it_expects_cosine_logits():
-    assert build_loss("ldam", 3, class_counts=COUNTS).expects_cosine_logits is True
-    assert build_loss("ldam(s=1)", 3, class_counts=COUNTS).expects_cosine_logits is False
+    assert loss_capabilities(build_loss("ldam", 3, class_counts=COUNTS)).expects_cosine_logits is True
+    assert loss_capabilities(build_loss("ldam(s=1)", 3, class_counts=COUNTS)).expects_cosine_logits is False
 
 
 @pytest.mark.parametrize("spec", ["ldam(drw_epoch=160)", "ldam(s=1, beta=0.9999)"])
@@ -242,6 +242,29 @@ def test_set_class_weights_none_restores_the_configured_weights():
 def test_only_losses_with_per_class_sample_weights_take_set_class_weights():
     takers = sorted(name for name, cls in LOSSES.items() if hasattr(cls, "set_class_weights"))
     assert takers == ["ce", "focal", "ldam"]
+
+
+def test_losses_declare_their_capabilities_and_a_wrong_declaration_is_refused():
+    def declared(field):
+        return sorted(name for name, cls in LOSSES.items() if getattr(cls.capabilities, field))
+
+    assert declared("accepts_class_weights") == ["ce", "focal", "ldam"]
+    assert declared("expects_cosine_logits") == ["ldam"]
+    assert declared("needs_class_counts") == ["balanced_softmax", "cb", "ldam", "logit_adjusted"]
+    for name in declared("needs_class_counts"):
+        with pytest.raises(UserError, match="needs the training class counts"):
+            build_loss(name, 3)
+    sum_of_terms = build_loss("ldam + dice", 3, class_counts=COUNTS)  # the sum itself declares nothing
+    assert loss_capabilities(sum_of_terms) == LossCapabilities()
+
+    class NoSetter(torch.nn.Module):
+        def __init__(self, ctx, s: float = 1.0):
+            super().__init__()
+
+    with pytest.raises(ValueError, match="accepts_class_weights=True but the class has no set_class_weights"):
+        declare_loss("no_setter", LossCapabilities(accepts_class_weights=True))(NoSetter)
+    with pytest.raises(ValueError, match="expects_cosine_logits needs the scale as parameter s"):
+        declare_loss("no_scale", LossCapabilities(expects_cosine_logits=True))(torch.nn.Identity)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         from lossbench.data import SOURCES
 
         for name, entry in SOURCES.items():
-            print(f"{name:<16} {entry.description.splitlines()[0] if entry.description else ''}")
+            tasks = ", ".join(entry.tasks)
+            print(f"{name:<20} {tasks:<30} {entry.description.splitlines()[0] if entry.description else ''}")
     return 0
 
 

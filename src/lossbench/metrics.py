@@ -35,12 +35,11 @@ from torchmetrics.classification import (
     MultilabelStatScores,
 )
 
-from lossbench.contract import IGNORE_INDEX
+from lossbench.contract import IGNORE_INDEX, TASKS
 from lossbench.errors import UserError
 from lossbench.losses.common import canonical_target, is_sigmoid_target
 
 MAIN_METRIC = {"classification": "balanced_accuracy", "segmentation": "miou"}
-TASKS = ("classification", "segmentation")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_valid
 
 from lossbench.config.base import StrictModel
 from lossbench.config.data import DataConfig
+from lossbench.contract import Task
 from lossbench.config.training import (
     EarlyStoppingConfig, EmaConfig, LossSpec, ModelConfig, OptimizerConfig, SchedulerConfig, StageConfig,
 )
@@ -22,7 +23,7 @@ class Experiment(StrictModel):
     """One experiment: data, model, loss and the training recipe."""
 
     name: str | None = Field(None, description="run folder name; defaults to the config file's name")
-    task: Literal["classification", "segmentation"] = "classification"
+    task: Task = "classification"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossSpec = Field("ce", description="loss spec, e.g. 'focal(gamma=2) + 0.5 * dice'")
@@ -37,7 +38,7 @@ class Experiment(StrictModel):
     channels_last: bool = Field(False, description="channels-last memory format (faster convolutions on GPUs)")
     ema: EmaConfig | None = Field(None, description="keep and evaluate an EMA of the weights")
     best_metric: str | None = Field(None, description="metric choosing best.pt (default balanced_accuracy / miou)")
-    best_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
+    best_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses and ece, max otherwise")
     early_stopping: EarlyStoppingConfig | None = None
     drw_epoch: int | None = Field(
         None, ge=1, description="deferred re-weighting (DRW, Cao et al. 2019) of any loss that takes class weights: "

@@ -141,5 +141,5 @@ class EarlyStoppingConfig(StrictModel):
     metric: str | None = Field(None, description="metric to watch, e.g. val_macro_f1 or val_loss (default best_metric)")
     patience: int = Field(10, ge=1)
     min_delta: float = Field(0.0, ge=0)
-    mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max otherwise")
+    mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses and ece, max otherwise")
 

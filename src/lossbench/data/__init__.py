@@ -35,7 +35,7 @@ from lossbench.data.imbalance import (
     long_tail_indices,
     stratified_split,
 )
-from lossbench.data.registry import SOURCES, Splits
+from lossbench.data.registry import SOURCES, Splits, source_for_task
 from lossbench.data.samples import SampleSet, View
 from lossbench.data.transforms import SampleTransform, Transformed, normalization
 from lossbench.errors import UserError
@@ -152,7 +152,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         raise UserError("data.classes: class subsets are for classification; remove it for segmentation")
     if cfg.sampler == "balanced" and exp.task != "classification":
         raise UserError("data.sampler: balanced sampling is for classification; use shuffle for segmentation")
-    splits: Splits = SOURCES.get(cfg.source).load(cfg, exp.task, exp.seed)
+    splits: Splits = source_for_task(cfg.source, exp.task).load(cfg, exp.task, exp.seed)
     _check_declared_count(cfg, splits)
     train, val, holdout = splits.train, splits.val, None
     generated_holdout = False

@@ -1,4 +1,4 @@
-"""DataLoaders for a DataBundle: seeded shuffling or class-balanced sampling, optional DDP sharding."""
+"""DataLoaders for a DataBundle: seeded shuffling or class-balanced sampling, optional DDP sharding of training."""
 
 from __future__ import annotations
 
@@ -54,37 +54,28 @@ def build_loaders(
     world_size: int = 1,
     rank: int = 0,
 ) -> tuple[DataLoader, DataLoader]:
-    """Shuffled training loader and in-order validation loader (sharded across ranks when world_size > 1).
+    """Training loader (this rank's shard when world_size > 1) and the whole validation set's in-order loader.
 
     With DDP the training sampler is a ``DistributedSampler``; the engine calls
     ``loader.sampler.set_epoch(epoch)`` when it has one. When the bundle has
     ``sample_weights`` (``data.sampler: balanced``) training batches are drawn
     with replacement with those weights (``WeightedRandomSampler``, or
     :class:`DistributedWeightedSampler` under DDP), one epoch being
-    ``len(train)`` draws.
+    ``len(train)`` draws. The validation loader is never sharded here: the
+    engine's ``exact_eval_loader`` gives each rank its exact shard.
     """
     g = torch.Generator().manual_seed(seed)
     common = dict(num_workers=num_workers, worker_init_fn=seed_worker, persistent_workers=num_workers > 0)
-    weights = getattr(data, "sample_weights", None)
+    weights = data.sample_weights
+    val = DataLoader(data.val, batch_size=batch_size, shuffle=False, **common)
     if world_size > 1:
         if weights is not None:
             train_sampler = DistributedWeightedSampler(weights, world_size, rank, seed)
         else:
             train_sampler = DistributedSampler(data.train, world_size, rank, shuffle=True, seed=seed)
-        val_sampler = DistributedSampler(data.val, world_size, rank, shuffle=False, drop_last=False)
-        train = DataLoader(data.train, batch_size=batch_size, sampler=train_sampler, generator=g, **common)
-        val = DataLoader(data.val, batch_size=batch_size, sampler=val_sampler, **common)
-        return train, val
+        return DataLoader(data.train, batch_size=batch_size, sampler=train_sampler, generator=g, **common), val
+    lone_last = len(data.train) % batch_size == 1  # a lone last sample breaks batch norm
     if weights is not None:
         sampler = WeightedRandomSampler(weights, len(weights), replacement=True, generator=g)
-        train = DataLoader(data.train, batch_size=batch_size, sampler=sampler,
-                           drop_last=len(data.train) % batch_size == 1, **common)
-        val = DataLoader(data.val, batch_size=batch_size, shuffle=False, **common)
-        return train, val
-    train = DataLoader(
-        data.train, batch_size=batch_size, shuffle=True, generator=g,
-        drop_last=len(data.train) % batch_size == 1,  # a lone last sample breaks batch norm
-        **common,
-    )
-    val = DataLoader(data.val, batch_size=batch_size, shuffle=False, **common)
-    return train, val
+        return DataLoader(data.train, batch_size=batch_size, sampler=sampler, drop_last=lone_last, **common), val
+    return DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=g, drop_last=lone_last, **common), val

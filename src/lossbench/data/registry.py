@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lossbench.config import DataConfig
+from lossbench.contract import TASKS
 from lossbench.data.samples import SampleSet
+from lossbench.errors import UserError
 from lossbench.registry import Registry
 
 #: what a segmentation target holds: one index mask, or C binary channels (sigmoid outputs)
@@ -52,7 +54,8 @@ class Splits:
 class SourceEntry:
     """A registered source: its loader and what it declares about itself.
 
-    ``shares_cache``: its images are worth keeping in the cache (``data.cache``)
+    ``tasks``: the tasks it gives data for (:func:`lossbench.data.build_data`
+    refuses the others before calling ``load``). ``shares_cache``: its images are worth keeping in the cache (``data.cache``)
     that cells and later runs share: it decodes image files one by one, or
     composes them by a costly generator (fashion_mnist_scenes); a sweep turns
     the cache on for such sources. Sources that read whole arrays quickly
@@ -60,6 +63,7 @@ class SourceEntry:
     """
 
     load: Callable[[DataConfig, str, int], Splits]
+    tasks: tuple[str, ...]
     description: str = ""
     shares_cache: bool = False
 
@@ -67,11 +71,23 @@ class SourceEntry:
 SOURCES: Registry[SourceEntry] = Registry("source")
 
 
-def register_source(name: str, *, shares_cache: bool = False):
-    """Decorator: file ``load(cfg, task, seed) -> Splits`` as data source ``name``."""
+def register_source(name: str, *, tasks: tuple[str, ...], shares_cache: bool = False):
+    """Decorator: file ``load(cfg, task, seed) -> Splits`` as data source ``name`` giving data for ``tasks``."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if not tasks or unknown:
+        raise ValueError(f"source {name!r}: tasks must be some of {TASKS}, not {tasks!r}")
 
     def add(load: Callable[[DataConfig, str, int], Splits]) -> Callable[[DataConfig, str, int], Splits]:
-        SOURCES.register(name)(SourceEntry(load, (load.__doc__ or "").strip(), shares_cache))
+        SOURCES.register(name)(SourceEntry(load, tuple(tasks), (load.__doc__ or "").strip(), shares_cache))
         return load
 
     return add
+
+
+def source_for_task(name: str, task: str) -> SourceEntry:
+    """The entry of source ``name``; a UserError naming the key to change unless it gives data for ``task``."""
+    entry = SOURCES.get(name)
+    if task not in entry.tasks:
+        raise UserError(f"data.source {name!r} gives {' or '.join(entry.tasks)} data, but task is {task!r}; "
+                        f"change task or data.source")
+    return entry

@@ -12,8 +12,8 @@ weights each sample's loss by its class's effective-number weight
 (Cui et al. 2019), with beta = 0.9999 and n_c the training class counts. It
 works for any loss with a term that takes class weights: the engine calls
 ``set_class_weights(w)`` (or ``set_class_weights(None)`` before ``drw_epoch``)
-on every module of the loss tree that has that method, at the start of every
-epoch. The weights are a function of the epoch alone, so a resumed run sets
+on every module of the loss tree that declares ``accepts_class_weights``
+(:class:`lossbench.losses.LossCapabilities`), at the start of every epoch. The weights are a function of the epoch alone, so a resumed run sets
 exactly what an uninterrupted one would.
 """
 
@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 from lossbench.errors import UserError
-from lossbench.losses import LOSSES
+from lossbench.losses import LOSSES, loss_capabilities
 from lossbench.losses.weights import effective_number_weights
 
 
 def class_weight_takers(loss_fn: nn.Module) -> list[nn.Module]:
-    """The modules of a loss tree that take class weights from the engine (``set_class_weights``)."""
-    return [m for m in loss_fn.modules() if callable(getattr(m, "set_class_weights", None))]
+    """The modules of a loss tree that declare they take class weights from the engine (``set_class_weights``)."""
+    return [m for m in loss_fn.modules() if loss_capabilities(m).accepts_class_weights]
 
 
 def drw_class_weights(class_counts: Sequence[int], beta: float) -> torch.Tensor:
@@ -70,14 +70,13 @@ def cosine_head_warning(loss_fn: nn.Module, head: str) -> str | None:
 
     LDAM's margins and scale s = 30 are meant for logits in [-1, 1] (the cosine
     head of Cao et al. 2019); on unbounded linear logits s = 30 multiplies them
-    thirty-fold. Read with ``getattr``: a loss without the attribute expects nothing.
+    thirty-fold. Read from the loss's declared capabilities; such a loss's scale is its ``s``.
     """
     if head == "cosine":
         return None
     for module in loss_fn.modules():
-        if getattr(module, "expects_cosine_logits", False) is True:
-            scale = getattr(module, "s", None)
-            with_s = f" with s={scale:g}" if isinstance(scale, (int, float)) else ""
+        if loss_capabilities(module).expects_cosine_logits:
+            with_s = f" with s={module.s:g}"
             return (f"warning: {_loss_name(module)}{with_s} expects the cosine head of the paper; "
                     f"set model.head: cosine, or use {_loss_name(module)}(s=1) on a linear head")
     return None

@@ -18,12 +18,15 @@ from torch import nn
 
 from lossbench.errors import UserError
 from lossbench.losses.combine import DeepSupervision, WeightedSum
-from lossbench.losses.registry import LOSSES, LossContext, loss_parameters, loss_summary, register_loss
+from lossbench.losses.registry import (
+    LOSSES, LossCapabilities, LossContext, declare_loss, loss_capabilities, loss_parameters, loss_summary,
+    register_loss,
+)
 from lossbench.losses.spec import Term, parse_spec
 
 __all__ = [
-    "DeepSupervision", "LOSSES", "LossContext", "build_loss", "check_spec", "loss_parameters", "loss_summary",
-    "parse_spec", "register_loss",
+    "DeepSupervision", "LOSSES", "LossCapabilities", "LossContext", "build_loss", "check_spec", "declare_loss",
+    "loss_capabilities", "loss_parameters", "loss_summary", "parse_spec", "register_loss",
 ]
 
 

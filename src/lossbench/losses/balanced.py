@@ -6,6 +6,8 @@ segmentation) and receive ``class_counts`` from the data layer.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,7 +36,7 @@ def _beta(beta: float) -> float:
     return float(beta)
 
 
-@register_loss("cb")
+@register_loss("cb", needs_class_counts=True)
 class ClassBalancedLoss(nn.Module):
     """Class-balanced loss (1/N) sum_i w_{y_i} L_i, w_c = (1-beta)/(1-beta^n_c) normalised to sum C (Cui et al. 2019).
 
@@ -94,7 +96,7 @@ class ClassBalancedLoss(nn.Module):
         return (loss * sample_weight).sum() / valid.sum().clamp(min=1)
 
 
-@register_loss("ldam")
+@register_loss("ldam", accepts_class_weights=True, expects_cosine_logits=True, needs_class_counts=True)
 class LDAMLoss(ClassWeighted):
     """LDAM -log softmax(s (z - m_y e_y))_y, margins m_c ∝ n_c^(-1/4), the largest ``max_margin`` (Cao et al. 2019).
 
@@ -107,7 +109,7 @@ class LDAMLoss(ClassWeighted):
     The defaults are the paper's: s = 30 on a *cosine* classifier (normalised
     features and weights, no bias, so |z| <= 1; models/resnet_cifar.py,
     NormedLinear), ``model.head: cosine``. On a plain linear head use a small
-    s (1); ``expects_cosine_logits`` (s > 1) lets the engine warn. ``weight``:
+    s (1); its capabilities say it expects cosine logits only when s > 1, so the engine warns then. ``weight``:
     per-class sample weights (mean normalised by them,
     :mod:`lossbench.losses.weights`); deferred re-weighting (DRW) is the
     engine's ``drw_epoch`` option, which calls ``set_class_weights``.
@@ -131,7 +133,7 @@ class LDAMLoss(ClassWeighted):
         m = counts.pow(-0.25)
         self.register_buffer("margins", (m * (max_margin / m.max())).float(), persistent=False)
         self.s = float(s)
-        self.expects_cosine_logits = self.s > 1
+        self.capabilities = replace(self.capabilities, expects_cosine_logits=self.s > 1)
         self.ignore_index = ctx.ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -157,7 +159,7 @@ class _PriorShiftedCE(nn.Module):
         return cross_entropy_mean(logits.float() + class_view(self.shift, logits.ndim), target, self.ignore_index)
 
 
-@register_loss("logit_adjusted")
+@register_loss("logit_adjusted", needs_class_counts=True)
 class LogitAdjustedLoss(_PriorShiftedCE):
     """Logit-adjusted CE -log softmax(z + tau log pi)_y, pi_c = n_c / n (Menon et al. 2021).
 
@@ -172,7 +174,7 @@ class LogitAdjustedLoss(_PriorShiftedCE):
         super().__init__(ctx, "logit_adjusted", float(tau))
 
 
-@register_loss("balanced_softmax")
+@register_loss("balanced_softmax", needs_class_counts=True)
 class BalancedSoftmaxLoss(_PriorShiftedCE):
     """Balanced softmax -log(n_y e^{z_y} / sum_c n_c e^{z_c}) (Ren et al. 2020).
 

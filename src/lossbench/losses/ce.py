@@ -60,7 +60,7 @@ def binary_cross_entropy(
     return weighted_mean(terms, valid if weight is None else valid * class_view(weight, 3))
 
 
-@register_loss("ce")
+@register_loss("ce", accepts_class_weights=True)
 class CrossEntropy(ClassWeighted):
     """Cross-entropy -sum_c w_c q_c log softmax(z)_c, q the (label-smoothed) target; weighted mean over pixels.
 

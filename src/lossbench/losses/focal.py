@@ -56,7 +56,7 @@ def sigmoid_focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float
     return _focal_factor(torch.exp(-ce), gamma) * ce, y, valid
 
 
-@register_loss("focal")
+@register_loss("focal", accepts_class_weights=True)
 class FocalLoss(ClassWeighted):
     """Focal loss -alpha_t (1-p_t)^gamma log p_t, per sample / pixel, then averaged (Lin et al. 2017).
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -130,6 +131,87 @@ def _shape(t: torch.Tensor) -> str:
     return "x".join(str(s) for s in t.shape)
 
 
+@dataclass
+class FittedTensors:
+    """A weights file's tensors sorted against a model: loaded, skipped (file keys), or not fitting (described);
+    and the model's backbone tensors the file lacks."""
+
+    to_load: StateDict = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def keys_onto_model(state: StateDict, target: StateDict) -> dict[str, tuple[str, torch.Tensor]]:
+    """The file's tensors under the model's key names: DDP's ``module.`` and ``torch.compile``'s ``_orig_mod.``
+    unwrapped, then the :data:`KEYINGS` renaming that matches most keys; values keep their original key."""
+    state = {_strip(_strip(k, "module."), "_orig_mod."): v for k, v in state.items()}
+    rename = max(KEYINGS, key=lambda f: sum(f(k) in target for k in state))
+    return {rename(k): (k, v) for k, v in state.items()}
+
+
+def rgb_summed_to_gray(value: torch.Tensor, want: torch.Tensor) -> torch.Tensor | None:
+    """A 3-channel first convolution summed over RGB when the model's takes one channel; None if that is not it."""
+    if (value.ndim == 4 and want.ndim == 4 and value.shape[1] == 3 and want.shape[1] == 1
+            and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]):
+        return value.sum(1, keepdim=True)
+    return None
+
+
+def fit_tensors(renamed: dict[str, tuple[str, torch.Tensor]], target: StateDict, layout: ModelLayout
+                ) -> FittedTensors:
+    """Sort the renamed tensors: those that fit are loaded; skippable ones the model lacks and head tensors of
+    another shape are skipped; anything else does not fit; backbone tensors the file lacks are missing."""
+    # BatchNorm fills in a missing counter itself (old torchvision files have none).
+    fitted = FittedTensors(missing=[k for k in target if not k.startswith(layout.head) and k not in renamed
+                                    and not k.endswith("num_batches_tracked")])
+    for key, (orig, value) in renamed.items():
+        if key not in target:
+            if key.startswith(layout.skippable) or orig.startswith(layout.skippable):
+                fitted.skipped.append(orig)
+            else:
+                fitted.bad.append(f"{orig} (not in this model)")
+            continue
+        want = target[key]
+        if value.shape != want.shape:
+            gray = rgb_summed_to_gray(value, want)
+            if gray is None and key.startswith(layout.head):
+                fitted.skipped.append(orig)
+                continue
+            if gray is None:
+                fitted.bad.append(f"{orig} ({_shape(value)} in file, {_shape(want)} in model)")
+                continue
+            value = gray
+        fitted.to_load[key] = value.to(want.dtype)
+    return fitted
+
+
+def check_backbone_complete(fitted: FittedTensors, source: str) -> None:
+    """UserError naming ``source`` unless every backbone tensor is there and everything loaded fits."""
+    missing = fitted.missing
+    if not (missing or fitted.bad):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} backbone tensors missing (e.g. {missing[0]})")
+    if fitted.bad:
+        parts.append(f"{len(fitted.bad)} that do not fit (e.g. {fitted.bad[0]})")
+    raise UserError(f"{source}: not weights for this model's backbone: {'; '.join(parts)}; "
+                    "check model.name / encoder / in_channels / stem against the file")
+
+
+def loaded_summary(fitted: FittedTensors, target: StateDict, layout: ModelLayout, source: str) -> str:
+    """The one log line of a load: tensors loaded, file tensors skipped (where), head tensors left fresh."""
+    head_missing = [k for k in target if k.startswith(layout.head) and k not in fitted.to_load
+                    and not k.endswith("num_batches_tracked")]
+    if not (fitted.skipped or head_missing):
+        return f"pretrained {source}: loaded all {len(fitted.to_load)} tensors"
+    where = sorted({".".join(k.split(".")[:2 if k.startswith("encoder.") else 1]) for k in fitted.skipped})
+    return (f"pretrained {source}: loaded {len(fitted.to_load)} tensors; skipped {len(fitted.skipped)} tensors of "
+            f"the file (other head or unused layers: {', '.join(where) or 'none'}); "
+            f"{len(head_missing)} head tensors of the model keep their fresh initialisation")
+
+
 def load_backbone_strict(
     model: nn.Module, state: StateDict, source: str, layout: ModelLayout, log: Callable[[str], None] = print
 ) -> list[str]:
@@ -144,56 +226,12 @@ def load_backbone_strict(
     reported in one line; anything else that does not fit is a UserError
     naming ``source``. Returns the skipped keys.
     """
-    state = {_strip(_strip(k, "module."), "_orig_mod."): v for k, v in state.items()}
     target = model.state_dict()
-    heads = layout.skippable
-    own_heads = layout.head
-    backbone = [k for k in target if not k.startswith(own_heads)]
-
-    rename = max(KEYINGS, key=lambda f: sum(f(k) in target for k in state))
-    renamed = {rename(k): (k, v) for k, v in state.items()}
-
-    # BatchNorm fills in a missing counter itself (old torchvision files have none).
-    missing = [k for k in backbone if k not in renamed and not k.endswith("num_batches_tracked")]
-    bad_shape, to_load, skipped = [], {}, []
-    for key, (orig, value) in renamed.items():
-        if key not in target:
-            if key.startswith(heads) or orig.startswith(heads):
-                skipped.append(orig)
-                continue
-            bad_shape.append(f"{orig} (not in this model)")
-            continue
-        want = target[key]
-        if value.shape != want.shape:
-            if (value.ndim == 4 and want.ndim == 4 and value.shape[1] == 3 and want.shape[1] == 1
-                    and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]):
-                value = value.sum(1, keepdim=True)
-            elif key.startswith(own_heads):
-                skipped.append(orig)
-                continue
-            else:
-                bad_shape.append(f"{orig} ({_shape(value)} in file, {_shape(want)} in model)")
-                continue
-        to_load[key] = value.to(want.dtype)
-    if missing or bad_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} backbone tensors missing (e.g. {missing[0]})")
-        if bad_shape:
-            parts.append(f"{len(bad_shape)} that do not fit (e.g. {bad_shape[0]})")
-        raise UserError(f"{source}: not weights for this model's backbone: {'; '.join(parts)}; "
-                        "check model.name / encoder / in_channels / stem against the file")
-    head_missing = [k for k in target if k.startswith(own_heads) and k not in to_load
-                    and not k.endswith("num_batches_tracked")]
-    model.load_state_dict({**target, **to_load}, strict=True)
-    if skipped or head_missing:
-        where = sorted({".".join(k.split(".")[:2 if k.startswith("encoder.") else 1]) for k in skipped})
-        log(f"pretrained {source}: loaded {len(to_load)} tensors; skipped {len(skipped)} tensors of the file "
-            f"(other head or unused layers: {', '.join(where) or 'none'}); "
-            f"{len(head_missing)} head tensors of the model keep their fresh initialisation")
-    else:
-        log(f"pretrained {source}: loaded all {len(to_load)} tensors")
-    return skipped
+    fitted = fit_tensors(keys_onto_model(state, target), target, layout)
+    check_backbone_complete(fitted, source)
+    model.load_state_dict({**target, **fitted.to_load}, strict=True)
+    log(loaded_summary(fitted, target, layout, source))
+    return fitted.skipped
 
 
 # --- ImageNet weights from the local caches ------------------------------------------------------

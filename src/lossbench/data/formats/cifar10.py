@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lossbench.config import DataConfig
-from lossbench.data.formats.common import require_root, require_task, resize_images
+from lossbench.data.formats.common import require_root, resize_images
 from lossbench.data.samples import TensorSamples
 from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
@@ -61,10 +61,9 @@ def _batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(data.copy()), torch.from_numpy(labels)
 
 
-@register_source("cifar10")
+@register_source("cifar10", tasks=("classification",))
 def cifar10_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """CIFAR-10 python batches (cifar-10-batches-py/), any subset of batches, read without checksums."""
-    require_task("cifar10", task, "classification")
     root = require_root(cfg)
     folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     train_files = sorted(folder.glob("data_batch_*"))

@@ -1,4 +1,4 @@
-"""Helpers shared by the file formats: required root, task checks, decoded channels, converters' folders."""
+"""Helpers shared by the file formats: required root, decoded channels, converters' folders."""
 
 from __future__ import annotations
 
@@ -14,13 +14,6 @@ from lossbench.errors import UserError
 def channels_of(cfg: DataConfig) -> int:
     """Channels images are decoded to (``auto`` is resolved by build_data from the model)."""
     return 3 if cfg.channels == "auto" else int(cfg.channels)
-
-
-def require_task(source: str, task: str, *tasks: str) -> None:
-    """UserError unless the source serves ``task``."""
-    if task not in tasks:
-        raise UserError(f"data.source {source!r} gives {' or '.join(tasks)} data, but task is {task!r}; "
-                        f"change task or data.source")
 
 
 def require_root(cfg: DataConfig, default: Path | None = None) -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lossbench.config import CsvOptions, DataConfig
 from lossbench.data.files import Decoder, FileItem, open_files, report_bad
-from lossbench.data.formats.common import channels_of, require_root, require_task
+from lossbench.data.formats.common import channels_of, require_root
 from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
 
@@ -156,10 +156,9 @@ def _inferred_class_count(rows: list[tuple[str, str, str]]) -> int:
     return top + 1
 
 
-@register_source("csv", shares_cache=True)
+@register_source("csv", tasks=("classification",), shares_cache=True)
 def csv_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """CSV of image ids / paths and integer labels (one file with a header, or header-less ids + labels files)."""
-    require_task("csv", task, "classification")
     root = require_root(cfg)
     opts = cfg.csv
     images = root / opts.images

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lossbench.config import DataConfig
-from lossbench.data.formats.common import require_root, require_task, resize_images
+from lossbench.data.formats.common import require_root, resize_images
 from lossbench.data.samples import TensorSamples
 from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
@@ -25,7 +25,8 @@ DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
-def _find(root: Path, stem: str) -> Path | None:
+def find_idx_file(root: Path, stem: str) -> Path | None:
+    """``root/<stem>.gz`` or ``root/<stem>``, whichever exists; None if neither."""
     for name in (f"{stem}.gz", stem):
         if (root / name).is_file():
             return root / name
@@ -49,9 +50,10 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _split(root: Path, prefix: str, size: int) -> TensorSamples | None:
-    images_path = _find(root, f"{prefix}-images-idx3-ubyte")
-    labels_path = _find(root, f"{prefix}-labels-idx1-ubyte")
+def read_idx_split(root: Path, prefix: str, size: int) -> TensorSamples | None:
+    """The ``<prefix>-images`` / ``<prefix>-labels`` IDX pair as samples resized to ``size``; None without the pair."""
+    images_path = find_idx_file(root, f"{prefix}-images-idx3-ubyte")
+    labels_path = find_idx_file(root, f"{prefix}-labels-idx1-ubyte")
     if images_path is None or labels_path is None:
         return None
     images = read_idx(images_path)
@@ -67,13 +69,12 @@ def _split(root: Path, prefix: str, size: int) -> TensorSamples | None:
     return TensorSamples(tensor, torch.from_numpy(labels.astype(np.int64)), names, sizes=[(w, h)] * len(labels))
 
 
-@register_source("fashion_mnist")
+@register_source("fashion_mnist", tasks=("classification",))
 def fashion_mnist_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """Fashion-MNIST IDX .gz files (default /usr/share/datasets/fashion-mnist, Debian's package)."""
-    require_task("fashion_mnist", task, "classification")
     root = require_root(cfg, DEFAULT_ROOT)
-    train = _split(root, "train", cfg.image_size)
+    train = read_idx_split(root, "train", cfg.image_size)
     if train is None:
         raise UserError(f"{root}: no train-images-idx3-ubyte.gz / train-labels-idx1-ubyte.gz; set data.root, "
                         f"or install Debian's dataset-fashion-mnist package")
-    return Splits(train, None, list(NAMES), test=_split(root, "t10k", cfg.image_size))
+    return Splits(train, None, list(NAMES), test=read_idx_split(root, "t10k", cfg.image_size))

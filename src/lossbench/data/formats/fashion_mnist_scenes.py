@@ -35,8 +35,8 @@ import torch
 
 from lossbench.config import DataConfig, ScenesOptions
 from lossbench.data import cache
-from lossbench.data.formats.common import require_root, require_task, resize_images
-from lossbench.data.formats.fashion_mnist import DEFAULT_ROOT, NAMES, _find, _split
+from lossbench.data.formats.common import require_root, resize_images
+from lossbench.data.formats.fashion_mnist import DEFAULT_ROOT, NAMES, find_idx_file, read_idx_split
 from lossbench.data.imbalance import long_tail_counts
 from lossbench.data.samples import TensorSamples
 from lossbench.data.registry import Splits, register_source
@@ -172,7 +172,7 @@ class _Items:
 
     def get(self, prefix: str) -> tuple[torch.Tensor, np.ndarray]:
         if prefix not in self._read:
-            samples = _split(self.root, prefix, 28)
+            samples = read_idx_split(self.root, prefix, 28)
             self._read[prefix] = (samples.images, samples.targets.numpy())
         return self._read[prefix]
 
@@ -221,17 +221,16 @@ def _cached(cfg: DataConfig, items: _Items, plan: dict[str, Any]) -> SceneSample
     return SceneSamples(arrays["images"], arrays["masks"], meta["names"], meta["objects"])
 
 
-@register_source("fashion_mnist_scenes", shares_cache=True)
+@register_source("fashion_mnist_scenes", tasks=("segmentation",), shares_cache=True)
 def fashion_mnist_scenes_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """Canvases of real Fashion-MNIST items, masks of their garment classes; long-tailed training occurrence."""
-    require_task("fashion_mnist_scenes", task, "segmentation")
     if cfg.num_classes not in (None, len(CLASS_NAMES)):
         raise UserError(f"data.num_classes: fashion_mnist_scenes has {len(CLASS_NAMES)} classes (background and "
                         f"10 garments), got {cfg.num_classes}; remove data.num_classes")
     root = require_root(cfg, DEFAULT_ROOT)
     paths = {}
     for prefix in ("train", "t10k"):
-        found = [_find(root, f"{prefix}-{kind}-idx{dim}-ubyte") for kind, dim in (("images", 3), ("labels", 1))]
+        found = [find_idx_file(root, f"{prefix}-{kind}-idx{dim}-ubyte") for kind, dim in (("images", 3), ("labels", 1))]
         if None in found:
             raise UserError(f"{root}: no {prefix}-images-idx3-ubyte.gz / {prefix}-labels-idx1-ubyte.gz (scenes need "
                             f"both train and t10k files); set data.root, or install Debian's dataset-fashion-mnist")

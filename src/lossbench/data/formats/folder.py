@@ -14,7 +14,7 @@ from pathlib import Path
 from lossbench.config import DataConfig
 from lossbench.data.decode import is_image_file
 from lossbench.data.files import Decoder, FileItem, open_files
-from lossbench.data.formats.common import channels_of, require_root, require_task
+from lossbench.data.formats.common import channels_of, require_root
 from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
 
@@ -28,10 +28,9 @@ def _images_under(folder: Path) -> list[Path]:
                   if is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-@register_source("folder", shares_cache=True)
+@register_source("folder", tasks=("classification",), shares_cache=True)
 def folder_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """One folder per class: root/train/<class>/, root/val/<class>/ or root/<class>/."""
-    require_task("folder", task, "classification")
     root = require_root(cfg)
     if (root / "train").is_dir():
         split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}

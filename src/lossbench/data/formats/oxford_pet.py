@@ -17,7 +17,7 @@ from lossbench.config import DataConfig
 from lossbench.contract import IGNORE_INDEX
 from lossbench.data.decode import MaskSpec
 from lossbench.data.files import Decoder, FileItem, open_files
-from lossbench.data.formats.common import channels_of, require_root, require_task
+from lossbench.data.formats.common import channels_of, require_root
 from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
 
@@ -42,10 +42,9 @@ def _read_list(path: Path) -> list[tuple[str, int, str]]:
     return out
 
 
-@register_source("oxford_pet", shares_cache=True)
+@register_source("oxford_pet", tasks=("segmentation", "classification"), shares_cache=True)
 def oxford_pet_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """Oxford-IIIT Pet: trimap segmentation (3 classes, or pet/background) or 37-breed classification."""
-    require_task("oxford_pet", task, "segmentation", "classification")
     root = require_root(cfg)
     lists = {"train": _read_list(root / "annotations" / "trainval.txt")}
     if (root / "annotations" / "test.txt").is_file():

@@ -26,7 +26,7 @@ from lossbench.contract import IGNORE_INDEX
 from lossbench.data.decode import MaskSpec, is_image_file
 from lossbench.data.files import Decoder, FileItem, open_files
 from lossbench.data.samples import SampleSet
-from lossbench.data.formats.common import channels_of, require_root, require_task
+from lossbench.data.formats.common import channels_of, require_root
 from lossbench.data.registry import Splits, register_source
 from lossbench.errors import UserError
 
@@ -82,10 +82,9 @@ def _inferred_class_count(train: SampleSet, items: list[FileItem], masks_dir: Pa
     return max(2, top + 1)
 
 
-@register_source("seg_folder", shares_cache=True)
+@register_source("seg_folder", tasks=("segmentation",), shares_cache=True)
 def seg_folder_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """images/ + masks/<class>/ binary masks (pytorch-nested-unet) or masks/ index PNGs."""
-    require_task("seg_folder", task, "segmentation")
     root = require_root(cfg)
     opts = cfg.seg
     split_bases = {"train": root}

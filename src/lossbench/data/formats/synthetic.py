@@ -159,7 +159,7 @@ def make_splits(
     }
 
 
-@register_source("synthetic")
+@register_source("synthetic", tasks=("classification", "segmentation"))
 def synthetic_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     """Procedural shapes (classification) or shape masks (segmentation); no download."""
     num_classes = cfg.num_classes or (4 if task == "classification" else 3)
