@@ -1,17 +1,13 @@
 """The training run: stages of epochs of train + validate, checkpoints, exact resume, DDP.
 
-``train(exp)`` is the whole of ``lossbench train`` for one experiment: it takes a
-validated :class:`Experiment` (never YAML), builds data, model, loss and
-optimizer through their registries, and leaves the run folder of
-ARCHITECTURE.md. ``resume(run_dir)`` continues a run from its ``last.pt``
-(:mod:`lossbench.engine.state` says what that holds), so on the CPU a resumed
-run ends bit for bit where an uninterrupted one does.
+``train(exp)`` is the whole of ``lossbench train`` for one experiment: it takes a validated :class:`Experiment`
+(never YAML), builds data, model, loss and optimizer through their registries, and leaves the run folder of
+ARCHITECTURE.md. ``resume(run_dir)`` continues a run from its ``last.pt`` (:mod:`lossbench.engine.state` says what
+that holds), so on the CPU a resumed run ends bit for bit where an uninterrupted one does.
 
-A run is a sequence of named steps around one :class:`Run`:
-:func:`_set_up`, then :func:`_restore` (resume) or :func:`_start`,
-:func:`_run_stage` for each stage, :func:`_run_epoch` for each of its
-epochs, :func:`_end_epoch` (metrics row, best epoch, early stopping,
-checkpoint), and :func:`_summarise`.
+A run is a sequence of named steps around one :class:`Run`: :func:`_set_up`, then :func:`_restore` (resume) or
+:func:`_start`, :func:`_run_stage` for each stage, :func:`_run_epoch` for each of its epochs, :func:`_end_epoch`
+(metrics row, best epoch, early stopping, checkpoint), and :func:`_summarise`.
 """
 
 from __future__ import annotations
@@ -34,6 +30,7 @@ from lossbench.contract import IGNORE_INDEX
 from lossbench.data import DataBundle, build_data
 from lossbench.data.loaders import build_loaders
 from lossbench.engine import runfolder
+from lossbench.engine.checkpoints import CheckpointSchedule, write_epoch
 from lossbench.engine.distributed import (
     DistContext, broadcast_buffers, exact_eval_loader, gather_objects, is_main_process, run_on_main, session,
 )
@@ -65,8 +62,8 @@ def train(
 
     Under torchrun this runs data-parallel; only rank 0 writes the run folder
     and logs. ``on_epoch_end(epoch)`` is called on every rank after the
-    epoch's checkpoint is written. A loss spec with a typo is refused (naming
-    the config file and ``loss``) before any data is read.
+    epoch's files are written (engine/checkpoints.py: last.pt every ``checkpoint_every`` epochs).
+    A loss spec with a typo is refused (naming the config file and ``loss``) before any data is read.
     """
     check_spec(exp.loss, exp.where("loss"))
     with session(exp.device) as ctx:
@@ -103,12 +100,10 @@ def resume(
 class Run:
     """What one training run works with, made by :func:`_set_up`; every step below takes it.
 
-    ``head``: the model's head prefixes (its stage groups); ``reweighting``:
-    the loss's deferred class weights (``drw_epoch``); ``main``: the
-    task's main metric; ``best_name``: the metrics.csv column choosing best.pt;
-    ``names``: every column a monitor may watch; ``monitors``: the column each
-    stage's scheduler watches; ``state``: what changes from epoch to epoch and
-    is checkpointed.
+    ``head``: the model's head prefixes (its stage groups); ``reweighting``: the loss's deferred class weights
+    (``drw_epoch``); ``main``: the task's main metric; ``best_name``: the metrics.csv column choosing best.pt;
+    ``names``: every column a monitor may watch; ``monitors``: the column each stage's scheduler watches;
+    ``state``: what changes from epoch to epoch and is checkpointed; ``checkpoints``: which epochs write it.
     """
 
     exp: Experiment
@@ -129,6 +124,7 @@ class Run:
     trackers: Trackers
     log: Callable[[str], Any]
     on_epoch_end: Callable[[int], Any] | None
+    checkpoints: CheckpointSchedule
     started: float = 0.0
 
     @property
@@ -217,7 +213,8 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
                metrics=TaskMetrics(exp.task, data.num_classes, IGNORE_INDEX).to(device),
                train_loader=train_loader, val_loader=exact_eval_loader(val_loader, ctx), autocast=autocast,
                main=main, best_name=best_name, names=names, monitors=monitors, state=state, trackers=trackers,
-               log=log if ctx.is_main else (lambda *_: None), on_epoch_end=on_epoch_end)
+               log=log if ctx.is_main else (lambda *_: None), on_epoch_end=on_epoch_end,
+               checkpoints=CheckpointSchedule(exp.checkpoint_every, exp.epochs))
 
 
 def _stopper(exp: Experiment, names: list[str], best_name: str) -> MetricMonitor | None:
@@ -334,7 +331,7 @@ def _epoch_row(run: Run, epoch: int, index: int, tr: EpochResult, va: EpochResul
 def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str, tr: EpochResult, va: EpochResult,
                eval_model: nn.Module, started: float) -> None:
     """What happens at the end of an epoch: long-tail shot accuracies, the metrics row, the plateau scheduler's
-    step, the best epoch and early stopping, then metrics.csv, last.pt (and best.pt), trackers and the log line."""
+    step, the best epoch and early stopping, then metrics.csv, last.pt and best.pt when due, trackers, log line."""
     exp, state, ctx = run.exp, run.state, run.ctx
     if exp.task == "classification" and "recall" in va.metrics:
         va.metrics.update(shot_accuracies(va.metrics["recall"], run.data.class_counts))
@@ -348,8 +345,10 @@ def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str, 
     row["seconds"] = time.perf_counter() - started
     state.rows.append(row)
     state.epoch, state.stage = epoch, index
-    last = state.checkpoint(gather_objects(ctx, rng_state(state.generators)))
-    run_on_main(ctx, lambda: runfolder.save_epoch(run.run_dir, state.rows, last, best))
+    due = run.checkpoints.is_due(epoch, state.stopped_early)
+    last = state.checkpoint(gather_objects(ctx, rng_state(state.generators))) if due else None
+    best = run.checkpoints.best_to_write(best, due)
+    run_on_main(ctx, lambda: write_epoch(run.run_dir, state.rows, last, best))
     run.trackers.log_epoch(epoch, row)
     run.log(f"epoch {epoch}/{exp.epochs}: train loss {tr.loss:.4f}, val loss {va.loss:.4f}, "
             f"val {run.main} {va.metrics[run.main]:.4f}"
