@@ -27,6 +27,7 @@ from lossbench.engine import runfolder
 from lossbench.errors import UserError
 from lossbench.experiments.backends import LocalBackend
 from lossbench.experiments.cells import cell_status, changed_cells, resumable
+from lossbench.experiments.forked_cells import run_forked
 from lossbench.experiments.layout import LOCK_NAME, RESULTS_CSV, config_path, log_path
 from lossbench.experiments.plan import Cell, SweepPlan
 from lossbench.experiments.results import collect_results, write_results
@@ -130,15 +131,17 @@ def _attempts(cell: Cell, config: Path) -> list[list[str]]:
     return [fresh]
 
 
-def _train(attempts: list[list[str]], log_file: Path, env: dict[str, str], stop_file: Path | None
-           ) -> tuple[int, str, bool]:
-    """(return code, stderr, stopped) of the last attempt run, each command logged to ``log_file``."""
-    preexec = _death_signal_setter()
+def _train(attempts: list[list[str]], log_file: Path, env: dict[str, str], stop_file: Path | None,
+           forked: bool = False) -> tuple[int, str, bool]:
+    """(return code, stderr, stopped) of the last attempt run, each command logged to ``log_file``; ``forked``:
+    each a process forked from a preloaded server (experiments/forked_cells.py), not a fresh interpreter."""
+    preexec = None if forked else _death_signal_setter()
     with log_file.open("a", encoding="utf-8") as log:
         for i, command in enumerate(attempts):
             log.write(f"$ {' '.join(command[1:])}\n")
             log.flush()
-            returncode, stderr, stopped = _run_process(command, log, env, preexec, stop_file)
+            returncode, stderr, stopped = (run_forked(command, log, env, stop_file, STOP_POLL_SECONDS) if forked
+                                           else _run_process(command, log, env, preexec, stop_file))
             log.write(stderr)
             if returncode == 0 or returncode < 0 or i == len(attempts) - 1:
                 break
@@ -147,9 +150,9 @@ def _train(attempts: list[list[str]], log_file: Path, env: dict[str, str], stop_
     return returncode, stderr, stopped
 
 
-def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_file: Path | None = None
-             ) -> tuple[str, str, float]:
-    """Train one cell in a subprocess; returns (status, error line, seconds).
+def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_file: Path | None = None,
+             forked: bool = False) -> tuple[str, str, float]:
+    """Train one cell in a subprocess (``forked``: from the preloaded server); returns (status, error line, seconds).
 
     With ``stop_file`` (a tuning trial that may be pruned) the process is ended once that file
     appears, and the status is ``stopped``: the run folder keeps the epochs it finished.
@@ -164,7 +167,7 @@ def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_fi
     start = time.perf_counter()
     attempts = _attempts(cell, config)
     (cell.run_dir / "error.txt").unlink(missing_ok=True)
-    returncode, stderr, stopped = _train(attempts, log_file, env, stop_file)
+    returncode, stderr, stopped = _train(attempts, log_file, env, stop_file, forked)
     seconds = time.perf_counter() - start
     if returncode == 0 and runfolder.is_finished(cell.run_dir):
         return "done", "", seconds

@@ -1,0 +1,68 @@
+"""The local backend forks each cell from a preloaded server: a process of its own that ends with the sweep."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cli_helper import ENV
+
+SWEEP = """\
+name: long
+output_dir: OUT
+data: {source: synthetic, num_classes: 3, image_size: 8, train_per_class: 8, val_per_class: 2}
+model: {name: resnet20}
+batch_size: 4
+epochs: 200
+device: cpu
+grid: {seed: [0]}
+"""
+
+
+def process_writing(log: Path) -> int | None:
+    """pid of the process whose stdout is ``log`` (a cell's), if any."""
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{entry}/fd/1") == str(log):
+                return int(entry)
+        except OSError:
+            continue
+    return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_cell_is_forked_from_the_server_and_dies_with_a_killed_sweep(tmp_path):
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text(SWEEP.replace("OUT", str(tmp_path / "runs")))
+    sweep_dir = tmp_path / "runs" / "long"
+    sweep = subprocess.Popen([sys.executable, "-m", "lossbench", "sweep", str(cfg)], env=ENV, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end, cell = time.monotonic() + 240, None
+        while cell is None and time.monotonic() < end and sweep.poll() is None:
+            logs = list((sweep_dir / "logs").glob("*.log")) if (sweep_dir / "logs").is_dir() else []
+            cell = process_writing(logs[0]) if logs else None
+            time.sleep(0.05)
+        assert cell is not None, "no cell process appeared"
+        cmdline = Path(f"/proc/{cell}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        parent = int(Path(f"/proc/{cell}/stat").read_text().split(") ")[-1].split()[1])
+        assert parent != sweep.pid and "forkserver" in cmdline, cmdline  # not a fresh `python -m lossbench train`
+        os.kill(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+        end = time.monotonic() + 30
+        while alive(cell) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not alive(cell), "the cell kept training after its sweep was killed"
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
