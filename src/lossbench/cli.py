@@ -52,6 +52,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     plan = plan_sweep(args.config, args.set, args.out)
+    if args.dry_run:
+        from lossbench.experiments.dry_run import dry_run_lines
+
+        print("\n".join(dry_run_lines(plan, args.jobs or 1)))
+        return 0
     if plan.tune:  # a tune: section: its mistakes are reported before Ray or any trial starts
         from lossbench.experiments.tune import run_tuned_sweep
         from lossbench.experiments.tune_plan import plan_tuning
@@ -188,6 +193,9 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rerun-changed", action="store_true",
                    help="train again the finished cells whose config or data changed since they trained (without "
                    "it such a cell stops the sweep before anything runs)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the cells, which are done, and an estimate of the time left from finished cells; "
+                   "train nothing")
     p.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local: processes on this machine (default); ray: Ray tasks on a cluster "
                    "(pip install 'lossbench[ray]'), the sweep folder on storage every node sees")

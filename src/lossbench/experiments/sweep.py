@@ -30,6 +30,7 @@ from lossbench.experiments.cells import cell_status, changed_cells, resumable
 from lossbench.experiments.forked_cells import run_forked
 from lossbench.experiments.layout import LOCK_NAME, RESULTS_CSV, config_path, log_path
 from lossbench.experiments.plan import Cell, SweepPlan
+from lossbench.experiments.progress import Progress
 from lossbench.experiments.results import collect_results, write_results
 
 STOP_POLL_SECONDS = 0.5  # how often a cell that may be stopped (a tuning trial) looks for its stop file
@@ -190,14 +191,19 @@ def cell_outcome(cell: Cell, future: Future) -> tuple[str, str, float]:
 
 
 def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[str], Any]) -> None:
-    """Train ``cells`` on ``backend`` (as many at a time as it runs); results.csv is rewritten as each one ends."""
+    """Train ``cells`` on ``backend`` (as many at a time as it runs); results.csv is rewritten as each one ends,
+    and its line says how long the sweep has run and about how long is left (experiments/progress.py)."""
     futures = {backend.submit(run_cell, cell, plan.sweep_dir): cell for cell in cells}
-    for n, future in enumerate(as_completed(futures), 1):
-        cell = futures[future]
-        status, error, seconds = cell_outcome(cell, future)
-        write_results(plan)
-        detail = f"error: {error}" if error else "ok"
-        log(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
+    progress = Progress(len(cells), "cell", log)
+    try:
+        for n, future in enumerate(as_completed(futures), 1):
+            cell = futures[future]
+            status, error, seconds = cell_outcome(cell, future)
+            write_results(plan)
+            detail = f"error: {error}" if error else "ok"
+            progress.done(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
+    finally:
+        progress.close()
 
 
 def cells_to_run(plan: SweepPlan, rerun_changed: bool, held: set[str] = frozenset()) -> list[Cell]:
