@@ -41,18 +41,21 @@ CELL_LINE = re.compile(r"\] done (\S+) \(([\d.]+)s\)")
 SWEEP_LINE = re.compile(r"sweep finished in (\d+)s")
 
 
-def overheads(stdout: str, training: dict[str, float]) -> tuple[float, float]:
-    """(share of the cells' seconds spent outside training, seconds outside the cells: planning and the report)
-    from the sweep's lines (each cell's seconds, the sweep's own) and the training seconds each cell recorded."""
+def overheads(stdout: str, training: dict[str, float]) -> tuple[float, float, float]:
+    """(the median cell's share of seconds spent outside training, the same over all cells' seconds, the sweep's
+    own seconds) from the sweep's lines (each cell's seconds, the sweep's) and the training seconds each cell
+    recorded. The first cells also wait for the fork server's imports, once per sweep: the median leaves that out."""
     cells = {name: float(s) for name, s in CELL_LINE.findall(stdout) if name in training}
+    shares = sorted((cells[n] - training[n]) / cells[n] for n in cells if cells[n] > 0)
     total = sum(cells.values())
-    outside = sum(cells[n] - training[n] for n in cells)
-    return (outside / total if total else float("nan")), float((SWEEP_LINE.findall(stdout) or ["nan"])[-1])
+    median = (shares[(len(shares) - 1) // 2] + shares[len(shares) // 2]) / 2 if shares else float("nan")
+    whole = sum(cells[n] - training[n] for n in cells) / total if total else float("nan")
+    return median, whole, float((SWEEP_LINE.findall(stdout) or ["nan"])[-1])
 
 
-def run_sweep(recipe: Path, folder: Path, extra: list[str]) -> tuple[float, float, int, float, float]:
-    """(wall seconds, training seconds its cells recorded, cells, the cells' share outside training, the sweep's
-    own seconds) of ``lossbench sweep RECIPE --jobs 2``."""
+def run_sweep(recipe: Path, folder: Path, extra: list[str]) -> tuple[float, float, int, float, float, float]:
+    """(wall seconds, training seconds its cells recorded, cells, the median cell's and all cells' share outside
+    training, the sweep's own seconds) of ``lossbench sweep RECIPE --jobs 2``."""
     out = folder / f"sweep-{recipe.stem}"
     env = dict(os.environ, LOSSBENCH_CACHE=str(folder / f"cache-{recipe.stem}"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
@@ -63,8 +66,8 @@ def run_sweep(recipe: Path, folder: Path, extra: list[str]) -> tuple[float, floa
     if proc.returncode != 0:
         raise SystemExit(f"{recipe.name}: the sweep failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     training = {p.parent.name: json.loads(p.read_text()).get("wall_seconds", 0.0) for p in out.glob("*/summary.json")}
-    share, sweep_seconds = overheads(proc.stdout, training)
-    return wall, sum(training.values()), len(training), share, sweep_seconds
+    median, whole, sweep_seconds = overheads(proc.stdout, training)
+    return wall, sum(training.values()), len(training), median, whole, sweep_seconds
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -90,13 +93,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"reference workload (s): {before:.2f} before, {after:.2f} after, mean {reference:.2f}")
     print(f"{'recipe':<22}{'cells':>6}{'wall (s)':>10}{'cells train (s)':>16}{'outside training':>18}"
           f"{'report etc. (s)':>16}{'wall / reference':>18}")
-    for name, wall, train, cells, share, sweep_seconds in timed:
+    for name, wall, train, cells, median, whole, sweep_seconds in timed:
         label = f"old ({OLD_COMMIT})" if name == "old" else "new (this checkout)"
         ratios[name] = wall / reference
-        print(f"{label:<22}{cells:>6}{wall:>10.1f}{train:>16.1f}{share:>17.0%} {wall - sweep_seconds:>15.1f}"
-              f"{ratios[name]:>18.1f}")
-    print("outside training: the share of each cell's seconds (as the sweep timed it) not in the training time its "
-          "summary.json records (process start, imports, data and model set-up, the end-of-run files); "
+        print(f"{label:<22}{cells:>6}{wall:>10.1f}{train:>16.1f}{f'{median:.0%} / {whole:.0%}':>18}"
+              f"{wall - sweep_seconds:>16.1f}{ratios[name]:>18.1f}")
+    print("outside training: the share of a cell's seconds (as the sweep timed it) not in the training time its "
+          "summary.json records (process start, imports, data and model set-up, the end-of-run files), median cell "
+          "/ all cells (the first cells also wait for the fork server's imports, once per sweep); "
           "report etc.: the sweep command's wall time beyond its cells (start-up, planning, the report)")
     print("command: lossbench sweep RECIPE --jobs 2 (make demo), fresh folder and data cache"
           + (", --set epochs=1" if args.quick else ""))

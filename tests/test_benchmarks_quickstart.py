@@ -20,8 +20,8 @@ def test_cells_share_outside_training_and_the_sweeps_own_seconds_from_its_lines(
            "[1/2] done clf--loss-ce_seed-0-a4 (10.0s) ok; elapsed 0:10, about 0:10 left\n"
            "[2/2] done clf--loss-la_seed-0-b5 (30.0s) ok; elapsed 0:31\n"
            "sweep finished in 33s: 2 done, 0 failed -> runs/q/results.csv\n")
-    share, seconds = _module().overheads(out, {"clf--loss-ce_seed-0-a4": 9.0, "clf--loss-la_seed-0-b5": 27.0})
-    assert abs(share - 4.0 / 40.0) < 1e-9 and seconds == 33.0
+    median, whole, seconds = _module().overheads(out, {"clf--loss-ce_seed-0-a4": 9.0, "clf--loss-la_seed-0-b5": 24.0})
+    assert abs(median - (0.1 + 0.2) / 2) < 1e-9 and abs(whole - 7.0 / 40.0) < 1e-9 and seconds == 33.0
 
 
 def test_old_recipe_is_the_one_before_issue_25(tmp_path):
