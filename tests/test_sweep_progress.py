@@ -42,6 +42,21 @@ def test_plain_lines_give_elapsed_time_and_what_is_left_from_finished_items():
     assert clock_text(3725) == "1:02:05" and clock_text(59.6) == "1:00"
 
 
+def test_with_each_items_seconds_what_is_left_is_their_mean_over_the_items_run_at_a_time():
+    lines, clock = [], Clock()
+    progress = Progress(5, "cell", lines.append, jobs=2, bar=False, clock=clock)
+    clock.now += 40  # two cells ran side by side, 40 s each
+    progress.done("[1/5] done a (40.0s) ok", 40.0)
+    progress.done("[2/5] done b (40.0s) ok", 40.0)
+    clock.now += 20
+    progress.done("[3/5] done c (10.0s) ok", 10.0)
+    progress.done("[4/5] done d (30.0s) ok", 30.0)
+    assert lines == ["[1/5] done a (40.0s) ok; elapsed 0:40, about 1:20 left",  # 4 left x 40 s / 2 at a time
+                     "[2/5] done b (40.0s) ok; elapsed 0:40, about 1:00 left",
+                     "[3/5] done c (10.0s) ok; elapsed 1:00, about 0:30 left",
+                     "[4/5] done d (30.0s) ok; elapsed 1:00, about 0:30 left"]  # the last one runs alone
+
+
 def test_on_a_terminal_a_bar_counts_the_items():
     stream, printed = io.StringIO(), []
     progress = Progress(3, "trial", printed.append, bar=True, stream=stream)

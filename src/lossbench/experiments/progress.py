@@ -1,7 +1,9 @@
 """How far a sweep (its cells) or a tuning (its trials) has got: elapsed time and an estimate of what is left.
 
-The estimate is the wall time per finished item so far times the items left, so it counts the cells
-running side by side (``--jobs``) and every cost of a cell, not only its training. On a terminal a
+The estimate of what is left comes from the finished items: their mean seconds times the items left,
+over the items run at a time (``--jobs``), when the caller gives each item's seconds (a sweep's cells);
+else the wall time per finished item so far times the items left (a tuning's trials). Either way it
+counts every cost of an item, not only its training. On a terminal a
 tqdm bar on stderr shows it while each finished item still gets its line on stdout; elsewhere (a
 log file, CI, a notebook's captured output) each finished item's line ends with the same figures.
 """
@@ -28,16 +30,19 @@ def on_terminal(log: Callable[[str], Any], stream: TextIO | None = None) -> bool
 
 
 class Progress:
-    """Progress over ``total`` items (``unit``: "cell", "trial"); :meth:`done` once per finished item.
+    """Progress over ``total`` items (``unit``: "cell", "trial"), ``jobs`` at a time; :meth:`done` once per
+    finished item.
 
     ``bar``: a tqdm bar on ``stream`` (default: stderr) with the lines written through tqdm; default: a
     bar only on a terminal (:func:`on_terminal`). ``clock``: where the seconds come from.
     """
 
-    def __init__(self, total: int, unit: str, log: Callable[[str], Any] = print, *, bar: bool | None = None,
-                 stream: TextIO | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.total, self.unit, self.log, self.clock = total, unit, log, clock
+    def __init__(self, total: int, unit: str, log: Callable[[str], Any] = print, *, jobs: int = 1,
+                 bar: bool | None = None, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.total, self.unit, self.log, self.clock, self.jobs = total, unit, log, clock, max(1, jobs)
         self.finished = 0
+        self.seconds: list[float] = []
         self.started = clock()
         self._bar = None
         if total and (on_terminal(log, stream) if bar is None else bar):
@@ -47,17 +52,27 @@ class Progress:
                              dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} " + unit
                              + "s [{elapsed} elapsed, {remaining} left]")
 
-    def eta_text(self) -> str:
-        """``elapsed m:ss, about m:ss left`` from the items finished so far (``left`` unknown before the first)."""
-        elapsed = self.clock() - self.started
-        text = f"elapsed {clock_text(elapsed)}"
-        if self.finished and self.finished < self.total:
-            text += f", about {clock_text(elapsed / self.finished * (self.total - self.finished))} left"
-        return text
+    def seconds_left(self) -> float | None:
+        """What is left, from the items finished so far (None before the first, 0 after the last)."""
+        left = self.total - self.finished
+        if not self.finished or left <= 0:
+            return None if not self.finished else 0.0
+        if self.seconds:
+            return sum(self.seconds) / len(self.seconds) * left / min(self.jobs, left)
+        return (self.clock() - self.started) / self.finished * left
 
-    def done(self, line: str) -> None:
-        """One more item finished, ``line`` saying how: logged with the elapsed time and what is left."""
+    def eta_text(self) -> str:
+        """``elapsed m:ss, about m:ss left`` (no ``left`` before the first item or after the last)."""
+        text = f"elapsed {clock_text(self.clock() - self.started)}"
+        left = self.seconds_left()
+        return text + (f", about {clock_text(left)} left" if left else "")
+
+    def done(self, line: str, seconds: float | None = None) -> None:
+        """One more item finished, ``line`` saying how, ``seconds`` how long it took (if known): logged with the
+        elapsed time and what is left."""
         self.finished += 1
+        if seconds is not None:
+            self.seconds.append(seconds)
         if self._bar is None:
             self.log(f"{line}; {self.eta_text()}")
             return

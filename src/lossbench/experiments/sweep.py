@@ -194,14 +194,14 @@ def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[s
     """Train ``cells`` on ``backend`` (as many at a time as it runs); results.csv is rewritten as each one ends,
     and its line says how long the sweep has run and about how long is left (experiments/progress.py)."""
     futures = {backend.submit(run_cell, cell, plan.sweep_dir): cell for cell in cells}
-    progress = Progress(len(cells), "cell", log)
+    progress = Progress(len(cells), "cell", log, jobs=backend.jobs)
     try:
         for n, future in enumerate(as_completed(futures), 1):
             cell = futures[future]
             status, error, seconds = cell_outcome(cell, future)
             write_results(plan)
             detail = f"error: {error}" if error else "ok"
-            progress.done(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
+            progress.done(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}", seconds)
     finally:
         progress.close()
 

@@ -236,7 +236,8 @@ def drive(runs: list[StudyRun], backend: Any, sweep_dir: Path, log) -> None:
     """Run every study to its budget, ``backend.jobs`` trials at a time, reporting epochs as they land; each
     finished trial's line says how long tuning has run and about how long is left."""
     active: dict[Future, ActiveTrial] = {}
-    progress = Progress(sum(max(0, r.plan.tuning.config.trials - r.counted()) for r in runs), "trial", log)
+    progress = Progress(sum(max(0, r.plan.tuning.config.trials - r.counted()) for r in runs), "trial", log,
+                        jobs=backend.jobs)
     log = progress.done
     try:
         _drive(runs, backend, sweep_dir, log, active)
