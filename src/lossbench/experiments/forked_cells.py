@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-#: what the server imports once: everything a training cell imports, and this module (the children's entry)
+#: what the server imports once: everything a training cell imports, this module (the children's entry) and
+#: fork_warmup (draws one figure, so matplotlib's fonts are loaded there)
 PRELOAD = ["torch", "torchvision", "torchmetrics", "matplotlib.pyplot", "segmentation_models_pytorch",
            "lossbench.cli", "lossbench.engine.fit", "lossbench.plots", "lossbench.losses", "lossbench.models",
-           "lossbench.data", __name__]
+           "lossbench.data", "lossbench.experiments.fork_warmup", __name__]
 
 
 def cell_server() -> Any:
