@@ -66,3 +66,22 @@ def test_cell_is_forked_from_the_server_and_dies_with_a_killed_sweep(tmp_path):
         if sweep.poll() is None:
             sweep.kill()
             sweep.wait()
+
+
+def backend_in_a_daemonic_worker_starts_fresh_processes() -> None:
+    from lossbench.experiments.backends import LocalBackend
+
+    with LocalBackend(1) as backend:
+        assert backend.fork is False  # a daemonic process may not start children through multiprocessing
+
+
+def test_inside_a_daemonic_worker_cells_are_fresh_processes(tmp_path):
+    from cli_helper import forked_call
+
+    from lossbench.experiments.backends import LocalBackend
+
+    proc = forked_call(backend_in_a_daemonic_worker_starts_fresh_processes, log=tmp_path / "log", daemon=True)
+    proc.join(120)
+    assert proc.exitcode == 0, (tmp_path / "log").read_text()
+    with LocalBackend(1) as backend:
+        assert backend.fork is True

@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from lossbench.errors import UserError
-from lossbench.experiments.forked_cells import cell_server
+from lossbench.experiments.forked_cells import can_fork_cells, cell_server
 
 BACKENDS = ("local", "ray")
 
@@ -51,7 +51,7 @@ def usable_cpus() -> int:
 
 class LocalBackend:
     """Calls on this machine, ``jobs`` at a time, each with ``usable CPUs // jobs`` threads; ``fork``: cells
-    forked from a preloaded server (the default), else fresh interpreters."""
+    forked from a preloaded server (the default; not in a daemonic worker), else fresh interpreters."""
 
     name = "local"
 
@@ -59,7 +59,7 @@ class LocalBackend:
         if jobs < 1:
             raise UserError(f"--jobs {jobs}: run at least one cell at a time (--jobs 1 or more)")
         self.jobs = jobs
-        self.fork = fork
+        self.fork = fork and can_fork_cells()
         self.threads = max(1, usable_cpus() // jobs)
         self._gpus = gpu_count()
         self._submitted = 0

@@ -6,8 +6,10 @@ backend instead starts each cell from a server process (multiprocessing's ``fork
 of that once per sweep. A cell is still a process of its own: its exit code, its stderr, a kill or a stop
 file end it alone; it runs ``lossbench/__main__.py`` with the cell's arguments, environment and working
 folder and its thread count, exactly what the fresh process would run. It dies with the sweep's process
-(a thread waits for that process to end), so a killed sweep leaves no cell training. The server keeps the code it imported: a long-lived Python session that edits lossbench meanwhile
-gets the old code in its cells (``LocalBackend(jobs, fork=False)`` starts fresh processes).
+(a thread waits for that process to end), so a killed sweep leaves no cell training. The server keeps the
+code it imported: a long-lived Python session that edits lossbench meanwhile gets the old code in its
+cells. ``LocalBackend(jobs, fork=False)`` starts fresh processes, as it does inside a daemonic
+multiprocessing worker, which may not have children of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ from typing import IO, Any
 PRELOAD = ["torch", "torchvision", "torchmetrics", "matplotlib.pyplot", "segmentation_models_pytorch",
            "lossbench.cli", "lossbench.engine.fit", "lossbench.plots", "lossbench.losses", "lossbench.models",
            "lossbench.data", "lossbench.experiments.fork_warmup", __name__]
+
+
+def can_fork_cells() -> bool:
+    """Whether this process may start forked cells: not inside a daemonic multiprocessing worker (a Pool's),
+    which may not have children of its own; fresh processes work there."""
+    return not multiprocessing.current_process().daemon
 
 
 def cell_server() -> Any:
