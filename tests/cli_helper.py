@@ -120,6 +120,8 @@ def cli_child(argv: list[str], out_path: str, err_path: str | None = None, slow_
     if env is not None:
         os.environ.clear()
         os.environ.update(env)
+        # a fresh process would put PYTHONPATH's folders on sys.path (where plugin packages may lie)
+        sys.path[:0] = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
     if cwd is not None:
         os.chdir(cwd)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))

@@ -21,7 +21,7 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.
 #: the modules of the slow end-to-end tests, slowest first. Under xdist (``--dist loadgroup`` hands one test at a
 #: time to whichever worker is free) they start first, so that at the end no worker idles while the other
 #: finishes one of them.
-SLOW_FIRST = ["test_tune_sweep.py", "test_sweep_faults.py", "test_recipes.py", "test_sweep_report.py",
+SLOW_FIRST = ["test_tune_sweep.py", "test_sweep_study.py", "test_sweep_faults.py", "test_recipes.py", "test_sweep_report.py",
               "test_engine_ddp.py", "test_recipe_scenes.py", "test_report_browser.py", "test_api.py",
               "test_kill_resume.py", "test_engine_resume.py", "test_train_e2e.py", "test_recipe_fashion_mnist_lt.py",
               "test_tracking.py", "test_inference.py"]

@@ -17,6 +17,7 @@ LAYERS = [
     ["lossbench.data"],
     ["lossbench.models"],
     ["lossbench.losses"],
+    ["lossbench.plugins"],
     ["lossbench.metrics", "lossbench.plots"],
     ["lossbench.engine"],
     ["lossbench.experiments"],

@@ -111,3 +111,38 @@ def test_foreground_miou_leaves_out_background_and_absent_classes():
     iou = [5 / 7, 3 / 7, 2 / 4]
     assert out["fg_miou"] == pytest.approx((iou[1] + iou[2]) / 2)
     assert out["miou"] == pytest.approx(sum(iou) / 3)
+
+
+def test_own_counts_match_torchmetrics_with_ignored_targets_and_certain_predictions():
+    """TaskMetrics counts without torchmetrics (whose import costs seconds per run); torchmetrics is the reference."""
+    from torchmetrics.classification import BinaryStatScores, MulticlassConfusionMatrix, MultilabelStatScores
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(200, 4, generator=g) * 3
+    logits[:5] = torch.tensor([60.0, 0, 0, 0])  # softmax confidence exactly 1: the extra bin of torchmetrics
+    target = torch.randint(0, 4, (200,), generator=g)
+    target[::7] = 255
+    m = TaskMetrics("classification", 4)
+    m.update(logits[:90], target[:90])
+    m.update(logits[90:], target[90:])
+    out = m.compute()
+    probs = torch.softmax(logits, 1)
+    assert (probs[:5].max(1).values == 1.0).all()
+    ece = MulticlassCalibrationError(4, n_bins=15, norm="l1", ignore_index=255)(probs, target)
+    assert out["ece"] == pytest.approx(float(ece), abs=1e-6)
+    cm = MulticlassConfusionMatrix(4, ignore_index=255)(logits.argmax(1), target)
+    assert out["confusion_matrix"] == cm.tolist()
+
+    seg = torch.randn(3, 3, 5, 5, generator=g)
+    mask = (torch.rand(3, 3, 5, 5, generator=g) > 0.5).float()
+    mask[0, :, :2] = 255
+    channels = TaskMetrics("segmentation", 3)
+    channels.update(seg, mask)
+    ref = MultilabelStatScores(3, average=None, multidim_average="global", ignore_index=255)(
+        torch.sigmoid(seg).movedim(1, -1).reshape(-1, 3), mask.movedim(1, -1).reshape(-1, 3).long())
+    assert torch.equal(channels.channels.compute(), ref)
+    binary = TaskMetrics("segmentation", 1)
+    binary.update(seg[:, :1], mask[:, :1])
+    ref = BinaryStatScores(multidim_average="global", ignore_index=255)(torch.sigmoid(seg[:, :1]).reshape(-1),
+                                                                         mask[:, :1].reshape(-1).long())
+    assert torch.equal(binary.channels.compute().reshape(-1), ref)

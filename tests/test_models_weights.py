@@ -127,6 +127,29 @@ def test_run_folder_best_checkpoint_moves_an_encoder_between_tasks(tmp_path, cap
     assert "skipped" in capsys.readouterr().out
 
 
+def test_run_folder_never_starts_from_a_best_checkpoint_chosen_on_the_test_split(tmp_path, capsys):
+    torch.manual_seed(6)
+    best_net = build_model(ModelConfig(name="resnet20"), "classification", 3)
+    last_net = build_model(ModelConfig(name="resnet20"), "classification", 3)
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    torch.save({"model": last_net.state_dict(), "epoch": 2}, run / "last.pt")
+    for selected_on, expected in (("holdout", best_net), ("val", best_net), ("test", last_net)):
+        torch.save({"model": best_net.state_dict(), "epoch": 1, "selected_on": selected_on}, run / "best.pt")
+        got = build_model(ModelConfig(name="resnet20", pretrained=str(run)), "classification", 3)
+        assert torch.equal(got.layer1[0].conv1.weight, expected.layer1[0].conv1.weight), selected_on
+    assert "loading last.pt (its best.pt was chosen on the test split)" in capsys.readouterr().out
+    # a run from before best.pt recorded its split: chosen on what it evaluated every epoch
+    torch.save({"model": best_net.state_dict(), "epoch": 1}, run / "best.pt")
+    (run / "config.yaml").write_text("data: {eval_split: test}\n")
+    got = build_model(ModelConfig(name="resnet20", pretrained=str(run)), "classification", 3)
+    assert torch.equal(got.layer1[0].conv1.weight, last_net.layer1[0].conv1.weight)
+    (run / "best.pt").unlink()  # eval_split: test without a holdout writes no best.pt
+    got = build_model(ModelConfig(name="resnet20", pretrained=str(run)), "classification", 3)
+    assert torch.equal(got.layer1[0].conv1.weight, last_net.layer1[0].conv1.weight)
+    assert "loading last.pt (it has no best.pt)" in capsys.readouterr().out
+
+
 def _bad_files(tmp_path):
     r34 = tmp_path / "resnet34.pth"
     torch.save(build_model(ModelConfig(name="resnet34"), "classification", 3).state_dict(), r34)

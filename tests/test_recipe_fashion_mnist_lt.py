@@ -42,15 +42,30 @@ ROWS = 11  # configurations of the zipped grid, each run with every seed
 
 
 def test_recipes_plan_every_loss_seed_zero_first():
-    for recipe, seeds in ((RECIPE, 3), (CPU_RECIPE, 3)):
+    for recipe, drw in ((RECIPE, 161), (CPU_RECIPE, 7)):
         plan = plan_sweep(recipe, sweep_dir="/nonexistent")
-        assert len(plan.cells) == ROWS * seeds
+        assert len(plan.cells) == ROWS * 10  # seeds 0-9 planned; the rounds give 5 each, then what is undecided
+        assert plan.sequential[plan.cells[0].document] == {"min": 5, "max": 10}
         assert [c.experiment.seed for c in plan.cells[:ROWS]] == [0] * ROWS
         exp = plan.cells[0].experiment
         assert exp.data.source == "fashion_mnist" and exp.data.eval_split == "test"
         assert exp.data.imbalance_ratio == 100 and exp.model.in_channels == 1
-        assert plan.report[plan.cells[0].document] == {"baseline": {"loss": "ce", "drw_epoch": None},
-                                                       "epoch": "final", "posthoc_la": True}
+        assert exp.data.imbalance_order == "permuted"
+        options = plan.report[plan.cells[0].document]
+        assert {k: options[k] for k in ("baseline", "epoch", "posthoc_la", "margin")} == {
+            "baseline": {"loss": "ce", "drw_epoch": None}, "epoch": "final", "posthoc_la": True, "margin": 1.0}
+        ce = "loss=ce, drw_epoch=None, model.head=linear, model.bias_prior=None"
+        ldam = "loss=ldam(s=30), drw_epoch=None, model.head=cosine, model.bias_prior=None"
+        pairs = options["contrasts"]
+        assert len(pairs) == 15 and [b for _, b in pairs[:ROWS]] == [ce] * ROWS  # every other row, and post-hoc LA
+        assert pairs[ROWS:] == [
+            [ldam, "loss=ldam(s=30, max_margin=0), drw_epoch=None, model.head=cosine, model.bias_prior=None"],
+            [f"loss=ldam(s=30), drw_epoch={drw}, model.head=cosine, model.bias_prior=None",
+             f"loss=ce, drw_epoch={drw}, model.head=linear, model.bias_prior=None"],
+            ["loss=logit_adjusted(tau=1), drw_epoch=None, model.head=linear, model.bias_prior=None",
+             f"{ce} + post-hoc LA"],
+            ["loss=cb(base=sigmoid_focal, beta=0.9999, gamma=1.0), drw_epoch=None, model.head=linear, "
+             "model.bias_prior=0.1", "loss=focal(gamma=1), drw_epoch=None, model.head=linear, model.bias_prior=None"]]
     full = plan_sweep(RECIPE, sweep_dir="/nonexistent").cells[0].experiment
     assert (full.model.name, full.epochs, full.batch_size) == ("resnet32", 200, 128)
     assert (full.optimizer.name, full.optimizer.lr, full.optimizer.weight_decay) == ("sgd", 0.1, 2e-4)
@@ -88,7 +103,8 @@ def test_recipe_holds_out_a_balanced_split_before_the_long_tail(tmp_path):
     exp = plan_sweep(CPU_RECIPE, [f"data.root={root}"], tmp_path / "sweep").cells[0].experiment
     prepared = prepare_splits(exp)
     assert [prepared.holdout.targets.tolist().count(k) for k in range(10)] == [20] * 10
-    assert prepared.class_counts[0] == 100 and len(prepared.val) == 40  # 120 - 20 held out; the t10k files
+    counts = sorted(prepared.class_counts, reverse=True)  # imbalance_order: permuted: the seed picks who is rare
+    assert counts[0] == 100 and len(prepared.val) == 40  # 120 - 20 held out; the t10k files
 
 
 def test_eval_split_test_evaluates_the_balanced_test_set(tmp_path):
@@ -97,7 +113,8 @@ def test_eval_split_test_evaluates_the_balanced_test_set(tmp_path):
     prepared = prepare_splits(exp)
     assert len(prepared.val) == 40 and prepared.test is None  # the t10k files, all of them
     assert len(prepared.train) == sum(prepared.class_counts)
-    assert prepared.class_counts[0] == 120 and prepared.class_counts[-1] == 1  # 120 * 100^(-k/9), at least 1
+    counts = sorted(prepared.class_counts, reverse=True)  # permuted: the profile, in the seed's order
+    assert counts[0] == 120 and counts[-1] == 1  # 120 * 100^(-k/9), at least 1
     (root / "t10k-images-idx3-ubyte.gz").unlink()
     with pytest.raises(UserError, match="eval_split: test"):
         prepare_splits(exp)
@@ -109,6 +126,7 @@ def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path, monkeypatc
     monkeypatch.setenv("LOSSBENCH_CACHE", str(tmp_path / "cache"))
     cmd = ["sweep", str(RECIPE), "--out", str(out),
            "--set", f"data.root={root}", "--set", "epochs=1", "--set", "batch_size=32", "--set", "data.image_size=8",
+           "--set", "data.imbalance_order=fixed", "--set", "report.contrasts=baseline",
            "--set", 'grid={seed: [0], "loss, drw_epoch, model.head, model.bias_prior": [[ce, null, linear, null], '
            '["ldam(s=30)", null, cosine, null], ["cb(base=sigmoid_focal, beta=0.9999, gamma=1.0)", null, linear, 0.1]]}']
     proc = run_cli(cmd)
@@ -135,3 +153,24 @@ def test_recipe_runs_end_to_end_and_reports_shot_accuracies(tmp_path, monkeypatc
     assert "| loss=ce, drw_epoch=None, model.head=linear, model.bias_prior=None + post-hoc LA | 1 |" in report
     posthoc = json.loads((out / rows[0]["cell"] / "posthoc_la.json").read_text())["result"]
     assert posthoc["chosen_on"] == "holdout" and posthoc["checkpoint"] == "last.pt"
+
+    # a declared contrast may name the post-hoc row; then only the declared pairs are compared
+    again = run_cli(cmd + ["--set", 'report.contrasts=[["ldam(s=30), None, cosine, None", "ce, None, linear, None + '
+                                    'post-hoc LA"]]'])
+    assert again.code == 0, again.out + again.err
+    report = (out / "report.md").read_text()
+    compared = [line for line in report.splitlines() if line.startswith("| loss=") and " vs " in line]
+    assert len(compared) == 1 and "+ post-hoc LA" in compared[0] and compared[0].startswith("| loss=ldam"), compared
+
+
+def test_contrasts_may_name_the_post_hoc_row_only_with_posthoc_la(tmp_path):
+    from lossbench.experiments.study import plan_studies
+
+    pair = '[["ldam(s=30), None, cosine, None", "ce, None, linear, None + post-hoc LA"]]'
+    plan = plan_sweep(CPU_RECIPE, ["grid.seed={min: 3, max: 4}", f"report.contrasts={pair}"], sweep_dir=tmp_path)
+    options = plan.report[plan.cells[0].document]
+    assert options["contrasts"] == [["loss=ldam(s=30), drw_epoch=None, model.head=cosine, model.bias_prior=None",
+                                     "loss=ce, drw_epoch=None, model.head=linear, model.bias_prior=None + post-hoc LA"]]
+    assert plan_studies(plan)[plan.cells[0].document].pairs == ()  # scored after training: not a stopping rule
+    with pytest.raises(UserError, match=r"names 'ce, None, linear, None \+ post-hoc LA', which is not one "):
+        plan_sweep(CPU_RECIPE, ["report.posthoc_la=false", f"report.contrasts={pair}"], sweep_dir=tmp_path)

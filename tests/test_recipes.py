@@ -215,7 +215,7 @@ def test_retinopathy_transfer_grid_then_focal_on_the_best_cell(caches):
     assert pretrained["fc.weight"].shape == (5, 512)
     assert not torch.equal(best_state(out, rows[1])["conv1.weight"], r18["conv1.weight"])
     report = (out / "report.md").read_text()
-    assert "Δ quadratic_kappa vs baseline" in report and "quadratic_kappa" in report.splitlines()[
+    assert "Δ quadratic_kappa (a − b" in report and "quadratic_kappa" in report.splitlines()[
         next(i for i, line in enumerate(report.splitlines()) if line.startswith("| configuration | seeds"))]
     assert "Normalized confusion matrices" in report
 
@@ -232,7 +232,7 @@ def test_retinopathy_transfer_grid_then_focal_on_the_best_cell(caches):
     assert [r["loss"] for r in focal_rows] == ["ce", "focal(gamma=2)"]
     assert all(r["status"] == "done" and r["best_quadratic_kappa"] != "" for r in focal_rows)
     assert summary(focal_out, focal_rows[1])["best_metric"] == "val_quadratic_kappa"
-    assert "Δ quadratic_kappa vs baseline" in (focal_out / "report.md").read_text()
+    assert "Δ quadratic_kappa (a − b" in (focal_out / "report.md").read_text()
 
     # a report.metric the runs do not have is one line naming it, exit code 2
     meta = json.loads((focal_out / "sweep.json").read_text())

@@ -100,39 +100,44 @@ def setup_of(root: Path):
     return setup_document(root, meta, group_by_seed(meta, rows))
 
 
-def test_two_seeds_give_no_verdict(tmp_path):
+CONTRASTS = "contrast (a vs b) | paired seeds"
+
+
+def test_two_seeds_give_no_verdict_and_no_p(tmp_path):
     root = write_sweep(tmp_path, {"doc": {"ce": [0.60, 0.62], "focal": [0.70, 0.7201]}},
                        {"doc": {"baseline": {"loss": "ce"}, "epoch": "final"}})
     md = quiet_report(root)
-    rows = table_rows(md, "configuration | paired seeds")
-    assert rows["loss=focal"][0] == "2" and rows["loss=focal"][-1] == "too few seeds (n = 2)"
-    assert float(rows["loss=focal"][3]) < 0.05  # two nearly equal differences: p is small, and means nothing
-    assert [r[-1] for r in rows.values()] == ["", "too few seeds (n = 2)"]
+    row = table_rows(md, CONTRASTS)["loss=focal vs loss=ce"]
+    n, diff, interval, alpha, p, mde, needed, verdict = row
+    assert (n, diff, interval, p, verdict) == ("2", "+10.00", "–", "–", "too few seeds")  # no p-value at all
+    assert needed.isdigit() and int(needed) >= 3 and mde == "–"  # what it would take, from the 2 pairs' spread
     assert not re.search(r"(?<!not )significant", md)  # only the legend's "not significant", no claim
 
 
-def test_three_seeds_holm_adjusted_verdicts_and_clipped_intervals(tmp_path):
+def test_three_seeds_holm_verdicts_alpha_used_and_clipped_intervals(tmp_path):
     base = np.array([0.90, 0.93, 0.94])
     configs = {"good": base + [0.05, 0.051, 0.049], "mid": base + [0.04, 0.07, 0.05], "same": base + [0.01, -0.02, 0.0]}
     root = write_sweep(tmp_path, {"doc": {"ce": list(base), **{k: list(v) for k, v in configs.items()}}},
                        {"doc": {"epoch": "final"}})
     md = quiet_report(root)
-    rows = table_rows(md, "configuration | paired seeds")
+    rows = table_rows(md, CONTRASTS)
     p = {k: sps.ttest_rel(v, base).pvalue for k, v in configs.items()}
     adjusted = dict(zip(p, holm_adjust(list(p.values()))))
     for name, values in configs.items():
-        n, diff, interval, raw, holm, verdict = rows[f"loss={name}"]
-        assert n == "3" and float(diff) == pytest.approx(np.mean(values - base), abs=1e-4)
-        assert float(raw) == pytest.approx(p[name], abs=1e-4) and float(holm) == pytest.approx(adjusted[name], abs=1e-4)
-    assert rows["loss=good"][-1] == "better"
-    assert p["mid"] < 0.05 < adjusted["mid"] and rows["loss=mid"][-1] == "not significant"  # the verdict uses Holm's p
-    assert rows["loss=same"][-1] == "not significant"
+        n, diff, interval, alpha, raw, mde, needed, verdict = rows[f"loss={name} vs loss=ce"]
+        assert n == "3" and float(diff) == pytest.approx(100 * np.mean(values - base), abs=1e-2)  # in points
+        assert float(raw) == pytest.approx(p[name], abs=1e-4)
+        assert (float(raw) < float(alpha)) == (adjusted[name] < 0.05)  # Holm's step: the same decisions
+    assert rows["loss=good vs loss=ce"][-1].startswith("better") and rows["loss=good vs loss=ce"][3] == "0.0167"
+    assert p["mid"] < 0.05 < adjusted["mid"] and rows["loss=mid vs loss=ce"][-1] == "not significant"
+    assert rows["loss=mid vs loss=ce"][3] == "0.025"  # tested at alpha / 2 once "good" was decided
+    assert rows["loss=same vs loss=ce"][-1] == "not significant"
     # the interval of a mean accuracy stays inside [0, 1]
     metrics = table_rows(md, "configuration | seeds")
-    mean, low, high = map(float, re.match(r"★ ([\d.]+) \[([\d.-]+), ([\d.-]+)\]", metrics["loss=mid"][2]).groups())
+    mean, low, high = map(float, re.match(r"★ ([\d.]+) \[([\d.]+), ([\d.]+)\]", metrics["loss=mid"][2]).groups())
     assert high == 1.0 and low < mean < high
-    assert "95 % paired t-interval over n seeds, clipped to the metric's range" in md
-    assert "Holm-Bonferroni adjusted over the 3 comparisons" in md and "two-sided paired t-test" in md
+    assert "Better / worse: the difference is surely not zero; not significant" in md
+    assert "MDE is the smallest difference" in md and "forest.png" in md
 
 
 def test_derived_configurations_join_the_holm_family(tmp_path):
@@ -188,7 +193,7 @@ def test_a_failed_cell_and_an_all_failed_document_report_without_warnings(tmp_pa
                                   "broken": {"ce": [None, None]}})
     md = quiet_report(root)  # no "Mean of empty slice", no "No artists with labels found to put in legend"
     assert md.count("### Failed cells") == 2
-    assert table_rows(md, "configuration | paired seeds")["loss=focal"][-1] == "too few seeds (n = 0)"
+    assert table_rows(md, CONTRASTS)["loss=focal vs loss=ce"][-1] == "too few seeds"
 
 
 def test_report_time_options_are_validated_like_plan_time(tmp_path):

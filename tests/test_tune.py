@@ -89,8 +89,8 @@ def test_each_configuration_gets_a_study_whose_trials_read_the_validation_split(
     ("  metric: accuracyy\n", "tune.metric: unknown metric 'accuracyy'"),
     ("  trails: 3\n", "tune.trails: unknown key"),
     ("  space: {seed: [0, 1]}\n", "tune.space.seed: cannot be tuned"),
-    ("  space: {data.eval_split: [val, test]}\n", "tune.space.data.eval_split: cannot be tuned (trials always "
-                                                  "evaluate the validation split)"),
+    ("  space: {data.eval_split: [val, test]}\n", "tune.space.data.eval_split: cannot be tuned (it decides the "
+                                                  "split trials are judged on"),
     ("  space: {loss: [ce, dice]}\n", "tune.space.loss: is a grid key"),
     ("  space: {loss.max_margin: {type: float, low: 0.1, high: 0.5}}\n",
      "tune.space.loss.max_margin: no loss of tiny takes this parameter"),
@@ -183,8 +183,20 @@ def test_tuned_long_tail_recipe_gives_each_loss_the_same_study_on_the_validation
     assert [list(s.space) for s in studies] == [shared, shared + ["loss.gamma"], shared + ["loss.tau"]]
     for study in studies:
         assert study.tuning.config.trials == 6 and study.tuning.epoch == "final"  # the report's epoch
-        assert study.base["data"]["eval_split"] == "val" and study.base["seed"] == 3  # fresh: the grid has 0-2
+        assert study.base["seed"] == 3  # fresh: the grid has 0-2
     assert len(plan.cells) == 9 and all(c.experiment.data.eval_split == "test" for c in plan.cells)
+
+
+def test_tuned_long_tail_recipe_shares_the_cpu_tables_data_protocol():
+    from pathlib import Path
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    tuned = plan_sweep(recipes / "fashion_mnist_lt_tuned.yaml", sweep_dir="/nonexistent").cells[0].experiment
+    table = plan_sweep(recipes / "fashion_mnist_lt_cpu.yaml", sweep_dir="/nonexistent").cells[0].experiment
+    assert tuned.data == table.data and tuned.data.holdout and tuned.data.eval_split == "test"
+    assert (tuned.model, tuned.batch_size) == (table.model.model_copy(update={"head": "linear"}), table.batch_size)
+    assert tuned.optimizer.decay_norm_and_bias and tuned.optimizer.weight_decay == table.optimizer.weight_decay
+    assert tuned.epochs == 3  # the schedule is the short one; every figure quoted from it says so
 
 
 def test_a_study_without_a_completed_trial_records_its_tuned_cells_as_failed(tiny_config, tmp_path):

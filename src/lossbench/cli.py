@@ -7,68 +7,31 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
+
+CHECKPOINT_HELP = ("auto (default): best.pt unless it was chosen on the test split, else last.pt (the final "
+                   "weights); best; or last")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lossbench.config import load_experiments
-    from lossbench.errors import UserError
+    from lossbench.api import train_runs
 
-    if (args.config is None) == (args.resume is None):
-        raise UserError("train: give either a CONFIG file or --resume RUN_DIR (not both)")
-    if args.resume is not None and (args.set or args.overwrite):
-        raise UserError("train --resume continues a run with its recorded config; drop --set / --overwrite")
-    # a mistake in the config is reported before torch and the engine are imported (seconds sooner)
-    experiments = load_experiments(args.config, args.set) if args.resume is None else []
-
-    from lossbench.engine import resume, train
-    from lossbench.engine.distributed import is_main_process, session
-    from lossbench.engine.runfolder import is_finished
-
-    is_main = is_main_process()  # under torchrun only rank 0 reports
-    start = time.perf_counter()
-    if args.resume is not None:
-        finished = is_finished(args.resume)
-        summaries = [resume(args.resume)]
-        if finished:  # resume said so in one line and changed nothing
-            return 0
-    else:
-        with session(experiments[0].device):
-            summaries = [train(exp, overwrite=args.overwrite) for exp in experiments]
-    for summary in summaries if is_main else []:
-        name, best = summary["best_metric"], summary["best"]
-        print(f"{summary['name']}: best {name} {best[name]:.4f} at epoch {best['epoch']} -> {summary['run_dir']}")
-    if is_main:
-        print(f"wall time: {time.perf_counter() - start:.1f}s for {len(summaries)} run(s)")
+    train_runs(args.config, resume=args.resume, overrides=args.set, overwrite=args.overwrite)
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from lossbench.experiments.backends import open_backend
-    from lossbench.experiments.plan import plan_sweep
-    from lossbench.experiments.report import build_report
-    from lossbench.experiments.sweep import run_sweep
+    from lossbench.api import run_sweep_config
 
-    start = time.perf_counter()
-    plan = plan_sweep(args.config, args.set, args.out)
     if args.dry_run:
         from lossbench.experiments.dry_run import dry_run_lines
+        from lossbench.experiments.plan import plan_sweep
 
-        print("\n".join(dry_run_lines(plan, args.jobs or 1)))
+        print("\n".join(dry_run_lines(plan_sweep(args.config, args.set, args.out), args.jobs or 1)))
         return 0
-    if plan.tune:  # a tune: section: its mistakes are reported before Ray or any trial starts
-        from lossbench.experiments.tune import run_tuned_sweep
-        from lossbench.experiments.tune_plan import plan_tuning
-
-        studies = plan_tuning(plan)
-    with open_backend(args.backend, args.address, args.jobs) as backend:
-        rows = (run_tuned_sweep(plan, studies, backend, rerun_changed=args.rerun_changed) if plan.tune
-                else run_sweep(plan, backend=backend, rerun_changed=args.rerun_changed))
-    html_path, _ = build_report(plan.sweep_dir)
-    print(f"report: {html_path}")
-    print(f"wall time: {time.perf_counter() - start:.1f}s")
-    return 0 if all(r["status"] == "done" for r in rows) else 1
+    result = run_sweep_config(args.config, args.set, out=args.out, backend=args.backend, address=args.address,
+                              jobs=args.jobs, rerun_changed=args.rerun_changed)
+    return 0 if all(r["status"] == "done" for r in result.results) else 1
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -80,73 +43,59 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    if args.kind == "losses":
-        from lossbench.losses import LOSSES, loss_parameters, loss_summary
+    import json
 
-        for name, cls in LOSSES.items():
-            params = ", ".join(f"{k}={v!r}" for k, v in loss_parameters(cls).items())
-            print(f"{name}({params})\n    {loss_summary(cls)}")
-    elif args.kind == "models":
-        from lossbench.models import MODELS
+    from lossbench.plugins import load_config_plugins, load_entry_points
+    from lossbench.plugins.catalog import catalog, catalog_lines
 
-        for name, entry in MODELS.items():
-            print(f"{name:<16} {entry.task:<15} {entry.description.splitlines()[0] if entry.description else ''}")
+    if args.config:
+        load_config_plugins(args.config)
     else:
-        from lossbench.data import SOURCES
-
-        for name, entry in SOURCES.items():
-            tasks = ", ".join(entry.tasks)
-            print(f"{name:<20} {tasks:<30} {entry.description.splitlines()[0] if entry.description else ''}")
+        load_entry_points()
+    print(json.dumps(catalog(args.kind), indent=2, default=str) if args.json else "\n".join(catalog_lines(args.kind)))
     return 0
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    from lossbench.config.show import resolved_text
+
+    print(resolved_text(args.config, args.set), end="")
+    return 0
+
+
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    from lossbench.config.show import schema_text, write_schema
+
+    if args.out:
+        print(f"wrote {write_schema(args.out)}")
+    else:
+        print(schema_text(), end="")
+    return 0
+
+
+def _add_config_commands(sub: argparse._SubParsersAction) -> None:
+    config = sub.add_parser("config", help="show a config as lossbench reads it, or the config's JSON Schema",
+                            description="Show a config resolved with every default, or write its JSON Schema.")
+    csub = config.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
+    p = csub.add_parser("show", help="print CONFIG resolved: overrides applied, every default filled in",
+                        description="Print every document of CONFIG as lossbench reads it (after --set), with "
+                        "every default; a sweep's grid:, report: and tune: as written.")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.set_defaults(func=_cmd_config_show)
+    p = csub.add_parser("schema", help="the JSON Schema of a config file (for editors that complete YAML)",
+                        description="Print (or write to --out) the JSON Schema of a config document, from "
+                        "lossbench's pydantic models; point your editor's YAML plugin at it.")
+    p.add_argument("--out", help="write the schema to this file instead of printing it")
+    p.set_defaults(func=_cmd_config_schema)
 
 
 def _cmd_data_stats(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from lossbench.api import data_stats
 
-    from lossbench.data.stats import data_stats
-
-    out = Path(args.out)
-    for exp in _data_experiments(args.config, args.set):
-        for line in data_stats(exp, out / f"{exp.name}_class_distribution.png"):
-            print(line)
+    for line in data_stats(args.config, args.set, args.out):
+        print(line)
     return 0
-
-
-def _data_experiments(config: str, overrides: list[str]) -> list:
-    """One experiment per distinct data section of CONFIG, named for it.
-
-    A grid does not change the data unless it sets ``data.*`` keys (or what
-    the data depends on: the task, the model's input channels); the grid is
-    expanded as a sweep expands it, and the first cell of each distinct data
-    section stands for it, named by its document, plus the grid values that
-    tell its sections apart when the document has several.
-    """
-    import json
-    import re
-    from pathlib import Path
-
-    from lossbench.config import load_experiments, read_documents
-    from lossbench.data import resolve_config
-
-    if not any("grid" in doc for doc in read_documents(Path(config))):
-        return load_experiments(config, overrides)
-    from lossbench.experiments.plan import plan_sweep
-
-    firsts: dict[tuple[str, str], object] = {}
-    for cell in plan_sweep(config, overrides).cells:
-        exp = cell.experiment
-        data = json.dumps([exp.task, resolve_config(exp).model_dump(mode="json")], sort_keys=True, default=str)
-        firsts.setdefault((cell.document, data), cell)
-    experiments = []
-    for (document, _), cell in firsts.items():
-        siblings = [c.values for (d, _), c in firsts.items() if d == document]
-        differing = [k for k in cell.values if len({json.dumps(v.get(k), default=str) for v in siblings}) > 1]
-        name = document
-        if differing:
-            name += "--" + re.sub(r"[^A-Za-z0-9.=-]+", "_", "__".join(f"{k.split('.')[-1]}-{cell.values[k]}"
-                                                                       for k in differing))
-        experiments.append(cell.experiment.model_copy(update={"name": name}))
-    return experiments
 
 
 def _cmd_data_prepare_dsb2018(args: argparse.Namespace) -> int:
@@ -252,9 +201,11 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", default=[], metavar="CONFIG_OR_KEY=VALUE",
                    help="another dataset: a config file (its data section is used) or a data override such as "
                    "val_per_class=100 or root=/data/other (repeatable)")
-    p.add_argument("--split", choices=["val", "test", "train"], default="val", help="which split (default val)")
+    p.add_argument("--split", default=None,
+                   help="val, test, holdout (the held-out split of data.holdout) or train; default: the split the "
+                   "run evaluated every epoch (test under data.eval_split: test)")
     p.add_argument("--name", help="write into RUN/eval/NAME/ instead of RUN/eval/")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", default="auto", help=CHECKPOINT_HELP)
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's batch_size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--posthoc-la", action="store_true",
@@ -273,7 +224,7 @@ def _add_predict_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder, e.g. runs/my-run")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--out", help="folder for masks and overlays (default RUN/predict)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", default="auto", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=_cmd_predict)
 
@@ -283,7 +234,7 @@ def _add_predict_export_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder, e.g. runs/my-run")
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     p.add_argument("--out", help="output file (default RUN/export/model.onnx or model.torchscript.pt)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", default="auto", help=CHECKPOINT_HELP)
     p.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
     p.set_defaults(func=_cmd_export)
 
@@ -293,15 +244,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lossbench",
         description="Train and compare image classifiers and segmenters under losses for imbalanced data.",
     )
+    from lossbench._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"lossbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train_command(sub)
     _add_sweep_commands(sub)
     _add_eval_command(sub)
     _add_predict_export_commands(sub)
-    p = sub.add_parser("list", help="list registered losses, models or data sources")
+    p = sub.add_parser("list", help="list registered losses, models or data sources",
+                       description="List the registered losses, models or data sources: the built-in ones and "
+                       "those of installed plugin packages, each plugin's entry with its origin.")
     p.add_argument("kind", choices=["losses", "models", "sources"])
+    p.add_argument("--config", help="also load this config's plugins: (your own .py files or modules)")
+    p.add_argument("--json", action="store_true", help="print the entries as JSON (name, origin, what each declares)")
     p.set_defaults(func=_cmd_list)
     _add_data_commands(sub)
+    _add_config_commands(sub)
     return parser
 
 

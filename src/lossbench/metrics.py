@@ -1,7 +1,7 @@
 """Metrics accumulated over a whole evaluation set, never averaged per batch.
 
-One torchmetrics ``MulticlassConfusionMatrix`` accumulates every prediction
-(and syncs across DDP ranks); all figures derive from it:
+One confusion matrix accumulates every prediction (summed across DDP ranks
+when computed); all figures derive from it:
 
 classification: accuracy, balanced accuracy (mean per-class recall), macro-F1,
 per-class recall, quadratic weighted kappa (Cohen 1968), and the expected
@@ -25,15 +25,10 @@ same prediction thus have the same ``fg_miou``, while their ``miou`` differ
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
-from torchmetrics.classification import (
-    BinaryStatScores,
-    MulticlassCalibrationError,
-    MulticlassConfusionMatrix,
-    MultilabelStatScores,
-)
 
 from lossbench.contract import IGNORE_INDEX, TASKS
 from lossbench.errors import UserError
@@ -222,31 +217,140 @@ def normalized_confusion(cm: torch.Tensor) -> torch.Tensor:
     return cm / cm.sum(1, keepdim=True).clamp(min=1)
 
 
+#: float64 K x K matrices alive at once while the metrics are computed from a K x K confusion matrix (its copies,
+#: the kappa's weights and expectations)
+CONFUSION_COPIES = 6
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (``MemAvailable``), or None where that cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_confusion_memory(num_classes: int) -> None:
+    """Refuse, with the numbers, a class count whose confusion matrix (and the metrics computed from it) would not
+    fit in the memory available."""
+    need = CONFUSION_COPIES * 8 * max(num_classes, 2) ** 2
+    free = available_memory()
+    if free is not None and need > free:
+        raise UserError(f"{num_classes} classes: their {num_classes} x {num_classes} confusion matrix and the metrics "
+                        f"computed from it need {need / 2**30:.1f} GB of memory, {free / 2**30:.1f} GB is available; "
+                        "check data.num_classes (or the labels it is inferred from), or choose fewer with data.classes")
+
+
+def summed_over_ranks(counts: torch.Tensor) -> torch.Tensor:
+    """``counts`` summed over the DDP ranks (each rank holds its shard's); itself outside DDP."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return counts
+    counts = counts.clone()
+    dist.all_reduce(counts)
+    return counts
+
+
+class ConfusionCounts(torch.nn.Module):
+    """A K x K confusion matrix (rows = true class, columns = predicted); targets at ``ignore_index`` not counted."""
+
+    def __init__(self, num_classes: int, ignore_index: int) -> None:
+        super().__init__()
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.register_buffer("counts", torch.zeros(num_classes, num_classes, dtype=torch.long), persistent=False)
+
+    def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:
+        keep = target != self.ignore_index
+        predicted, target = predicted[keep].long(), target[keep].long()
+        k = self.num_classes
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= k):
+            raise ValueError(f"targets must be class indices in [0, {k}) or {self.ignore_index} (ignored)")
+        self.counts += torch.bincount(target * k + predicted, minlength=k * k).reshape(k, k)
+
+    def compute(self) -> torch.Tensor:
+        return summed_over_ranks(self.counts)
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+
+class CalibrationBins(torch.nn.Module):
+    """Top-1 confidence and correctness in equal-width bins over [0, 1]; ``compute`` gives the (l1) expected
+    calibration error sum_b |acc_b - conf_b| n_b / n (Guo et al. 2017), with torchmetrics' binning (a
+    confidence of exactly 1 has a bin of its own)."""
+
+    def __init__(self, bins: int, ignore_index: int) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.register_buffer("edges", torch.linspace(0, 1, bins + 1), persistent=False)
+        self.register_buffer("sums", torch.zeros(3, bins + 1, dtype=torch.float64), persistent=False)
+
+    def update(self, probabilities: torch.Tensor, target: torch.Tensor) -> None:
+        keep = target != self.ignore_index
+        confidence, predicted = probabilities[keep].max(dim=1)
+        correct = predicted.eq(target[keep]).double()
+        index = torch.bucketize(confidence, self.edges, right=True) - 1
+        for row, values in enumerate((torch.ones_like(correct), confidence.double(), correct)):
+            self.sums[row].scatter_add_(0, index, values)
+
+    def compute(self) -> torch.Tensor:
+        count, confidence, correct = summed_over_ranks(self.sums)
+        occupied = count.clamp(min=1)
+        return ((correct / occupied - confidence / occupied).abs() * count / count.sum()).sum()
+
+    def reset(self) -> None:
+        self.sums.zero_()
+
+
+class ChannelCounts(torch.nn.Module):
+    """Per-channel (tp, fp, tn, fn, support) of sigmoid outputs thresholded at 0.5; entries of a target at
+    ``ignore_index`` not counted. ``update`` takes N x C probabilities and 0 / 1 targets."""
+
+    def __init__(self, channels: int, ignore_index: int) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.register_buffer("counts", torch.zeros(channels, 4, dtype=torch.long), persistent=False)
+
+    def update(self, probabilities: torch.Tensor, target: torch.Tensor) -> None:
+        keep = target != self.ignore_index
+        predicted, positive = (probabilities > 0.5) & keep, (target == 1) & keep
+        negative = (target == 0) & keep
+        self.counts += torch.stack([(predicted & positive).sum(0), (predicted & negative).sum(0),
+                                    (~predicted & negative).sum(0), (~predicted & positive).sum(0)], dim=1)
+
+    def compute(self) -> torch.Tensor:
+        counts = summed_over_ranks(self.counts)
+        return torch.cat([counts, counts[:, :1] + counts[:, 3:]], dim=1)
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+
 class TaskMetrics(torch.nn.Module):
     """Accumulates predictions for a task over a whole set; ``compute()`` gives all metrics.
 
     Index targets feed a confusion matrix (and, for classification, a
     calibration-error accumulator); float targets shaped like the logits feed
-    per-channel stat scores. All are torchmetrics states, synced across DDP ranks.
+    per-channel stat scores. All are counts, summed across DDP ranks when computed.
     """
 
     def __init__(self, task: str, num_classes: int, ignore_index: int = IGNORE_INDEX, calibration_bins: int = 15) -> None:
         super().__init__()
+        check_confusion_memory(num_classes)
         self.task = task
         self.num_classes = num_classes
-        self.confusion = MulticlassConfusionMatrix(max(num_classes, 2), ignore_index=ignore_index)
-        self.calibration = (
-            MulticlassCalibrationError(num_classes, n_bins=calibration_bins, norm="l1", ignore_index=ignore_index)
-            if task == "classification" and num_classes >= 2
-            else None
-        )
-        self.channels = (
-            MultilabelStatScores(
-                num_classes, threshold=0.5, average=None, multidim_average="global", ignore_index=ignore_index
-            )
-            if num_classes > 1
-            else BinaryStatScores(threshold=0.5, multidim_average="global", ignore_index=ignore_index)
-        )
+        self.confusion = ConfusionCounts(max(num_classes, 2), ignore_index)
+        self.calibration = (CalibrationBins(calibration_bins, ignore_index)
+                            if task == "classification" and num_classes >= 2 else None)
+        self.channels = ChannelCounts(num_classes, ignore_index)
         self._sigmoid = False
 
     @torch.no_grad()
@@ -263,7 +367,7 @@ class TaskMetrics(torch.nn.Module):
             return
         if logits.shape[1] == 1:
             self._sigmoid = True
-            self.channels.update(torch.sigmoid(logits).reshape(-1), target.reshape(-1).long())
+            self.channels.update(torch.sigmoid(logits).reshape(-1, 1), target.reshape(-1, 1).long())
             return
         self.confusion.update(logits.argmax(1), target.long())
         if self.calibration is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -111,3 +112,46 @@ def write_evil_pickle(path: Path, marker: Path, torch_format: bool = True) -> Pa
     else:
         path.write_bytes(pickle.dumps(obj))
     return path
+
+
+@contextlib.contextmanager
+def small_file_system(path: Path, megabytes: int):
+    """A real tmpfs of ``megabytes`` MB mounted at ``path`` (root only: the test is skipped elsewhere)."""
+    import subprocess
+
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({res.stderr.strip() or res.returncode})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill_disk(folder: Path, leave_bytes: int) -> Path:
+    """A file that takes all but ``leave_bytes`` of ``folder``'s file system; returns it (delete it to free space)."""
+    import shutil
+
+    filler = folder / "filler.bin"
+    size = max(0, shutil.disk_usage(folder).free - leave_bytes)
+    with filler.open("wb") as f:
+        f.write(b"\0" * size)
+    return filler
+
+
+@contextlib.contextmanager
+def read_only_file_system(path: Path):
+    """A real, empty file system mounted read-only at ``path`` (a tmpfs remounted ro; root only, skipped elsewhere)."""
+    import subprocess
+
+    import pytest
+
+    with small_file_system(path, 1) as mounted:
+        res = subprocess.run(["mount", "-o", "remount,ro", str(mounted)], capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot remount a tmpfs read-only here ({res.stderr.strip()})")
+        yield mounted

@@ -136,6 +136,9 @@ class DataConfig(StrictModel):
     train_per_class: int = Field(200, gt=0, description="synthetic: training images of the largest class")
     val_per_class: int = Field(50, gt=0, description="synthetic: validation images per class (balanced)")
     imbalance_ratio: float = Field(1.0, ge=1.0, description="largest / smallest training class size")
+    imbalance_order: Literal["fixed", "permuted"] = Field(
+        "fixed", description="which classes are rare: fixed (class 0 the most frequent, the last class the rarest) "
+        "or permuted (each seed draws which class gets which long-tail frequency; recorded in split.json)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     channels: Literal["auto", 1, 3] = Field("auto", description="channels images are decoded to; auto = model.in_channels")
     classes: list[int | str] | None = Field(None, min_length=1, description="class subset (indices or names), remapped to 0..K-1")

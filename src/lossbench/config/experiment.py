@@ -15,6 +15,11 @@ from lossbench.config.training import (
 )
 
 
+def is_plugin_file(name: str) -> bool:
+    """Whether an item of ``plugins:`` is a ``.py`` file (a path) rather than a module name."""
+    return name.endswith(".py") or "/" in name or "\\" in name
+
+
 #: what a run records about itself in config.yaml besides the experiment; never read as input
 RECORDED_KEYS = ("versions", "data_identity")
 
@@ -59,6 +64,9 @@ class Experiment(StrictModel):
     seed: int = Field(0, ge=0)
     output_dir: Path = Field(Path("runs"), description="parent folder of run folders")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    plugins: list[str] = Field(
+        default_factory=list, description="your own code to import before anything is built: module names, or "
+        ".py files relative to the config file, registering losses, models or sources (README: plugins)")
     versions: dict[str, str] | None = Field(None, description="package versions a run recorded; ignored as input")
     data_identity: str | None = Field(
         None, description="hash of the files under data.root a run trained on, as it recorded them; ignored as input")

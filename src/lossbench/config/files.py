@@ -11,7 +11,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from lossbench.config.data import DataConfig
-from lossbench.config.experiment import RECORDED_KEYS, Experiment
+from lossbench.config.experiment import RECORDED_KEYS, Experiment, is_plugin_file
+from lossbench.config.limits import check_config_size, check_yaml_nesting
 from lossbench.config.overrides import apply_overrides
 from lossbench.errors import UserError
 
@@ -51,8 +52,13 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path}: no such config file")
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: cannot read it as UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position "
+                        f"{exc.start}); "
+                        "save it as UTF-8") from None
+    except OSError as exc:
         raise UserError(f"{path}: cannot read config ({exc.__class__.__name__}: {exc})") from None
+    check_yaml_nesting(text, str(path))
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
@@ -60,16 +66,30 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}{where}: YAML syntax error: {problem}; fix the file and run again") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested far too deeply to read; a config is a few levels deep") from None
     if not docs:
         raise UserError(f"{path}: the config is empty; see recipes/quickstart.yaml for an example")
     for doc in docs:
         if not isinstance(doc, dict):
             raise UserError(f"{path}: each YAML document must be a mapping of keys, got {type(doc).__name__}")
+        check_config_size(doc, str(path))
+        _plugin_files_made_absolute(doc, path.parent)
     return docs
+
+
+def _plugin_files_made_absolute(doc: dict[str, Any], folder: Path) -> None:
+    """A document's ``plugins:`` files, relative to its config file's folder, as absolute paths (a sweep's cells
+    read copies of the config from elsewhere)."""
+    plugins = doc.get("plugins")
+    if isinstance(plugins, list):
+        doc["plugins"] = [str((folder / p).resolve()) if isinstance(p, str) and is_plugin_file(p) else p
+                          for p in plugins]
 
 
 def validate_experiment(raw: dict[str, Any], source: str) -> Experiment:
     """Validate a raw mapping as an Experiment read from ``source``, errors as one UserError line naming it."""
+    check_config_size(raw, source)
     try:
         exp = Experiment.model_validate(raw)
     except ValidationError as err:
@@ -128,11 +148,8 @@ def read_data_section(spec: str) -> dict[str, Any] | None:
         return None
     if not path.is_file():
         raise UserError(f"--data {spec!r}: neither a config file nor KEY=VALUE (e.g. --data root=/data/other)")
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: YAML syntax error ({str(exc).splitlines()[0]})") from None
-    if len(docs) != 1 or not isinstance(docs[0], dict):
+    docs = read_documents(path)  # a file that is not UTF-8 YAML, or expands too far, is one line naming it
+    if len(docs) != 1:
         raise UserError(f"{path}: --data takes a file with one experiment or one data section")
     doc = docs[0]
     section = doc.get("data", doc)

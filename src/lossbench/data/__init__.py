@@ -32,6 +32,7 @@ from lossbench.data.imbalance import (
     channel_mean_std,
     class_counts,
     class_subset_map,
+    frequency_ranks,
     long_tail_indices,
     stratified_split,
 )
@@ -103,6 +104,7 @@ class PreparedSplits:
     holdout: SampleSet | None = None
     generated_holdout: bool = False
     named_classes: bool = True
+    frequency_ranks: list[int] | None = None
 
 
 def resolve_config(exp: Experiment) -> DataConfig:
@@ -152,7 +154,7 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         raise UserError("data.classes: class subsets are for classification; remove it for segmentation")
     if cfg.sampler == "balanced" and exp.task != "classification":
         raise UserError("data.sampler: balanced sampling is for classification; use shuffle for segmentation")
-    splits: Splits = source_for_task(cfg.source, exp.task).load(cfg, exp.task, exp.seed)
+    splits: Splits = source_for_task(cfg.source, exp.task, exp.where("data.source")).load(cfg, exp.task, exp.seed)
     _check_declared_count(cfg, splits)
     train, val, holdout = splits.train, splits.val, None
     generated_holdout = False
@@ -184,17 +186,45 @@ def prepare_splits(exp: Experiment) -> PreparedSplits:
         test = subset(test) if test is not None else None
         holdout = subset(holdout) if holdout is not None else None
         names = [names[k] for k in mapping]
+    ranks = _frequency_ranks(exp, splits, len(names), list(mapping) if cfg.classes else None)
     if cfg.imbalance_ratio > 1 and not splits.long_tail_applied:
         if exp.task != "classification":
             raise UserError("data.imbalance_ratio: long-tail subsampling is for classification; "
                             "remove it for segmentation")
-        train = _keep(train, long_tail_indices(_labels(train), len(names), cfg.imbalance_ratio, exp.seed))
+        train = _keep(train, long_tail_indices(_labels(train), len(names), cfg.imbalance_ratio, exp.seed, ranks))
     skipped = [m for s in (splits.train, splits.val, splits.test) if s is not None for m in s.skipped]
     target = splits.target if exp.task == "segmentation" else "label"
+    if exp.task == "classification" and len(names) < 2:
+        where = f" at {cfg.root}" if cfg.root else ""
+        raise UserError(f"the {cfg.source} data{where} has {len(names)} class ({', '.join(names) or 'none'}); "
+                        "a classifier tells at least two apart, add the other classes' images")
     counts = count_classes(train, len(names))
     _warn_empty_classes(cfg, names, counts, "pixels" if exp.task == "segmentation" else "images")
     return PreparedSplits(train, val, test, names, counts, int(cfg.channels), target,
-                          generated_val, skipped, holdout, generated_holdout, splits.named_classes)
+                          generated_val, skipped, holdout, generated_holdout, splits.named_classes, ranks)
+
+
+def _frequency_ranks(exp: Experiment, splits: Splits, num_classes: int, kept: list[int] | None) -> list[int] | None:
+    """Each class's rank in the long-tail profile (0: the most frequent), None without a long tail.
+
+    Drawn here for the long tail :func:`prepare_splits` subsamples, the source's own when it drew the long tail
+    (its classes ``kept`` by a class subset, ranked among themselves); ``imbalance_order: permuted`` is refused
+    for data whose long tail cannot be permuted.
+    """
+    cfg = exp.data
+    if cfg.imbalance_ratio == 1 or exp.task != "classification":
+        if cfg.imbalance_order == "permuted" and exp.task != "classification":
+            raise UserError("data.imbalance_order: permuted is for classification long tails; remove it")
+        return None
+    if not splits.long_tail_applied:
+        return frequency_ranks(num_classes, cfg.imbalance_order, exp.seed)
+    if splits.frequency_ranks is None:
+        if cfg.imbalance_order == "permuted":
+            raise UserError(f"data.imbalance_order: permuted, but source {cfg.source!r} draws its own long tail "
+                            "with class 0 the most frequent; use imbalance_order: fixed")
+        return list(range(num_classes))
+    source_ranks = [splits.frequency_ranks[k] for k in kept] if kept is not None else splits.frequency_ranks
+    return [sorted(source_ranks).index(r) for r in source_ranks]
 
 
 def _check_declared_count(cfg: DataConfig, splits: Splits) -> None:
@@ -216,8 +246,9 @@ def _warn_empty_classes(cfg: DataConfig, names: list[str], counts: list[int], un
     empty = [name for name, n in zip(names, counts) if n == 0]
     if empty:
         where = f" at {cfg.root}" if cfg.root else ""
+        shown = ", ".join(map(repr, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         print(f"lossbench: warning: the {cfg.source} data{where} has no training {unit} of class"
-              f"{'es' * (len(empty) > 1)} {', '.join(map(repr, empty))}; the model cannot learn "
+              f"{'es' * (len(empty) > 1)} {shown}; the model cannot learn "
               f"{'them' if len(empty) > 1 else 'it'}", file=sys.stderr)
 
 
@@ -249,7 +280,8 @@ def _split_record(exp: Experiment, prepared: PreparedSplits) -> dict:
               "seed": exp.seed, "val_fraction": exp.data.val_fraction if generated else None,
               "generated_val": prepared.generated_val, "eval_split": exp.data.eval_split,
               "generated_holdout": prepared.generated_holdout, "class_names": prepared.class_names,
-              "named_classes": prepared.named_classes}
+              "named_classes": prepared.named_classes, "imbalance_order": exp.data.imbalance_order,
+              "frequency_ranks": prepared.frequency_ranks}
     for split in ("train", "val", "test", "holdout"):
         s = getattr(prepared, split)
         if s is not None:

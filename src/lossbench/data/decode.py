@@ -73,12 +73,17 @@ def _to_8_bits(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
 
 
-def _to_channels(im: Image.Image, channels: int) -> Image.Image:
-    """Convert any PIL mode to ``L`` (1 channel) or ``RGB`` (3 channels), as :func:`decoding_steps` describes."""
+def _to_channels(im: Image.Image, channels: int, path: Path | str = "image") -> Image.Image:
+    """Convert any PIL mode to ``L`` (1 channel) or ``RGB`` (3 channels), as :func:`decoding_steps` describes;
+    a float image with NaN or infinite pixels is a :class:`BadFile` (they would silently become 0)."""
     if im.mode in DEEP_MODES:
         im = _to_8_bits(np.asarray(im).astype(np.float64) / DEEP_DIVISOR)
     elif im.mode == "F":  # floats say nothing of their range: 0..255 unless a value is above it
         arr = np.asarray(im).astype(np.float64)
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise BadFile(f"{path}: float image with {bad} NaN or infinite pixel{'s' * (bad > 1)}; replace them "
+                          "(e.g. with 0) and save it again, or delete it")
         im = _to_8_bits(arr / DEEP_DIVISOR if arr.max(initial=0) > 255 else arr)
     if im.mode == "P":
         im = im.convert("RGBA")
@@ -139,7 +144,7 @@ def image_array(im: Image.Image, channels: int, size: int | None, path: Path | s
     if size is not None and im.format == "JPEG":
         im.draft("RGB" if channels == 3 else "L", (size, size))
     _load(im, path, "image")
-    im = _to_channels(im, channels)
+    im = _to_channels(im, channels, path)
     if size is not None and im.size != (size, size):
         im = im.resize((size, size), Image.BILINEAR)
     arr = np.asarray(im, dtype=np.uint8)

@@ -21,6 +21,15 @@ def long_tail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> li
     return [max(1, int(n_max * imbalance_ratio ** (-k / (num_classes - 1)))) for k in range(num_classes)]
 
 
+def frequency_ranks(num_classes: int, order: str, seed: int) -> list[int]:
+    """Each class's rank in the long-tail profile (0: the most frequent): ``fixed`` gives class k rank k,
+    ``permuted`` a permutation drawn by ``seed``, so every seed has its own rare classes (the same for every
+    configuration of a sweep that shares the seed, so comparisons stay paired)."""
+    if order == "fixed":
+        return list(range(num_classes))
+    return torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
 def class_counts(targets: Sequence[int] | torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> list[int]:
     """How many samples (classification) or pixels (index masks) each class has."""
     t = torch.as_tensor(targets).reshape(-1).long()
@@ -56,21 +65,25 @@ def _by_class(labels: Sequence[int] | torch.Tensor) -> list[list[int]]:
     return [groups[k] for k in sorted(groups)]
 
 
-def long_tail_indices(labels: Sequence[int] | torch.Tensor, num_classes: int, imbalance_ratio: float, seed: int
-                      ) -> list[int]:
-    """Indices of a long-tailed subsample: class k keeps ``n_max * ratio ** (-k / (K - 1))`` items.
+def long_tail_indices(labels: Sequence[int] | torch.Tensor, num_classes: int, imbalance_ratio: float, seed: int,
+                      ranks: Sequence[int] | None = None) -> list[int]:
+    """Indices of a long-tailed subsample: class k keeps ``n_max * ratio ** (-r_k / (K - 1))`` items.
 
-    ``n_max`` is the largest value for which every class has enough items, so the
-    profile is exact (on a balanced set, ``n_max`` is the class size, as in
-    CIFAR-10-LT). Which items are kept is drawn by seed.
+    ``r_k`` is class k's rank (``ranks``, default k: class 0 the most frequent;
+    :func:`frequency_ranks`). ``n_max`` is the largest value for which every
+    class has enough items, so the profile is exact (on a balanced set,
+    ``n_max`` is the class size, as in CIFAR-10-LT). Which items are kept is
+    drawn by seed.
     """
     labels = torch.as_tensor(labels).long()
     available = torch.bincount(labels, minlength=num_classes).tolist()
     if num_classes == 1 or imbalance_ratio == 1.0:
         return list(range(len(labels)))
-    factors = [imbalance_ratio ** (-k / (num_classes - 1)) for k in range(num_classes)]
+    ranks = list(ranks) if ranks is not None else list(range(num_classes))
+    factors = [imbalance_ratio ** (-ranks[k] / (num_classes - 1)) for k in range(num_classes)]
     n_max = min(int(a / f + 1e-9) for a, f in zip(available, factors))
-    target = long_tail_counts(max(n_max, 1), num_classes, imbalance_ratio)
+    profile = long_tail_counts(max(n_max, 1), num_classes, imbalance_ratio)
+    target = [profile[r] for r in ranks]
     g = torch.Generator().manual_seed(seed)
     keep: list[int] = []
     for k in range(num_classes):

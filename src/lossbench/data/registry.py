@@ -29,7 +29,10 @@ class Splits:
     """What a source returns: the splits, the names of the classes, and what the generic steps must know.
 
     ``long_tail_applied``: the source already drew the long-tail profile
-    (``data.imbalance_ratio``), so it is not subsampled again. ``target``:
+    (``data.imbalance_ratio``), so it is not subsampled again;
+    ``frequency_ranks``: then each class's rank in that profile (0: the most
+    frequent) when the source follows ``data.imbalance_order``, None when it
+    always makes class 0 the most frequent and cannot permute. ``target``:
     for segmentation, whether masks are index masks or C binary channels.
     ``named_classes``: the class names say what a class is (folder names, a
     declared list, a dataset's own names), so two datasets' classes can be
@@ -44,6 +47,7 @@ class Splits:
     long_tail_applied: bool = False
     target: SegTarget = "index"
     named_classes: bool = True
+    frequency_ranks: list[int] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -55,8 +59,9 @@ class SourceEntry:
     """A registered source: its loader and what it declares about itself.
 
     ``tasks``: the tasks it gives data for (:func:`lossbench.data.build_data`
-    refuses the others before calling ``load``). ``shares_cache``: its images are worth keeping in the cache (``data.cache``)
-    that cells and later runs share: it decodes image files one by one, or
+    refuses the others before calling ``load``). ``shares_cache``: its images
+    are worth keeping in the cache (``data.cache``) that cells and later runs
+    share: it decodes image files one by one, or
     composes them by a costly generator (fashion_mnist_scenes); a sweep turns
     the cache on for such sources. Sources that read whole arrays quickly
     (synthetic, CIFAR-10, Fashion-MNIST) do not.
@@ -78,15 +83,17 @@ def register_source(name: str, *, tasks: tuple[str, ...], shares_cache: bool = F
         raise ValueError(f"source {name!r}: tasks must be some of {TASKS}, not {tasks!r}")
 
     def add(load: Callable[[DataConfig, str, int], Splits]) -> Callable[[DataConfig, str, int], Splits]:
-        SOURCES.register(name)(SourceEntry(load, tuple(tasks), (load.__doc__ or "").strip(), shares_cache))
+        SOURCES.register(name, load.__module__)(SourceEntry(load, tuple(tasks), (load.__doc__ or "").strip(),
+                                                            shares_cache))
         return load
 
     return add
 
 
-def source_for_task(name: str, task: str) -> SourceEntry:
-    """The entry of source ``name``; a UserError naming the key to change unless it gives data for ``task``."""
-    entry = SOURCES.get(name)
+def source_for_task(name: str, task: str, where: str | None = None) -> SourceEntry:
+    """The entry of source ``name`` (an unknown name is a UserError naming ``where``, the config file and key);
+    a UserError naming the key to change unless it gives data for ``task``."""
+    entry = SOURCES.get(name, where)
     if task not in entry.tasks:
         raise UserError(f"data.source {name!r} gives {' or '.join(entry.tasks)} data, but task is {task!r}; "
                         f"change task or data.source")

@@ -36,36 +36,37 @@ from lossbench.engine.distributed import (
 )
 from lossbench.engine.ema import build_ema
 from lossbench.engine.loop import EpochResult, TrainLoop, autocast_for, evaluate
-from lossbench.engine.monitor import MetricMonitor, flat_metrics, metric_mode, metric_names, resolve_metric
+from lossbench.engine.monitor import flat_metrics
 from lossbench.engine.optim import build_optimizer, build_scheduler, optimizer_param_groups
-from lossbench.engine.reweighting import DeferredReweighting, cosine_head_warning
+from lossbench.engine.reweighting import DeferredReweighting, run_warnings
 from lossbench.engine.rng import loader_generators, rng_state, seed_everything
+from lossbench.engine.selection import Selection, evaluated_split, figure_title, plan_selection
 from lossbench.engine.stages import freeze_for_stage, trained_groups
 from lossbench.engine.state import RunState, read_last_checkpoint
 from lossbench.engine.trackers import Trackers
 from lossbench.errors import UserError
-from lossbench.losses import build_loss, check_spec
+from lossbench.losses import build_loss
 from lossbench.losses.combine import DeepSupervision
 from lossbench.metrics import MAIN_METRIC, TaskMetrics, shot_accuracies
-from lossbench.models import build_model, model_layout, parameter_groups
+from lossbench.models import build_model, check_model, model_layout, parameter_groups
+from lossbench.plugins import load_experiment_code
 
 __all__ = ["resume", "train"]
 
 
-def train(
-    exp: Experiment,
-    overwrite: bool = False,
-    log: Callable[[str], Any] = print,
-    on_epoch_end: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
+def train(exp: Experiment, overwrite: bool = False, log: Callable[[str], Any] = print,
+          on_epoch_end: Callable[[int], Any] | None = None) -> dict[str, Any]:
     """Train one experiment end to end and return its summary (also written to summary.json).
 
     Under torchrun this runs data-parallel; only rank 0 writes the run folder
     and logs. ``on_epoch_end(epoch)`` is called on every rank after the
-    epoch's files are written (engine/checkpoints.py: last.pt every ``checkpoint_every`` epochs).
-    A loss spec with a typo is refused (naming the config file and ``loss``) before any data is read.
+    epoch's files are written (engine/checkpoints.py: last.pt every ``checkpoint_every`` epochs). A loss spec
+    with a typo, an unknown model or a plugin that does not load is refused (naming the config file and key)
+    before any data is read.
     """
-    check_spec(exp.loss, exp.where("loss"))
+    load_experiment_code(exp)
+    check_model(exp.model, exp.task, exp.where("model"))
+    plan_selection(exp, None)  # nothing chosen on the test split: refused before any data is read
     with session(exp.device) as ctx:
         return _fit(exp, ctx, overwrite, None, log, on_epoch_end)
 
@@ -90,7 +91,7 @@ def resume(
     if not config.is_file() or not last.is_file():
         missing = config if not config.is_file() else last
         raise UserError(f"{run_dir}: cannot resume, {missing.name} is missing; train it from its config instead")
-    exp = load_run_config(run_dir)
+    exp = load_experiment_code(load_run_config(run_dir))
     checkpoint = read_last_checkpoint(last)
     with session(exp.device) as ctx:
         return _fit(exp, ctx, True, checkpoint, log, on_epoch_end)
@@ -101,9 +102,10 @@ class Run:
     """What one training run works with, made by :func:`_set_up`; every step below takes it.
 
     ``head``: the model's head prefixes (its stage groups); ``reweighting``: the loss's deferred class weights
-    (``drw_epoch``); ``main``: the task's main metric; ``best_name``: the metrics.csv column choosing best.pt;
-    ``names``: every column a monitor may watch; ``monitors``: the column each stage's scheduler watches;
-    ``state``: what changes from epoch to epoch and is checkpointed; ``checkpoints``: which epochs write it.
+    (``drw_epoch``); ``main``: the task's main metric; ``selection``: the columns choosing best.pt, early stopping
+    and each stage's plateau scheduler, never the test split's (:mod:`lossbench.engine.selection`);
+    ``holdout_loader``: the held-out split, evaluated every epoch when something is chosen on it; ``state``: what
+    changes from epoch to epoch and is checkpointed; ``checkpoints``: which epochs write last.pt.
     """
 
     exp: Experiment
@@ -117,9 +119,8 @@ class Run:
     val_loader: DataLoader
     autocast: Callable
     main: str
-    best_name: str
-    names: list[str]
-    monitors: list[str]
+    selection: Selection
+    holdout_loader: DataLoader | None
     state: RunState
     trackers: Trackers
     log: Callable[[str], Any]
@@ -141,9 +142,9 @@ def _fit(
     on_epoch_end: Callable[[int], Any] | None,
 ) -> dict[str, Any]:
     """Set up, restore or start, run every stage not yet done, summarise; trackers hear when the run fails."""
-    trackers = Trackers(exp, exp.run_dir, enabled=ctx.is_main)
+    trackers, lock = Trackers(exp, exp.run_dir, enabled=ctx.is_main), runfolder.run_lock(exp.run_dir)
     try:
-        run = _set_up(exp, ctx, overwrite or checkpoint is not None, trackers, log, on_epoch_end)
+        run = _set_up(exp, ctx, overwrite or checkpoint is not None, trackers, lock, log, on_epoch_end)
         if checkpoint is not None:
             _restore(run, checkpoint)
         else:
@@ -153,9 +154,8 @@ def _fit(
         run.log(f"{exp.name}: {exp.task}, {len(run.data.train)} train / {len(run.data.val)} val images, "
                 f"{run.data.num_classes} classes, model {exp.model.name}, loss {exp.loss}, device {ctx.device}"
                 + (f", {ctx.world_size} processes" if ctx.distributed else ""))
-        head_warning = cosine_head_warning(run.loss_fn, exp.model.head) if exp.task == "classification" else None
-        if head_warning:
-            run.log(head_warning)
+        for warning in run_warnings(run.loss_fn, exp):
+            run.log(warning)
         for index, (first, last) in enumerate(_stage_bounds(exp)):
             if last <= run.state.epoch or run.state.stopped_early:
                 continue
@@ -166,12 +166,13 @@ def _fit(
         return summary
     finally:
         trackers.finish(failed=True)  # a no-op after a finished run: it has closed them
+        lock.release()
 
 
-def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Trackers, log: Callable[[str], Any],
-            on_epoch_end: Callable[[int], Any] | None) -> Run:
+def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Trackers, lock: runfolder.FolderLock,
+            log: Callable[[str], Any], on_epoch_end: Callable[[int], Any] | None) -> Run:
     """Seeds, data, model, loss, loaders, monitors and the initial state (in this order: it decides what the
-    seeded random streams draw), then the run folder: a run refused on the way leaves no folder behind."""
+    seeded random streams draw), then the run folder and its ``lock``: a run refused on the way leaves no folder."""
     run_on_main(ctx, lambda: runfolder.check_run_dir(exp.run_dir, overwrite))
     device = ctx.device
     autocast = autocast_for(exp.amp, device)
@@ -183,6 +184,7 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
     seed_everything(exp.seed + ctx.rank)
 
     data = build_data(exp)
+    metrics = TaskMetrics(exp.task, data.num_classes, IGNORE_INDEX).to(device)  # refuses classes beyond the memory
     model = build_model(exp.model, exp.task, data.num_classes).to(device)
     if exp.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -190,40 +192,25 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
     for stage in exp.resolved_stages():  # a stage naming an unknown group fails before the first epoch
         trained_groups(parameter_groups(model, head), stage.train)
     loss_fn = DeepSupervision(build_loss(exp.loss, data.num_classes, exp.task, data.class_counts, IGNORE_INDEX,
-                                         where=exp.where("loss")))
-    loss_fn = loss_fn.to(device)
+                                         where=exp.where("loss"))).to(device)
     reweighting = DeferredReweighting(loss_fn, exp.drw_epoch, exp.drw_beta, data.class_counts, exp.loss, device)
     train_loader, val_loader = build_loaders(data, batch_size=exp.batch_size, num_workers=exp.data.num_workers,
                                              seed=exp.seed, world_size=ctx.world_size, rank=ctx.rank)
 
-    main = MAIN_METRIC[exp.task]
-    names = metric_names(exp.task, data.num_classes)
-    best_name = resolve_metric(exp.best_metric or main, names, exp.where("best_metric"))
-    monitors = [resolve_metric(exp.stage_scheduler(i).monitor or best_name, names, exp.where("scheduler.monitor"))
-                for i in range(len(exp.resolved_stages()))]
+    selection = plan_selection(exp, data.num_classes)
+    holdout_loader = exact_eval_loader(selection.holdout_loader(data, exp), ctx) if selection.evaluates_holdout else None
     state = RunState(
         model=model, generators=loader_generators(train_loader),
-        best_monitor=MetricMonitor(best_name, metric_mode(best_name, exp.best_mode)),
-        stopper=_stopper(exp, names, best_name),
+        best_monitor=selection.best_monitor(exp), stopper=selection.stopper_monitor(exp),
         ema=build_ema(model, exp.ema.decay) if exp.ema is not None else None,
         scaler=torch.amp.GradScaler(device.type) if exp.amp == "fp16" else None,
     )
-    run_on_main(ctx, lambda: runfolder.create_run_dir(exp.run_dir))
-    return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn, reweighting=reweighting,
-               metrics=TaskMetrics(exp.task, data.num_classes, IGNORE_INDEX).to(device),
+    run_on_main(ctx, lambda: runfolder.create_run_dir(exp.run_dir, overwrite, lock))
+    return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn, reweighting=reweighting, metrics=metrics,
                train_loader=train_loader, val_loader=exact_eval_loader(val_loader, ctx), autocast=autocast,
-               main=main, best_name=best_name, names=names, monitors=monitors, state=state, trackers=trackers,
-               log=log if ctx.is_main else (lambda *_: None), on_epoch_end=on_epoch_end,
+               main=MAIN_METRIC[exp.task], selection=selection, holdout_loader=holdout_loader, state=state,
+               trackers=trackers, log=log if ctx.is_main else (lambda *_: None), on_epoch_end=on_epoch_end,
                checkpoints=CheckpointSchedule(exp.checkpoint_every, exp.epochs))
-
-
-def _stopper(exp: Experiment, names: list[str], best_name: str) -> MetricMonitor | None:
-    """The early-stopping monitor of ``early_stopping`` (default metric: the best-checkpoint metric)."""
-    if exp.early_stopping is None:
-        return None
-    es = exp.early_stopping
-    name = resolve_metric(es.metric or best_name, names, exp.where("early_stopping.metric"))
-    return MetricMonitor(name, metric_mode(name, es.mode), es.min_delta)
 
 
 def _restore(run: Run, checkpoint: dict[str, Any]) -> None:
@@ -260,9 +247,9 @@ def _run_stage(run: Run, index: int, first: int, last: int, checkpoint: dict[str
     opt_cfg, sched_cfg = exp.stage_optimizer(index), exp.stage_scheduler(index)
     state.optimizer = build_optimizer(opt_cfg, optimizer_param_groups(groups, trained, opt_cfg))
     steps_per_epoch = math.ceil(len(run.train_loader) / exp.grad_accumulation)
-    monitor = run.monitors[index]
+    monitor = run.selection.monitors[index]
     state.scheduler = build_scheduler(sched_cfg, state.optimizer, stages[index].epochs, steps_per_epoch,
-                                      metric_mode(monitor, exp.best_mode if monitor == run.best_name else "auto"))
+                                      run.selection.plateau_mode(index, exp))
     if checkpoint is not None:
         state.restore_stage(checkpoint, run.run_dir / "last.pt", index, ctx.rank)
     wrapped = state.model
@@ -286,7 +273,7 @@ def _nonfinite_tensors(module: nn.Module) -> list[str]:
     return [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
-def _run_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str) -> None:
+def _run_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str | None) -> None:
     """Train one epoch, stop on weights or a validation loss gone non-finite, validate, then :func:`_end_epoch`."""
     exp, state, ctx = run.exp, run.state, run.ctx
     started = time.perf_counter()
@@ -314,33 +301,41 @@ def _run_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str) 
     if not math.isfinite(va.loss) and exp.nonfinite_loss == "stop":
         raise UserError(f"{desc}: val loss became {va.loss} (the model diverged); stopped, {kept}; "
                         "lower optimizer.lr, set grad_clip_norm, or set nonfinite_loss: skip")
-    _end_epoch(run, loop, index, epoch, monitor, tr, va, eval_model, started)
+    ho = None
+    if run.holdout_loader is not None:
+        ho = evaluate(eval_model, run.holdout_loader, run.loss_fn, run.metrics, ctx.device, f"{desc} holdout",
+                      run.autocast, exp.channels_last, ctx)
+    _end_epoch(run, loop, index, epoch, monitor, tr, va, ho, eval_model, started)
 
 
-def _epoch_row(run: Run, epoch: int, index: int, tr: EpochResult, va: EpochResult) -> dict[str, Any]:
-    """The epoch's metrics.csv row (without its ``seconds``)."""
+def _epoch_row(run: Run, epoch: int, index: int, tr: EpochResult, va: EpochResult, ho: EpochResult | None
+               ) -> dict[str, Any]:
+    """The epoch's metrics.csv row (without its ``seconds``); ``ho``: the held-out split's, when evaluated."""
     main = run.main
     row = {"epoch": epoch, "stage": index + 1, "lr": run.state.optimizer.param_groups[0]["lr"],
            "train_loss": tr.loss, f"train_{main}": tr.metrics[main], "val_loss": va.loss,
            **flat_metrics("val_", va.metrics)}
+    if ho is not None:
+        row.update({"holdout_loss": ho.loss, **flat_metrics("holdout_", ho.metrics)})
     if run.exp.nonfinite_loss == "skip":
         row["skipped_steps"] = tr.skipped_steps
     return row
 
 
-def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str, tr: EpochResult, va: EpochResult,
-               eval_model: nn.Module, started: float) -> None:
+def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str | None, tr: EpochResult,
+               va: EpochResult, ho: EpochResult | None, eval_model: nn.Module, started: float) -> None:
     """What happens at the end of an epoch: long-tail shot accuracies, the metrics row, the plateau scheduler's
     step, the best epoch and early stopping, then metrics.csv, last.pt and best.pt when due, trackers, log line."""
     exp, state, ctx = run.exp, run.state, run.ctx
-    if exp.task == "classification" and "recall" in va.metrics:
-        va.metrics.update(shot_accuracies(va.metrics["recall"], run.data.class_counts))
-    row = _epoch_row(run, epoch, index, tr, va)
+    for result in [r for r in (va, ho) if r is not None and exp.task == "classification" and "recall" in r.metrics]:
+        result.metrics.update(shot_accuracies(result.metrics["recall"], run.data.class_counts))
+    row = _epoch_row(run, epoch, index, tr, va, ho)
     state.final_cm = va.metrics.get("confusion_matrix")
-    if state.scheduler is not None and not loop.step_scheduler:
+    if state.scheduler is not None and not loop.step_scheduler and monitor is not None:
         state.scheduler.step(row[monitor])
     # none for sigmoid (binary / multi-label) outputs
-    best = state.record_best(epoch, row, va.metrics.get("confusion_matrix"), run.main, eval_model)
+    best = state.record_best(epoch, row, va.metrics.get("confusion_matrix"), run.main, eval_model,
+                             run.selection.chosen_on)
     state.record_stopping(row, exp.early_stopping.patience if exp.early_stopping is not None else 0)
     row["seconds"] = time.perf_counter() - started
     state.rows.append(row)
@@ -350,8 +345,10 @@ def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str, 
     best = run.checkpoints.best_to_write(best, due)
     run_on_main(ctx, lambda: write_epoch(run.run_dir, state.rows, last, best))
     run.trackers.log_epoch(epoch, row)
-    run.log(f"epoch {epoch}/{exp.epochs}: train loss {tr.loss:.4f}, val loss {va.loss:.4f}, "
-            f"val {run.main} {va.metrics[run.main]:.4f}"
+    split = evaluated_split(exp.data)
+    run.log(f"epoch {epoch}/{exp.epochs}: train loss {tr.loss:.4f}, {split} loss {va.loss:.4f}, "
+            f"{split} {run.main} {va.metrics[run.main]:.4f}"
+            + (f", holdout {run.main} {ho.metrics[run.main]:.4f}" if ho is not None else "")
             + (f", {tr.skipped_steps} non-finite steps skipped" if tr.skipped_steps else "")
             + f" ({row['seconds']:.1f}s)")
     if run.on_epoch_end is not None:
@@ -369,9 +366,10 @@ def _summarise(run: Run) -> dict[str, Any]:
         "task": exp.task,
         "target": data.target,
         "main_metric": run.main,
-        "best_metric": run.best_name,
+        "best_metric": run.selection.best,
+        "selected_on": run.selection.chosen_on,
         "best": state.best,
-        "final": {k: v for k, v in state.rows[-1].items() if k.startswith("val_")},
+        "final": {k: v for k, v in state.rows[-1].items() if k.startswith(("val_", "holdout_"))},
         "best_confusion_matrix": state.best_cm,
         "final_confusion_matrix": state.final_cm,
         "class_names": data.class_names,
@@ -391,7 +389,7 @@ def _summarise(run: Run) -> dict[str, Any]:
             runfolder.atomic_write_bytes(
                 run.run_dir / "confusion_matrix.png",
                 plot_confusion(torch.tensor(state.best_cm), data.class_names,
-                               f"{exp.name}: epoch {state.best['epoch']} (best {run.best_name})"),
+                               figure_title(exp, state.best["epoch"], run.selection.best)),
             )
         runfolder.write_json(run.run_dir / runfolder.SUMMARY, summary)
 

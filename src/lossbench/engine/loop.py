@@ -1,8 +1,8 @@
 """The step loops: one training epoch (:class:`TrainLoop`) and one evaluation pass (:func:`evaluate`).
 
 Both run on one process or, under torchrun, on every rank of a DDP job; the
-epoch's loss is summed over ranks and the metrics are torchmetrics states
-that sync themselves.
+epoch's loss is summed over ranks and the metrics' counts are summed over
+ranks when computed.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lossbench.config import Experiment
 from lossbench.errors import UserError
 from lossbench.losses import LOSSES, loss_capabilities
 from lossbench.losses.weights import effective_number_weights
@@ -80,3 +81,19 @@ def cosine_head_warning(loss_fn: nn.Module, head: str) -> str | None:
             return (f"warning: {_loss_name(module)}{with_s} expects the cosine head of the paper; "
                     f"set model.head: cosine, or use {_loss_name(module)}(s=1) on a linear head")
     return None
+
+
+def late_drw_warning(drw_epoch: int | None, epochs: int, where: str = "drw_epoch") -> str | None:
+    """One warning line when deferred re-weighting would start after the last epoch, so it never does (a recipe
+    shortened with ``--set epochs=...`` keeps its ``drw_epoch``; ``where``: ``exp.yaml: drw_epoch``)."""
+    if drw_epoch is None or drw_epoch <= epochs:
+        return None
+    return (f"warning: {where}: {drw_epoch} is past the last epoch ({epochs}), so deferred re-weighting never "
+            f"starts; set drw_epoch to at most {epochs}, or remove it")
+
+
+def run_warnings(loss_fn: nn.Module, exp: Experiment) -> list[str]:
+    """What a run warns of before its first epoch: a cosine-logit loss on another head, a DRW that never starts."""
+    found = [cosine_head_warning(loss_fn, exp.model.head) if exp.task == "classification" else None,
+             late_drw_warning(exp.drw_epoch, exp.epochs, exp.where("drw_epoch"))]
+    return [line for line in found if line]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import io
 import json
 import os
 import platform
 import secrets
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import yaml
 
 from lossbench.config import Experiment
 from lossbench.errors import UserError
+from lossbench.plugins import plugin_versions
 
 
 def _open_temp_sibling(path: Path) -> tuple[int, Path]:
@@ -43,18 +46,45 @@ def _open_temp_sibling(path: Path) -> tuple[int, Path]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _open_temp_sibling(path)
+    """Write ``data`` to ``path`` through a temp file and an atomic rename; a full disk is one line (the previous
+    file is kept, the temp file removed)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _open_temp_sibling(path)
+    except OSError as exc:
+        _refuse_full_or_unwritable(path, len(data), exc)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _refuse_full_or_unwritable(path, len(data), exc)
         raise
+
+
+#: what stops a write for good: a read-only file system, no permission, a name too long, a file where a folder goes
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST)
+
+
+def _refuse_full_or_unwritable(path: Path, size: int, exc: OSError) -> None:
+    """A ``UserError`` naming ``path``, the bytes it needed and the space left, when ``exc`` says the disk is full,
+    or the reason when the location cannot be written at all."""
+    if exc.errno in UNWRITABLE:
+        raise UserError(f"{path}: cannot write it ({exc.strerror}); choose a writable location") from None
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    kept = "the previous file is kept" if path.exists() else "nothing was written"
+    raise UserError(f"{path}: the disk is full ({size / 2**20:.1f} MB to write, {free} on {path.parent}); {kept}; "
+                    "free some space or choose another output_dir") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -108,18 +138,21 @@ def is_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / SUMMARY).is_file()
 
 
+def read_json_record(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON object lossbench wrote (a summary, a sweep's record); one line naming the file and ending in ``fix``
+    (what to do) when it is cut off, damaged or not an object."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: cannot be read as JSON ({type(exc).__name__}: cut off or damaged); {fix}") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: holds a {type(record).__name__}, not what lossbench writes there; {fix}")
+    return record
+
+
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """A finished run's ``summary.json``; one line naming the file when it cannot be read."""
-    path = run_dir / SUMMARY
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: cannot be read as JSON ({type(exc).__name__}); the run's record is damaged, "
-                        "train it again with --overwrite") from None
-    if not isinstance(summary, dict):
-        raise UserError(f"{path}: holds a {type(summary).__name__}, not a run's summary; "
-                        "train it again with --overwrite")
-    return summary
+    return read_json_record(run_dir / SUMMARY, "the run's record is damaged, train it again with --overwrite")
 
 
 #: a new best.pt waits here until last.pt, which records which epoch is best, has been written
@@ -154,10 +187,14 @@ def save_epoch(run_dir: Path, rows: list[dict[str, Any]], last: dict[str, Any], 
     kill in between leaves it pending, and a resume commits or drops it
     (:func:`tidy_after_kill`).
     """
-    if best is not None:
-        save_checkpoint(run_dir / PENDING_BEST, best)
-    write_csv(run_dir / "metrics.csv", rows)
-    save_checkpoint(run_dir / "last.pt", last)
+    try:
+        if best is not None:
+            save_checkpoint(run_dir / PENDING_BEST, best)
+        write_csv(run_dir / "metrics.csv", rows)
+        save_checkpoint(run_dir / "last.pt", last)
+    except UserError:  # a full disk: the epoch is not saved, a resume trains it again
+        (run_dir / PENDING_BEST).unlink(missing_ok=True)
+        raise
     if best is not None:
         os.replace(run_dir / PENDING_BEST, run_dir / "best.pt")
 
@@ -193,11 +230,12 @@ def recorded_config(exp: Experiment) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """Versions of the packages that decide a run's numbers. smp's is read from its installed metadata: importing
-    it (and timm, which it imports) would cost a run that uses neither about 1.7 s."""
+    """Versions of the packages that decide a run's numbers, and of the plugins loaded (``plugin <module>``: a
+    file's sha256, a package's version). smp's and torchmetrics' are read from their installed metadata:
+    importing smp (and timm) would cost a run that uses neither about 1.7 s, torchmetrics (scipy.signal,
+    matplotlib.pyplot) several seconds, and lossbench counts its metrics itself."""
     from importlib.metadata import version
 
-    import torchmetrics
     import torchvision
 
     from lossbench._version import __version__
@@ -208,19 +246,92 @@ def versions() -> dict[str, str]:
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
         "segmentation_models_pytorch": version("segmentation_models_pytorch"),
-        "torchmetrics": torchmetrics.__version__,
+        "torchmetrics": version("torchmetrics"),
+        **plugin_versions(),
     }
 
 
-def check_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse, creating nothing, to clobber a finished or unfinished run, or to write where no folder can be made."""
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+#: the run folder's lock file: held by the one process training or resuming the run
+RUN_LOCK = ".run.lock"
+
+
+class FolderLock:
+    """An exclusive ``flock`` on ``folder/name`` (holding the holder's pid), released when the process ends.
+
+    ``busy`` is the refusal when another process holds it: a sentence taking ``{folder}`` and ``{pid}``.
+    """
+
+    def __init__(self, folder: Path, name: str, busy: str) -> None:
+        self.path, self.busy = folder / name, busy
+        self.fd: int | None = None
+
+    def refuse_if_held(self) -> None:
+        """Refuse when another process holds the lock now; creates nothing (no lock file: nobody holds it)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except (OSError, ValueError):
+            return
+        try:
+            self._lock_or_refuse(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        """Take the lock (creating its file), or refuse in one line naming the process that holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            self._lock_or_refuse(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+    def _lock_or_refuse(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UserError(self.busy.format(folder=self.path.parent, pid=holder)) from None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def run_lock(run_dir: Path) -> FolderLock:
+    """The lock a training or resume holds on its run folder, so a run folder never mixes two runs' files."""
+    return FolderLock(run_dir, RUN_LOCK, "{folder}: another lossbench process (pid {pid}) is training this run; "
+                                         "wait for it to finish, or set name: to another name")
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    return run_dir.is_dir() and any(p.name != RUN_LOCK for p in run_dir.iterdir())
+
+
+def _check_no_run_is_clobbered(run_dir: Path, overwrite: bool) -> None:
+    if _holds_a_run(run_dir) and not overwrite:
         if (run_dir / "last.pt").is_file() and not is_finished(run_dir):
             raise UserError(f"{run_dir}: holds an unfinished run; continue it with lossbench train --resume {run_dir}, "
                             "or pass --overwrite to start again")
         raise UserError(
             f"{run_dir}: run folder already exists; pass --overwrite to replace it or set name: to another name"
         )
+
+
+def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse, creating nothing, to clobber a finished or unfinished run, to write a folder another process is
+    training in, or to write where no folder can be made."""
+    if "\0" not in str(run_dir):
+        _check_name_length(run_dir)
+    run_lock(run_dir).refuse_if_held()
+    _check_no_run_is_clobbered(run_dir, overwrite)
     try:
         if "\0" in str(run_dir):
             raise ValueError("embedded null byte")
@@ -235,15 +346,48 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
         _unwritable(run_dir, exc)
 
 
-def create_run_dir(run_dir: Path) -> None:
-    """Create the run folder (once the run is sure to start: a refused run leaves none) and make sure it takes files."""
+def create_run_dir(run_dir: Path, overwrite: bool, lock: FolderLock) -> None:
+    """Create the run folder (once the run is sure to start: a refused run leaves none), take its ``lock`` (held
+    until the run ends), and check again what :func:`check_run_dir` checked: another run may have started since."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        lock.acquire()
     except (OSError, ValueError) as exc:
         _unwritable(run_dir, exc)
+    try:
+        _check_no_run_is_clobbered(run_dir, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def check_writable_folder(folder: Path, hint: str) -> None:
+    """Create ``folder`` if needed and make sure a file can be created in it (a read-only file system, or a
+    mount root cannot write to, fails here, not after the work); otherwise one line naming it, ending in ``hint``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = _open_temp_sibling(folder / "write-test")
+        os.close(fd)
+        probe.unlink()
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{folder}: cannot write here ({getattr(exc, 'strerror', None) or exc}); {hint}") from None
+
+
+def _check_name_length(run_dir: Path) -> None:
+    """Refuse a run name (or output_dir) longer than the file system allows, naming the limit."""
+    existing = run_dir.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    if len(os.fsencode(run_dir.name)) > name_max:
+        raise UserError(f"{run_dir.parent}: the run name is {len(os.fsencode(run_dir.name))} bytes long, this file "
+                        f"system allows {name_max}; set a shorter name:")
+    if len(os.fsencode(str(run_dir.absolute()))) >= path_max:
+        raise UserError(f"{run_dir.parent}: the run folder's path is longer than this file system allows "
+                        f"({path_max} bytes); choose a shorter output_dir or name:")
 
 
 def _unwritable(run_dir: Path, exc: Exception) -> None:

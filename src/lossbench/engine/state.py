@@ -66,12 +66,12 @@ class RunState:
     and ``scheduler`` are the current stage's. ``epoch`` epochs are done, the
     last of them in stage ``stage``; ``rows`` are metrics.csv's; ``best``
     holds the best epoch's metrics and ``best_cm`` its confusion matrix, as
-    chosen by ``best_monitor``; ``final_cm`` is the last epoch's confusion matrix; ``stopper`` watches for early stopping.
+    chosen by ``best_monitor`` (None: nothing is chosen, they follow the final epoch); ``final_cm`` is the last epoch's confusion matrix; ``stopper`` watches for early stopping.
     """
 
     model: nn.Module
     generators: list[torch.Generator]
-    best_monitor: MetricMonitor
+    best_monitor: MetricMonitor | None
     stopper: MetricMonitor | None = None
     ema: nn.Module | None = None
     scaler: torch.amp.GradScaler | None = None
@@ -94,7 +94,7 @@ class RunState:
             "model": self.model.state_dict(), "optimizer": state_of(self.optimizer),
             "scheduler": state_of(self.scheduler), "scaler": state_of(self.scaler), "ema": state_of(self.ema),
             "epoch": self.epoch, "stage": self.stage, "stopped_early": self.stopped_early, "rng": rng,
-            "best_tracker": self.best_monitor.state_dict(), "stopper": state_of(self.stopper),
+            "best_tracker": state_of(self.best_monitor), "stopper": state_of(self.stopper),
             "rows": self.rows, "best": self.best, "best_cm": self.best_cm,
             "final_cm": self.final_cm,
         }
@@ -107,12 +107,17 @@ class RunState:
                 self.ema.load_state_dict(checkpoint["ema"])
             if self.scaler is not None:
                 self.scaler.load_state_dict(checkpoint["scaler"])
-            self.best_monitor.load_state_dict(checkpoint["best_tracker"])
+            if self.best_monitor is not None and checkpoint["best_tracker"] is not None:
+                self.best_monitor.load_state_dict(checkpoint["best_tracker"])
             if self.stopper is not None and checkpoint.get("stopper") is not None:
                 self.stopper.load_state_dict(checkpoint["stopper"])
             self.rows, self.best, self.best_cm = list(checkpoint["rows"]), dict(checkpoint["best"]), checkpoint["best_cm"]
             self.final_cm = checkpoint.get("final_cm")  # absent from checkpoints written before it was kept
             self.epoch, self.stopped_early, self.stage = checkpoint["epoch"], checkpoint["stopped_early"], checkpoint["stage"]
+        for monitor in (m for m in (self.best_monitor, self.stopper) if m is not None and self.rows):
+            if monitor.name not in self.rows[-1]:  # e.g. a run that chose on the test split before holdout_* existed
+                raise UserError(f"{path}: the run's recorded epochs have no {monitor.name} column to choose on; it "
+                                "cannot be resumed, train it again with --overwrite")
 
     def restore_stage(self, checkpoint: dict[str, Any], path: Path, index: int, rank: int) -> None:
         """Take the part of ``checkpoint`` for the first stage a resume runs (stage ``index``): the optimizer and
@@ -125,19 +130,24 @@ class RunState:
             set_rng_state(checkpoint["rng"][min(rank, len(checkpoint["rng"]) - 1)], self.generators)
 
     def record_best(self, epoch: int, row: dict[str, Any], confusion: list[list[int]] | None, main: str,
-                    model: nn.Module) -> dict[str, Any] | None:
+                    model: nn.Module, selected_on: str | None = None) -> dict[str, Any] | None:
         """Offer the epoch's ``row`` to the best-epoch monitor; the content of a new best.pt, or None.
 
         ``confusion`` is the epoch's confusion matrix (None for sigmoid
-        outputs), ``model`` the network evaluated (the EMA when there is one).
+        outputs), ``model`` the network evaluated (the EMA when there is one); best.pt records ``selected_on``, the split
+        it was chosen on. Without a monitor nothing is
+        chosen: the epoch's values are kept (the final epoch's, at the end) and no best.pt is written.
         """
+        values = {k: v for k, v in row.items() if k.startswith(("val_", "holdout_"))}
+        if self.best_monitor is None:
+            self.best, self.best_cm = {"epoch": epoch, **values, main: row[f"val_{main}"]}, confusion
+            return None
         name = self.best_monitor.name
         if not self.best_monitor.update(row[name]):
             return None
-        self.best = {"epoch": epoch, **{k: v for k, v in row.items() if k.startswith("val_")},
-                     main: row[f"val_{main}"], name: row[name]}
+        self.best = {"epoch": epoch, **values, main: row[f"val_{main}"], name: row[name]}
         self.best_cm = confusion
-        return {"model": model.state_dict(), "epoch": epoch, name: row[name]}
+        return {"model": model.state_dict(), "epoch": epoch, name: row[name], "selected_on": selected_on}
 
     def record_stopping(self, row: dict[str, Any], patience: int) -> None:
         """Offer the epoch's ``row`` to the early-stopping monitor (if any); set ``stopped_early``."""

@@ -173,4 +173,4 @@ def open_backend(name: str, address: str | None = None, jobs: int | None = None)
         return RayBackend(address, jobs)
     if address is not None:
         raise UserError("--address is the Ray cluster to run on; use it with --backend ray")
-    return LocalBackend(jobs or 1)
+    return LocalBackend(1 if jobs is None else jobs)

@@ -16,6 +16,7 @@ from lossbench.config import RECORDED_KEYS, load_run_config
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
 from lossbench.experiments.plan import Cell, SweepPlan
+from lossbench.plugins import plugin_differences
 
 
 #: keys that do not change what a run computes: where it and its caches live, what it records, its trackers,
@@ -52,6 +53,8 @@ def _recorded_change(cell: Cell) -> tuple[str | None, str | None]:
     if found:
         key, old, new = found
         return f"{key} was {_shown(old)} and the config now gives {_shown(new)}", None
+    for name, then, now in plugin_differences(recorded.versions):  # the same plugins:, but their code changed
+        return f"plugin {name} was {then} and is {now} now", None
     return None, recorded.data_identity
 
 

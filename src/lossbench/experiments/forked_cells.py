@@ -1,7 +1,7 @@
 """A sweep's cells as ``python -m lossbench`` processes forked from a preloaded server: no seconds of imports each.
 
-A fresh ``python -m lossbench train`` spends seconds importing torch, torchvision, torchmetrics, smp and
-matplotlib before its first step; on a small machine that was a large part of a quickstart cell. The local
+A fresh ``python -m lossbench train`` spends seconds importing torch, torchvision (with torch._dynamo), smp
+and matplotlib; on a small machine that was a large part of a quickstart cell. The local
 backend instead starts each cell from a server process (multiprocessing's ``forkserver``) that imported all
 of that once per sweep. A cell is still a process of its own: its exit code, its stderr, a kill or a stop
 file end it alone; it runs ``lossbench/__main__.py`` with the cell's arguments, environment and working
@@ -25,7 +25,7 @@ from typing import IO, Any
 
 #: what the server imports once: everything a training cell imports, this module (the children's entry) and
 #: fork_warmup (draws one figure, so matplotlib's fonts are loaded there)
-PRELOAD = ["torch", "torchvision", "torchmetrics", "matplotlib.pyplot", "segmentation_models_pytorch",
+PRELOAD = ["torch", "torchvision", "matplotlib.pyplot", "segmentation_models_pytorch",
            "lossbench.cli", "lossbench.engine.fit", "lossbench.plots", "lossbench.losses", "lossbench.models",
            "lossbench.data", "lossbench.experiments.fork_warmup", __name__]
 

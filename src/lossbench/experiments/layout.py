@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 LOCK_NAME = ".sweep.lock"
+STOP_NAME = ".sweep.stop"  # exists while an interrupted sweep stops the cells it started
 RESULTS_CSV = "results.csv"
 SWEEP_JSON = "sweep.json"
 CONFIGS_DIR = "configs"  # each cell's config, as the sweep ran it

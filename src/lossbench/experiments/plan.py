@@ -20,6 +20,8 @@ from lossbench.config import Experiment, apply_overrides, document_name, read_do
 from lossbench.errors import UserError
 from lossbench.experiments.layout import cell_name
 from lossbench.experiments.schema import GridEntry, parse_grid, plan_report_options, values_per_key
+from lossbench.experiments.study import configuration_label
+from lossbench.experiments.study_design import SeedRange, parse_seed_entry
 
 
 @dataclass
@@ -47,6 +49,7 @@ class SweepPlan:
     tune: dict[str, Any] = field(default_factory=dict)  # document -> its raw ``tune:`` section (experiments/tune.py)
     source: Path | None = None
     memo: dict[str, Any] = field(default_factory=dict)  # of changed_setting: data identities, recorded configs
+    sequential: dict[str, dict[str, int]] = field(default_factory=dict)  # document -> its seed: {min, max}
 
 
 def shares_cache(exp: Experiment) -> bool:
@@ -66,7 +69,8 @@ def with_shared_cache(exp: Experiment) -> Experiment:
 
 def plan_cells(doc: dict[str, Any], document: str, grid: list[GridEntry], root: Path, path: Path) -> list[Cell]:
     """A document's cells: one validated experiment per row of the grid's product."""
-    from lossbench.losses import check_spec
+    from lossbench.engine.selection import plan_selection
+    from lossbench.plugins import load_experiment_code
 
     cells = []
     for combo in itertools.product(*(rows for _, rows in grid)):
@@ -77,9 +81,21 @@ def plan_cells(doc: dict[str, Any], document: str, grid: list[GridEntry], root: 
         name = cell_name(document, values)
         raw["name"], raw["output_dir"] = name, str(root)
         exp = with_shared_cache(validate_experiment(raw, f"{path} (cell {name})"))
-        check_spec(exp.loss, exp.where("loss"))  # a typo in a grid's loss stops the sweep before any cell runs
+        load_experiment_code(exp)  # a bad plugin or a typo in a grid's loss stops the sweep before any cell runs
+        plan_selection(exp, None)  # so does choosing anything on the test split
         cells.append(Cell(name, document, values, exp))
     return cells
+
+
+def _sequential_seeds(doc: dict[str, Any], path: Path) -> SeedRange | None:
+    """A grid's ``seed: {min, max}`` (None for a list or no seed): the grid then lists every seed a configuration
+    may run, 0 .. max - 1, and the sweep runs them in rounds (:mod:`lossbench.experiments.study`)."""
+    grid = doc.get("grid")
+    if not isinstance(grid, dict) or not isinstance(grid.get("seed"), dict):
+        return None
+    seeds = parse_seed_entry(grid["seed"], str(path))
+    grid["seed"] = seeds.seeds
+    return seeds
 
 
 def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: str | Path | None = None) -> SweepPlan:
@@ -89,6 +105,7 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
     plan = SweepPlan(Path(sweep_dir) if sweep_dir else None, [], [], source=path)
     for i, doc in enumerate(docs):
         doc = apply_overrides(doc, list(overrides or []))
+        seeds = _sequential_seeds(doc, path)
         grid = parse_grid(doc, path)
         doc_report = doc.pop("report", None)
         document = document_name(doc, path, i, len(docs))
@@ -101,9 +118,14 @@ def plan_sweep(path: str | Path, overrides: list[str] | None = None, sweep_dir: 
         cells = plan_cells(doc, document, grid, plan.sweep_dir, path)
         plan.cells += cells
         on_test = any(c.experiment.data.eval_split == "test" for c in cells)
+        configurations = {configuration_label(c.values, document): {k: v for k, v in c.values.items() if k != "seed"}
+                          for c in cells}
         plan.report[document] = plan_report_options(doc_report, str(path), task=cells[-1].experiment.task,
                                                     grid=values_per_key(grid),
-                                                    eval_split="test" if on_test else "val")
+                                                    eval_split="test" if on_test else "val",
+                                                    configurations=configurations)
+        if seeds is not None:
+            plan.sequential[document] = {"min": seeds.min, "max": seeds.max}
     names = [c.name for c in plan.cells]
     if len(set(names)) != len(names):
         raise UserError(f"{path}: two documents give the same cell names; give each document its own name:")

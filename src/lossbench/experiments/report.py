@@ -20,15 +20,21 @@ from lossbench.engine import runfolder
 from lossbench.experiments.layout import REPORT_FILES
 from lossbench.experiments.report_data import (
     SPLIT_NAMES, DocumentSetup, PosthocGroup, SeedGroup, compare, comparison_table, failures, group_by_seed,
-    mean_and_interval, method_sentence, metric_table, posthoc_groups, posthoc_table, setup_document, values_by_seed,
+    mean_and_interval, method_sentence, metric_table, posthoc_groups, posthoc_table, setup_document, uses_plugins,
+    values_by_seed,
 )
 from lossbench.experiments.report_figures import (
     evaluated_counts, finished_summaries, per_class_label, plot_class_counts, plot_confusions, plot_curves,
     plot_per_class, plot_segmentation_examples,
 )
-from lossbench.experiments.report_metrics import lower_is_better
+from lossbench.experiments.forest import plot_forest
+from lossbench.experiments.report_contrasts import contrast_table, legend_text, method_text, seeds_table, unit_name
+from lossbench.experiments.report_metrics import lower_is_better, metric_range
+from lossbench.experiments.report_ranks import is_permuted, rank_table, seed_draws_sentence
 from lossbench.experiments.report_render import ReportPage, render_html, render_markdown
 from lossbench.experiments.results import load_sweep
+from lossbench.experiments.study import study_state
+from lossbench.experiments.study_design import is_posthoc_label, posthoc_label
 
 
 def _data_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: int) -> None:
@@ -43,20 +49,47 @@ def _data_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: int
     ])
     doc.image(plot_class_counts(first, f"{setup.document}: class counts", split), f"{n}-class-counts.png",
               f"{setup.document}: class counts per split")
+    sentence = seed_draws_sentence(sweep_dir, setup)
+    if sentence:
+        doc.para(sentence)
 
 
-def _tables_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup) -> None:
+def _contrasts_section(doc: ReportPage, setup: DocumentSetup, adjusted: list[PosthocGroup], n: int) -> None:
+    """The forest plot, the table of the declared contrasts (each '+ post-hoc LA' row against the baseline
+    joins them) and, with sequential seeds, how many seeds each configuration got and why it stopped."""
+    study = setup.study
+    values = {g.label: values_by_seed(g, setup.metric, setup.epoch) for g in setup.groups}
+    derived = {posthoc_label(g.label): v for g, v, _ in adjusted}
+    if not setup.declared_contrasts:  # the default family: each '+ post-hoc LA' row against the baseline too
+        study = replace(study, pairs=study.pairs + tuple((label, setup.baseline.label) for label in derived))
+    missing = sorted({label for pair in study.pairs for label in pair if is_posthoc_label(label)} - set(derived))
+    if missing:
+        doc.warning(f"report.contrasts names {', '.join(missing)}, but post-hoc logit adjustment scores only runs "
+                    "of plain ce; those contrasts have no values.")
+    results = study.compare({**values, **derived, **{label: {} for label in missing}})
+    unit = unit_name(metric_range(setup.metric))
+    doc.heading(f"Comparisons on {setup.metric}", 3)
+    doc.image(plot_forest(results, f"{setup.metric} ({unit})", study.margin), f"{n}-forest.png",
+              f"{setup.document}: each contrast's difference per seed, its mean and interval, and the verdict")
+    doc.para(legend_text(unit, study.margin, study.seeds is not None))
+    doc.para(method_text(setup.metric, unit, study.margin, study.seeds, not study.higher_is_better))
+    doc.table(*contrast_table(results, setup.metric, unit, fixed=study.seeds is None))
+    if study.seeds is not None:
+        cells = [(g.values | {"seed": int(r["seed"])}, r) for g in setup.groups for r in g.rows]
+        state = study_state(cells, study, setup.document)
+        doc.table(*seeds_table(state.ran, state.reasons))
+
+
+def _tables_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: int) -> None:
     adjusted = posthoc_groups(sweep_dir, setup) if setup.posthoc_la else []
-    comparisons = compare(setup, {f"{g.label} + post-hoc LA": values for g, values, _ in adjusted})
-    doc.para(method_sentence(setup, comparisons))
+    doc.para(method_sentence(setup))
     if setup.best_on_test:
         doc.warning("Warning: each run's best epoch was selected on the test split (data.eval_split: test with "
                     "report.epoch: best), so every figure below is optimistically biased: the epoch was chosen on "
                     "the data it is measured on. Set report.epoch: final and run `lossbench report` again.")
+    _contrasts_section(doc, setup, adjusted, n)
     doc.heading(f"Metrics ({setup.epoch} epoch{', selected on the test split' if setup.best_on_test else ''})", 3)
     doc.table(*metric_table(setup))
-    doc.heading(f"Against the baseline ({setup.baseline.label}) on {setup.metric}", 3)
-    doc.table(*comparison_table(setup, comparisons))
     if setup.posthoc_la:
         _posthoc_section(doc, setup, adjusted)
     fails = failures(setup.groups)
@@ -86,6 +119,11 @@ def _segmentation_examples(doc: ReportPage, sweep_dir: Path, setup: DocumentSetu
     base = setup.baseline
     picks = [("best " + best.label, best)] + ([("baseline " + base.label, base)] if best is not base else [])
     doc.heading(f"{SPLIT_NAMES.get(setup.eval_split, setup.eval_split).capitalize()} examples", 3)
+    with_plugins = [(title, g) for title, g in picks if g.done and uses_plugins(sweep_dir, g.done[0]["cell"])]
+    for title, group in with_plugins:
+        doc.para(f"No examples of {title}: its runs use plugins, and a report imports no code a config names; "
+                 f"draw them with lossbench predict {sweep_dir / group.done[0]['cell']} IMAGES.")
+    picks = [pick for pick in picks if pick not in with_plugins]
     doc.image(plot_segmentation_examples(sweep_dir, picks, setup.epoch), f"{n}-examples.png",
               f"{setup.document}: evaluated images with true and predicted masks ({setup.epoch} epoch; best "
               "configuration and baseline)")
@@ -109,6 +147,10 @@ def _figures_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: 
         doc.heading(f"Per class ({setup.epoch} epoch)", 3)
         doc.image(per_class, f"{n}-per-class.png",
                   f"{setup.document}: {per_class_label(setup.task)}")
+    by_rank = rank_table(sweep_dir, setup) if is_permuted(setup) else None
+    if by_rank is not None:
+        doc.heading(f"Per class by training frequency, head to tail ({setup.epoch} epoch, each run's own ranks)", 3)
+        doc.table(*by_rank)
     if setup.task == "segmentation":
         _segmentation_examples(doc, sweep_dir, setup, n)
 
@@ -143,7 +185,7 @@ def build_report(sweep_dir: str | Path) -> tuple[Path, Path]:
     for n, setup in enumerate(setups):
         doc.heading(f"{setup.document} ({setup.task})")
         _data_section(doc, sweep_dir, setup, n)
-        _tables_section(doc, sweep_dir, setup)
+        _tables_section(doc, sweep_dir, setup, n)
         _tuning_section(doc, sweep_dir, setup, setups)
         _figures_section(doc, sweep_dir, setup, n)
     md_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"

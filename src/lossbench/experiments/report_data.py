@@ -3,10 +3,10 @@
 Cells of one document that differ only in ``seed`` form a :class:`SeedGroup` (a
 configuration). Per document the report shows one table of configurations (each
 metric's mean over seeds with its 95 % t-interval, clipped to the metric's range) and
-one of comparisons with the baseline on the report's metric: paired seeds, mean
-difference with its clipped 95 % paired t-interval, the paired t-test's p, its
-Holm-Bonferroni adjusted p over all comparisons with that baseline, and a verdict that
-needs at least three paired seeds (:mod:`lossbench.experiments.stats`). Each cell's
+the declared contrasts on the report's metric (:class:`lossbench.experiments.study.Study`,
+built here from the document's options: verdicts, intervals, power). The tuning
+section's side-by-side tables still compare with the baseline by :func:`compare` (a paired
+t-test, Holm over the comparisons, :mod:`lossbench.experiments.stats`). Each cell's
 config is read once, typed (:func:`cell_config`), and asked which split it evaluated
 and whether it trained plain cross-entropy.
 """
@@ -26,7 +26,9 @@ from lossbench.errors import UserError
 from lossbench.experiments.layout import config_path
 from lossbench.experiments.report_metrics import TABLE_METRICS, lower_is_better, metric_range
 from lossbench.experiments.schema import ReportOptions, default_epoch, validate_report_options
-from lossbench.experiments.stats import ALPHA, MIN_PAIRS, PairedComparison, compare_with_baseline, t_interval
+from lossbench.experiments.stats import PairedComparison, compare_with_baseline, t_interval
+from lossbench.experiments.study import Study, configuration_label, document_study
+from lossbench.experiments.study_design import posthoc_label, resolve_contrasts
 from lossbench.losses.spec import is_plain_loss
 from lossbench.metrics import MAIN_METRIC
 
@@ -61,6 +63,8 @@ class DocumentSetup:
     eval_split: str
     posthoc_la: bool = False
     configs: dict[str, Experiment | None] = field(default_factory=dict)  # cell -> the config it ran (read once)
+    study: Study | None = None  # the declared contrasts and how they are decided
+    declared_contrasts: bool = False  # report.contrasts lists the pairs (else: each against the baseline)
 
     @property
     def best_on_test(self) -> bool:
@@ -81,7 +85,7 @@ def group_by_seed(meta: dict[str, Any], rows: list[dict[str, str]]) -> list[Seed
     groups: dict[tuple[str, str], SeedGroup] = {}
     for cell in meta["cells"]:
         values = {k: v for k, v in cell["values"].items() if k != "seed"}
-        label = ", ".join(f"{k}={v}" for k, v in values.items()) or cell["document"]
+        label = configuration_label(values, cell["document"])
         key = (cell["document"], label)
         row = by_name.get(cell["name"])
         if row is None:
@@ -115,6 +119,12 @@ def cell_config(sweep_dir: Path, cell: str) -> Experiment | None:
         return None
 
 
+def uses_plugins(sweep_dir: Path, cell: str) -> bool:
+    """Whether a cell's config names ``plugins:`` (code a report does not import)."""
+    exp = cell_config(sweep_dir, cell)
+    return exp is not None and bool(exp.plugins)
+
+
 def evaluated_split(configs: Mapping[str, Experiment | None]) -> str:
     """"test" when any cell evaluated the test split (its config's ``data.eval_split``), else "val"."""
     on_test = any(exp is not None and exp.data.eval_split == "test" for exp in configs.values())
@@ -139,9 +149,17 @@ def setup_document(sweep_dir: Path, meta: dict[str, Any], groups: list[SeedGroup
                                                      grid=document_grid(meta, document))
     configs = {r["cell"]: cell_config(sweep_dir, r["cell"]) for g in groups for r in g.rows}
     split = evaluated_split(configs)
-    return DocumentSetup(document, task, groups, find_baseline(groups, options.baseline),
-                         options.metric or MAIN_METRIC[task], options.epoch or default_epoch(split), split,
-                         bool(options.posthoc_la), configs)
+    baseline = find_baseline(groups, options.baseline)
+    setup = DocumentSetup(document, task, groups, baseline, options.metric or MAIN_METRIC[task],
+                          options.epoch or default_epoch(split), split, bool(options.posthoc_la), configs)
+    configurations = {configuration_label(c["values"], document): {k: v for k, v in c["values"].items() if k != "seed"}
+                      for c in meta["cells"] if c["document"] == document}
+    pairs = resolve_contrasts(options.contrasts, baseline.label, configurations, str(sweep_dir / "sweep.json"),
+                              posthoc=bool(options.posthoc_la))
+    resolved = {"metric": setup.metric, "epoch": setup.epoch, "margin": options.margin}
+    setup.study = document_study(resolved, task, pairs, (meta.get("sequential") or {}).get(document))
+    setup.declared_contrasts = options.contrasts != "baseline"
+    return setup
 
 
 def values_by_seed(group: SeedGroup, metric: str, epoch: str) -> dict[int, float]:
@@ -217,20 +235,13 @@ def comparison_table(setup: DocumentSetup, comparisons: list[PairedComparison]
     return header, body
 
 
-def method_sentence(setup: DocumentSetup, comparisons: list[PairedComparison]) -> str:
-    """Which split, epoch, interval, test, correction and verdict rule the document's tables use."""
+def method_sentence(setup: DocumentSetup) -> str:
+    """Which split and epoch the document's tables are of, and how the configurations' table is made."""
     split = SPLIT_NAMES.get(setup.eval_split, setup.eval_split)
     epoch = ("each run's final epoch" if setup.epoch == "final"
              else f"each run's best epoch (chosen on the {split} split by the run's best_metric)")
-    tested = sum(math.isfinite(c.p) for c in comparisons)
-    direction = " (lower is better)" if lower_is_better(setup.metric) else ""
     return (f"Evaluated on the {split} split at {epoch}. Configurations: mean over seeds with its 95 % "
-            f"t-interval over n seeds, clipped to the metric's range; ★ marks the best mean per column. "
-            f"Comparisons with the baseline {setup.baseline.label} on {setup.metric}{direction}: Δ = "
-            f"configuration − baseline over the seeds both finished, with its 95 % paired t-interval over n seeds, "
-            f"clipped to the metric's range; p from a two-sided paired t-test, Holm-Bonferroni adjusted over the "
-            f"{tested} comparison{'s' if tested != 1 else ''} with this baseline; the verdict (better / worse / "
-            f"not significant at α = {ALPHA} on the adjusted p) needs at least {MIN_PAIRS} paired seeds.")
+            f"t-interval over n seeds, clipped to the metric's range; ★ marks the best mean per column.")
 
 
 def failures(groups: list[SeedGroup]) -> list[list[str]]:
@@ -269,6 +280,6 @@ def posthoc_table(setup: DocumentSetup, adjusted: list[PosthocGroup]) -> tuple[l
         taus = ", ".join(f"{r.tau:g}" for r in results)
         where = sorted({r.chosen_on or "fixed (no held-out split)" for r in results})
         mean, low, high = mean_and_interval(list(values.values()), setup.metric)
-        body.append([f"{group.label} + post-hoc LA", str(len(values)), taus, ", ".join(where),
+        body.append([posthoc_label(group.label), str(len(values)), taus, ", ".join(where),
                      format_mean(mean, low, high)])
     return ["configuration", "seeds", "τ per seed", "τ chosen on", setup.metric], body

@@ -4,7 +4,6 @@ bars and segmentation examples, each of the report's epoch and averaged or summe
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from lossbench.contract import IGNORE_INDEX
+from lossbench.engine import runfolder
 from lossbench.experiments.report_data import SeedGroup, row_value
 from lossbench.experiments.report_metrics import PER_CLASS_FIGURE, facts_of
 from lossbench.experiments.stats import finite_mean
@@ -30,7 +30,7 @@ def finished_summaries(sweep_dir: Path, group: SeedGroup) -> list[dict[str, Any]
     for r in group.done:
         path = sweep_dir / r["cell"] / "summary.json"
         if path.is_file():
-            out.append(json.loads(path.read_text(encoding="utf-8")))
+            out.append(runfolder.read_summary(path.parent))
     return out
 
 
@@ -165,7 +165,7 @@ def _predict_examples(run_dir: Path, count: int, checkpoint: str) -> tuple[list,
     from lossbench.data import build_data
     from lossbench.engine.inference import load_run
 
-    run = load_run(run_dir, checkpoint, "cpu")
+    run = load_run(run_dir, checkpoint, "cpu", plugins=False)  # a report imports no code a config names
     data = build_data(run.exp)
     model = run.model
     images, masks, preds = [], [], []

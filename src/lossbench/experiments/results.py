@@ -13,6 +13,7 @@ from lossbench.errors import UserError
 from lossbench.experiments.cells import cell_status
 from lossbench.experiments.layout import RESULTS_CSV, SWEEP_JSON
 from lossbench.experiments.plan import SweepPlan
+from lossbench.experiments.study import given_cells
 
 
 def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -20,7 +21,13 @@ def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def collect_results(plan: SweepPlan) -> list[dict[str, Any]]:
-    """One row per cell: grid values, status, error, best and final metrics."""
+    """One row per cell: grid values, status, error, best and final metrics. A document with sequential seeds
+    has rows only for the seeds its rounds have given so far, each saying how many seeds its configuration got
+    and why it stopped (:func:`lossbench.experiments.study.given_cells`)."""
+    return given_cells(plan, _all_rows(plan))
+
+
+def _all_rows(plan: SweepPlan) -> list[dict[str, Any]]:
     rows = []
     for cell in plan.cells:
         status, error = cell_status(cell, plan.memo)
@@ -28,7 +35,7 @@ def collect_results(plan: SweepPlan) -> list[dict[str, Any]]:
                                "status": status, "error": error, "seed": cell.experiment.seed}
         row.update({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in cell.values.items()})
         if status == "done":
-            summary = json.loads((cell.run_dir / runfolder.SUMMARY).read_text(encoding="utf-8"))
+            summary = runfolder.read_summary(cell.run_dir)
             row["main_metric"] = summary["main_metric"]
             row["best_epoch"] = summary["best"].get("epoch")
             row.update(_flat("best_", summary["best"]))
@@ -43,7 +50,7 @@ def write_results(plan: SweepPlan) -> Path:
     path = plan.sweep_dir / RESULTS_CSV
     runfolder.write_csv(path, collect_results(plan))
     runfolder.write_json(plan.sweep_dir / SWEEP_JSON, {
-        "grid_keys": plan.grid_keys, "report": plan.report,
+        "grid_keys": plan.grid_keys, "report": plan.report, "sequential": plan.sequential,
         "cells": [{"name": c.name, "document": c.document, "values": c.values} for c in plan.cells],
     })
     return path
@@ -59,4 +66,6 @@ def load_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
     meta_path, results_path = sweep_dir / SWEEP_JSON, sweep_dir / RESULTS_CSV
     if not meta_path.is_file() or not results_path.is_file():
         raise UserError(f"{sweep_dir}: not a sweep folder (no sweep.json / results.csv); run `lossbench sweep` first")
-    return json.loads(meta_path.read_text(encoding="utf-8")), read_results(results_path)
+    meta = runfolder.read_json_record(meta_path, "run `lossbench sweep` on its config again to rewrite it "
+                                                 "(finished cells are kept)")
+    return meta, read_results(results_path)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -19,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from lossbench.config import StrictModel, describe_validation_error
 from lossbench.errors import UserError
 from lossbench.experiments.report_metrics import is_report_metric, report_metrics
+from lossbench.experiments.study_design import StudyOptions, resolve_contrasts
 
 Epoch = Literal["best", "final"]
 EPOCHS: tuple[str, ...] = get_args(Epoch)
@@ -48,6 +50,10 @@ def entry_rows(key: str, values: Any, path: Path) -> GridEntry:
     return keys, [tuple(row) for row in values]
 
 
+#: the most cells one document's grid may expand to (each is a training run; 10 keys of 10 values would be 10^10)
+MAX_CELLS = 10_000
+
+
 def parse_grid(doc: dict[str, Any], path: Path) -> list[GridEntry]:
     """The document's ``grid:`` (removed from ``doc``) as entries; the cells are the product of the entries' rows.
     The ``seed`` axis is an entry like any other (``seed: [0, 1, 2]``)."""
@@ -64,6 +70,11 @@ def parse_grid(doc: dict[str, Any], path: Path) -> list[GridEntry]:
                                 "name each config key once")
             named[k] = str(key)
         entries.append((keys, rows))
+    cells = math.prod(len(rows) for _, rows in entries)
+    if cells > MAX_CELLS:
+        sizes = " x ".join(str(len(rows)) for _, rows in entries)
+        raise UserError(f"{path}: grid: {sizes} = {cells} cells, more than a sweep may hold ({MAX_CELLS}); "
+                        "split it into several sweeps or drop values")
     return entries
 
 
@@ -80,8 +91,9 @@ def default_epoch(eval_split: str) -> str:
     return "final" if eval_split == "test" else "best"
 
 
-class ReportOptions(StrictModel):
-    """What the report of one sweep document compares, and at which epoch."""
+class ReportOptions(StudyOptions):
+    """What the report of one sweep document compares, and at which epoch (``margin`` and ``contrasts``:
+    :class:`lossbench.experiments.study_design.StudyOptions`)."""
 
     baseline: dict[str, Any] | None = Field(
         None, description="grid values of the configuration the others are compared with, e.g. {loss: ce}; "
@@ -141,20 +153,35 @@ def validate_report_options(raw: Any, source: str, *, task: str, grid: dict[str,
     return options
 
 
+def baseline_label(baseline: dict[str, Any] | None, configurations: dict[str, dict[str, Any]]) -> str:
+    """The label of the configuration ``report.baseline`` names; the first configuration without one."""
+    for label, values in configurations.items() if baseline else []:
+        if all(str(values.get(k)) == str(v) for k, v in baseline.items()):
+            return label
+    return next(iter(configurations), "")
+
+
 def plan_report_options(raw: Any, source: str, *, task: str, grid: dict[str, list[Any]],
-                        eval_split: str) -> dict[str, Any]:
-    """:func:`validate_report_options` at plan time, with the epoch resolved; as sweep.json records it.
+                        eval_split: str, configurations: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """:func:`validate_report_options` at plan time, with the epoch resolved and the contrasts resolved to
+    pairs of configuration labels (``configurations``: label -> grid values); as sweep.json records it.
 
     Choosing each run's best epoch on the split its figures are measured on
     selects on the test set, so ``report.epoch: best`` with ``data.eval_split:
-    test`` is refused.
+    test`` is refused. A contrast naming no configuration is refused here, before any training; declared
+    contrasts are recorded as pairs of configuration labels, the default (``baseline``) is not recorded.
     """
     options = validate_report_options(raw, source, task=task, grid=grid)
     if options.epoch == "best" and eval_split == "test":
         raise UserError(f"{source}: report.epoch: best picks each run's best epoch on the test split "
                         "(data.eval_split: test), which tunes on the test set; use report.epoch: final")
-    options = options.model_copy(update={"epoch": options.epoch or default_epoch(eval_split)})
-    return options.model_dump(mode="json", exclude_none=True)
+    pairs = resolve_contrasts(options.contrasts, baseline_label(options.baseline, configurations), configurations,
+                              source, posthoc=bool(options.posthoc_la))
+    update: dict[str, Any] = {"epoch": options.epoch or default_epoch(eval_split)}
+    if options.contrasts != "baseline":
+        update["contrasts"] = pairs  # recorded as configuration labels; the default stays "each against baseline"
+    dropped = {"contrasts"} if options.contrasts == "baseline" else set()
+    return options.model_copy(update=update).model_dump(mode="json", exclude_none=True, exclude=dropped)
 
 
 # ---------------------------------------------------------------- tune:
@@ -163,7 +190,8 @@ def plan_report_options(raw: Any, source: str, *, task: str, grid: dict[str, lis
 #: keys a search space may not hold, and why
 FIXED_KEYS = {
     "seed": "the seed is what the tuned settings are re-run over",
-    "data.eval_split": "trials always evaluate the validation split",
+    "data.eval_split": "it decides the split trials are judged on (validation, or held out)",
+    "data.holdout": "it decides the split trials are judged on (validation, or held out)",
     "name": "it names the run folder", "output_dir": "it places the run folder",
     "device": "it is not a hyper-parameter",
 }

@@ -12,14 +12,12 @@ from writing one folder.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, as_completed
+from concurrent.futures import Future, as_completed, wait
 from pathlib import Path
 from typing import Any
 
@@ -28,48 +26,34 @@ from lossbench.errors import UserError
 from lossbench.experiments.backends import LocalBackend
 from lossbench.experiments.cells import cell_status, changed_cells, resumable
 from lossbench.experiments.forked_cells import run_forked
-from lossbench.experiments.layout import LOCK_NAME, RESULTS_CSV, config_path, log_path
+from lossbench.experiments.layout import LOCK_NAME, RESULTS_CSV, STOP_NAME, config_path, log_path
 from lossbench.experiments.plan import Cell, SweepPlan
 from lossbench.experiments.progress import Progress
 from lossbench.experiments.results import collect_results, write_results
 
-STOP_POLL_SECONDS = 0.5  # how often a cell that may be stopped (a tuning trial) looks for its stop file
+STOP_POLL_SECONDS = 0.5  # how often a cell looks for its stop file (a pruned trial, an interrupted sweep)
 
 
 class SweepLock:
-    """An exclusive ``flock`` on the sweep folder; a second sweep refuses with one line."""
+    """An exclusive ``flock`` on the sweep folder (:class:`lossbench.engine.runfolder.FolderLock`); a second sweep
+    refuses with one line."""
 
     def __init__(self, sweep_dir: Path) -> None:
-        self.path = sweep_dir / LOCK_NAME
-        self.fd: int | None = None
+        self.lock = runfolder.FolderLock(sweep_dir, LOCK_NAME, "{folder}: another lossbench sweep (pid {pid}) is "
+                                         "using this folder; wait for it to finish or choose another folder")
 
     def __enter__(self) -> "SweepLock":
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.lock.path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
             reason = getattr(exc, "strerror", None) or exc
-            raise UserError(f"{self.path.parent}: cannot write the sweep folder ({reason}); "
+            raise UserError(f"{self.lock.path.parent}: cannot write the sweep folder ({reason}); "
                             "choose a writable --out or output_dir") from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            raise UserError(
-                f"{self.path.parent}: another lossbench sweep (pid {holder}) is using this folder; "
-                "wait for it to finish or choose another folder"
-            ) from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
+        self.lock.release()
 
 
 def _death_signal_setter() -> Any:
@@ -155,8 +139,8 @@ def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_fi
              forked: bool = False) -> tuple[str, str, float]:
     """Train one cell in a subprocess (``forked``: from the preloaded server); returns (status, error line, seconds).
 
-    With ``stop_file`` (a tuning trial that may be pruned) the process is ended once that file
-    appears, and the status is ``stopped``: the run folder keeps the epochs it finished.
+    With ``stop_file`` (a tuning trial that may be pruned, a sweep that may be interrupted) the process is
+    ended once that file appears, and the status is ``stopped``: the run folder keeps the epochs it finished.
     """
     config = config_path(sweep_dir, cell.name)
     runfolder.write_yaml(config, cell.experiment.model_dump(mode="json", exclude_none=True))
@@ -192,8 +176,14 @@ def cell_outcome(cell: Cell, future: Future) -> tuple[str, str, float]:
 
 def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[str], Any]) -> None:
     """Train ``cells`` on ``backend`` (as many at a time as it runs); results.csv is rewritten as each one ends,
-    and its line says how long the sweep has run and about how long is left (experiments/progress.py)."""
-    futures = {backend.submit(run_cell, cell, plan.sweep_dir): cell for cell in cells}
+    and its line says how long the sweep has run and about how long is left (experiments/progress.py).
+
+    Interrupted (Ctrl-C, SIGINT), the sweep stops the cells it started (through a stop file each polls), cancels
+    the others, records every finished cell in results.csv, then lets the interruption go on.
+    """
+    stop = plan.sweep_dir / STOP_NAME
+    stop.unlink(missing_ok=True)  # left by a sweep killed while it stopped its cells
+    futures = {backend.submit(run_cell, cell, plan.sweep_dir, stop_file=stop): cell for cell in cells}
     progress = Progress(len(cells), "cell", log, jobs=backend.jobs)
     try:
         for n, future in enumerate(as_completed(futures), 1):
@@ -202,8 +192,44 @@ def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[s
             write_results(plan)
             detail = f"error: {error}" if error else "ok"
             progress.done(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}", seconds)
+    except KeyboardInterrupt:
+        progress.close()
+        stop_cells(plan, list(futures), stop, log)
+        raise
     finally:
         progress.close()
+
+
+def stop_cells(plan: SweepPlan, futures: list[Future], stop: Path, log: Callable[[str], Any]) -> None:
+    """End the running cells (their processes see ``stop``), cancel those not started, and write results.csv."""
+    stop.touch()
+    running = [f for f in futures if not f.cancel()]
+    try:
+        wait(running, timeout=STOP_POLL_SECONDS * 20)
+        write_results(plan)
+        rows = collect_results(plan)
+    finally:
+        stop.unlink(missing_ok=True)
+    done = sum(r["status"] == "done" for r in rows)
+    log(f"sweep interrupted: {done} of {len(rows)} cells done and recorded in {plan.sweep_dir / RESULTS_CSV}; "
+        f"{len(running)} stopped; run the sweep again to finish the rest")
+
+
+def run_in_rounds(plan: SweepPlan, todo: list[Cell], backend: Any, log: Callable[[str], Any]) -> None:
+    """Run the cells of ``todo`` the sweep has given (every cell of a fixed document; a sequential document's
+    seeds so far), then the seeds the next round gives, until no round gives a new one. Each cell runs at most
+    once per sweep: a failed seed counts as run (run the sweep again to retry it)."""
+    waiting = {c.name: c for c in todo}
+    while True:
+        given = {row["cell"] for row in collect_results(plan)}
+        now = [cell for name, cell in waiting.items() if name in given]
+        if not now:
+            return
+        if plan.sequential and len(now) < len(waiting):
+            log(f"round: {len(now)} cells")
+        run_cells(plan, now, backend, log)
+        for cell in now:
+            del waiting[cell.name]
 
 
 def cells_to_run(plan: SweepPlan, rerun_changed: bool, held: set[str] = frozenset()) -> list[Cell]:
@@ -236,9 +262,10 @@ def run_sweep(plan: SweepPlan, jobs: int = 1, log=print, backend: Any = None,
             todo = cells_to_run(plan, rerun_changed, held)
             done = sum(cell_status(c, plan.memo)[0] == "done" for c in plan.cells)
             log(f"sweep {plan.sweep_dir}: {len(plan.cells)} cells, {done} already done, {len(todo)} to run, "
-                f"{backend.describe()}")
+                f"{backend.describe()}" + (" (sequential seeds: as many as the answers need)" if plan.sequential
+                                           else ""))
             write_results(plan)
-            run_cells(plan, todo, backend, log)
+            run_in_rounds(plan, todo, backend, log)
             rows = collect_results(plan)
             write_results(plan)
     finally:

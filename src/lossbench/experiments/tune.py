@@ -17,7 +17,8 @@ settings over fresh seeds. A sweep document asks for it with a ``tune:`` section
 Every configuration of the grid (each loss x model ..., the ``seed`` axis aside) gets its own
 study in ``<sweep>/tune.db`` (Optuna's SQLite storage) with the same budget. A trial is a run
 folder under ``<sweep>/tune/``, trained like any cell (a ``lossbench train`` process on the
-sweep's backend) with ``data.eval_split: val`` and the seed ``tune.seed``; the sweep reads each
+sweep's backend) with ``data.eval_split: val`` (or, for ``eval_split: test`` with ``data.holdout:
+true``, the document's own data, judged on the held-out split) and the seed ``tune.seed``; the sweep reads each
 epoch's metric from its ``metrics.csv`` and the pruner may stop it. Then the best trial's values
 are re-run over the grid's seeds as the cells of a document ``<document>-tuned``, which the report
 compares like any other (and, with ``untuned: true``, beside the same grid untuned).
@@ -330,13 +331,40 @@ def write_studies(sweep_dir: Path, runs: list[StudyRun]) -> None:
     runfolder.write_json(studies_path(sweep_dir), {"tuned_documents": documents})
 
 
+#: the first bytes of every SQLite database file
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def open_studies(db: Path, studies: list[StudyPlan]) -> list[StudyRun]:
+    """Each study's :class:`StudyRun` in the SQLite file ``db`` (created when absent or empty); a damaged file is
+    one line saying what to do, and is never overwritten."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    optuna = import_optuna()
+
+    def damaged(why: str) -> UserError:
+        return UserError(f"{db}: the tuning studies' file is damaged ({why}); move it away to restart the studies "
+                         f"(mv {db} {db}.damaged), or restore it from a copy")
+
+    if db.is_file() and db.stat().st_size:
+        with db.open("rb") as f:
+            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise damaged("not an SQLite database")
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{db.resolve()}")
+        return [StudyRun(study, storage) for study in studies]
+    except (sqlalchemy.exc.DatabaseError, sqlite3.DatabaseError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise damaged(reason[:120]) from None
+
+
 def run_studies(plan: SweepPlan, studies: list[StudyPlan], backend: Any, log) -> set[str]:
     """Run every study to its budget, then add the tuned cells to the plan (a :func:`run_sweep` ``prepare``)."""
-    optuna = import_optuna()
     start = time.perf_counter()
     tune_dir(plan.sweep_dir).mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(plan.sweep_dir / TUNE_DB).resolve()}")
-    runs = [StudyRun(study, storage) for study in studies]
+    runs = open_studies(plan.sweep_dir / TUNE_DB, studies)
     budget = sum(s.tuning.config.trials for s in studies if s.space)
     left = sum(max(0, r.plan.tuning.config.trials - r.counted()) for r in runs if r.plan.space)
     log(f"tuning {plan.sweep_dir}: {len(runs)} studies, {budget} trials, {budget - left} already done, "

@@ -5,6 +5,10 @@ training metric), the space (no grid key, no fixed key, every extreme a valid
 experiment; a ``loss.PARAM`` dimension applies to the configurations whose loss takes
 it). Each study is named by :func:`lossbench.experiments.layout.cell_name` with a
 fingerprint of what it tunes, so a changed space or metric starts a new study.
+Trials are judged on the validation split (``data.eval_split: val``), or, for a
+document evaluating the test split with ``data.holdout: true``, on its held-out
+split: those trials keep the document's data, so they train on exactly what the
+re-runs train on and the tuned table shares its data with an untuned one.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Tuning:
     epoch: str
     seed: int
     startup: int
+    split: str = "val"  # what trials are judged on: val, or holdout (eval_split: test with data.holdout: true)
 
 
 @dataclass
@@ -116,23 +121,41 @@ def apply_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def metric_column(name: str, task: str, where: str) -> str:
-    """The metrics.csv column a tuning metric names; the test split and training metrics are refused."""
+def metric_column(name: str, task: str, where: str, split: str = "val") -> str:
+    """The metrics.csv column a tuning metric names on the split trials are judged on (``split``: val or holdout);
+    the test split, the other split's columns and training metrics are refused."""
     from lossbench.engine.monitor import metric_names
 
     text = str(name)
-    if text.startswith("test_"):
+    on_test = split == "holdout" and text.startswith("val_")  # trials of eval_split: test evaluate test as val_*
+    if text.startswith("test_") or on_test:
+        bare = text.split("_", 1)[1]
         raise UserError(f"{where}: tune.metric: {name!r} is measured on the test split, and tuning on the test "
-                        f"split is not allowed (trials evaluate data.eval_split: val); use {text[5:]!r}")
+                        f"split is not allowed (trials are judged on the {split} split); use {bare!r}")
     if text.startswith("train_"):
         raise UserError(f"{where}: tune.metric: {name!r} is a training metric; tune on a validation metric "
                         f"such as {text[6:]!r}")
-    column = text if text.startswith("val_") else f"val_{text}"
+    if split == "val" and text.startswith("holdout_"):
+        raise UserError(f"{where}: tune.metric: {name!r}: these trials have no held-out split (data.holdout needs "
+                        f"data.eval_split: test); use {text[8:]!r}")
+    bare = text.removeprefix(f"{split}_")
     known = [n for n in metric_names(task, 2) if n.startswith("val_")]
-    if re.sub(r"_\d+$", "_0", column) not in known:
+    if re.sub(r"_\d+$", "_0", f"val_{bare}") not in known:
         shown = ", ".join(n[4:] for n in known if not re.search(r"_\d+$", n))
         raise UserError(f"{where}: tune.metric: unknown metric {name!r}; choose one of {shown}")
-    return column
+    return f"{split}_{bare}"
+
+
+def trial_split(cells: list[Cell], where: str) -> str:
+    """What a document's trials are judged on: the held-out split when its cells evaluate the test split with
+    ``data.holdout: true`` (trials then train on exactly the re-runs' training data), else the validation split."""
+    from lossbench.engine.selection import selection_split
+
+    splits = {selection_split(c.experiment.data) for c in cells}
+    if len(splits) > 1:
+        raise UserError(f"{where}: tune: the cells of one document differ in data.eval_split / data.holdout, so "
+                        "their trials would be judged on different splits; give each its own document")
+    return "holdout" if splits == {"holdout"} else "val"
 
 
 def resolve_tuning(plan: SweepPlan, document: str) -> Tuning:
@@ -144,23 +167,30 @@ def resolve_tuning(plan: SweepPlan, document: str) -> Tuning:
     cells = [c for c in plan.cells if c.document == document]
     options = plan.report.get(document) or {}
     task = cells[0].experiment.task
-    metric = metric_column(config.metric or options.get("metric") or MAIN_METRIC[task], task, where)
+    split = trial_split(cells, where)
+    metric = metric_column(config.metric or options.get("metric") or MAIN_METRIC[task], task, where, split)
     direction = config.direction
     if direction == "auto":
-        direction = "minimize" if lower_is_better(metric) else "maximize"
+        direction = "minimize" if lower_is_better(metric.removeprefix(f"{split}_")) else "maximize"
     seed = config.seed if config.seed is not None else 1 + max(c.experiment.seed for c in cells)
     startup = config.startup_trials if config.startup_trials is not None else min(10, max(2, config.trials // 4))
     return Tuning(document, where, config, metric, direction, config.epoch or options.get("epoch", "best"),
-                  seed, startup)
+                  seed, startup, split)
 
 
 def _check_value(base: dict[str, Any], key: str, value: Any, where: str) -> None:
-    """A trial at this extreme of the space must be a valid experiment (and, for a loss parameter, a valid loss)."""
+    """A trial at this extreme of the space (or with this choice) must be a valid experiment whose model, data
+    source and loss the registries know (and, for a loss parameter, a valid loss)."""
+    from lossbench.data import SOURCES
+    from lossbench.losses import build_loss, check_spec
+    from lossbench.models import check_model
+
     try:
         exp = validate_experiment(apply_params(base, {key: value}), "@")
+        check_model(exp.model, exp.task, "@: model")
+        SOURCES.get(exp.data.source, "@: data.source")
+        check_spec(exp.loss, "@: loss")
         if key.startswith("loss."):
-            from lossbench.losses import build_loss
-
             build_loss(exp.loss, 3, exp.task, [30, 20, 10])
     except UserError as exc:
         why = str(exc).removeprefix("@: ")
@@ -204,7 +234,8 @@ def plan_tuning(plan: SweepPlan) -> list[StudyPlan]:
         for values, cells in configurations([c for c in plan.cells if c.document == document]):
             base = cells[0].experiment.model_dump(mode="json", exclude_none=True)
             base = {k: v for k, v in base.items() if k not in ("name", "output_dir")} | {"seed": tuning.seed}
-            base["data"]["eval_split"] = "val"  # trials read the validation split, never the test split
+            if tuning.split == "val":  # trials read the validation split, never the test split
+                base["data"]["eval_split"] = "val"
             space = _space_for(tuning, base, plan.grid_keys)
             label = ", ".join(f"{k}={v}" for k, v in values.items()) or document
             fingerprint = digest([{k: v for k, v in base.items() if k not in RECORDED_KEYS},

@@ -12,7 +12,6 @@ comparison is the report's, passed in as ``compare``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from lossbench.engine import runfolder
 from lossbench.experiments.layout import file_slug, studies_path
 from lossbench.plots import figure_png, plt
 
@@ -31,7 +31,9 @@ def read_studies(sweep_dir: Path) -> dict[str, Any]:
     path = studies_path(sweep_dir)
     if not path.is_file():
         return {}
-    return json.loads(path.read_text(encoding="utf-8")).get("tuned_documents", {})
+    record = runfolder.read_json_record(path, "run `lossbench sweep` on its config again to rewrite it from "
+                                              "tune.db (finished trials are kept)")
+    return record.get("tuned_documents", {})
 
 
 def _shown(value: Any) -> str:
@@ -116,7 +118,8 @@ def protocol(info: dict[str, Any]) -> str:
     return (f"Every configuration had the same budget: {info['trials']} trials of an Optuna study "
             f"({info['sampler'].upper()} sampler seeded {info['seed']}, the first {info['startup_trials']} at random; "
             f"{pruner} on the per-epoch {info['metric']} after {info['warmup_epochs']} epoch(s)). Trials train with "
-            f"seed {info['seed']} and are judged on the validation split by {info['metric']} at their "
+            f"seed {info['seed']} and are judged on the "
+            f"{'held-out' if info['metric'].startswith('holdout_') else 'validation'} split by {info['metric']} at their "
             f"{info['epoch']} epoch; each configuration's best trial was then re-run over the grid's seeds, "
             "which the tables above compare (Musgrave et al. 2020, A Metric Learning Reality Check).")
 

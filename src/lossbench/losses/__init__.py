@@ -12,9 +12,12 @@ import importlib
 import pkgutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, get_args
 
+import torch
 from torch import nn
+
+from lossbench.config import Experiment
 
 from lossbench.errors import UserError
 from lossbench.losses.combine import DeepSupervision, WeightedSum
@@ -25,8 +28,9 @@ from lossbench.losses.registry import (
 from lossbench.losses.spec import Term, parse_spec
 
 __all__ = [
-    "DeepSupervision", "LOSSES", "LossCapabilities", "LossContext", "build_loss", "check_spec", "declare_loss",
-    "loss_capabilities", "loss_parameters", "loss_summary", "parse_spec", "register_loss",
+    "DeepSupervision", "LOSSES", "LossCapabilities", "LossContext", "TASKS", "build_loss", "check_loss_arguments",
+    "check_spec", "declare_loss", "loss_capabilities", "loss_parameters", "loss_summary", "parse_spec",
+    "refuse_targets_out_of_range", "register_loss",
 ]
 
 
@@ -39,6 +43,9 @@ def import_loss_modules() -> list[str]:
 
 
 import_loss_modules()
+# every built-in loss class by its own name, for plain PyTorch use: FocalLoss(LossContext(num_classes=3), gamma=2)
+globals().update({cls.__name__: cls for _, cls in LOSSES.items()})
+__all__ += sorted(cls.__name__ for _, cls in LOSSES.items())
 
 
 def _check_type(loss: str, key: str, value: Any, default: Any) -> None:
@@ -58,7 +65,7 @@ def _check_term(term: Term) -> type[nn.Module]:
     cls = LOSSES.get(term.name)
     allowed = loss_parameters(cls)
     unknown = sorted(set(term.params) - set(allowed))
-    moved = getattr(cls, "moved_parameters", {})
+    moved = cls.moved_parameters
     for key in unknown:
         if key in moved:
             raise UserError(f"{term.name}: {key} is no longer a parameter of {term.name}; {moved[key]}")
@@ -111,6 +118,7 @@ def build_loss(
     A spec that cannot be built is one UserError line starting with ``where``
     (the engine passes ``<config file>: loss``).
     """
+    check_loss_arguments(num_classes, task, where)
     ctx = LossContext(num_classes, task, None if class_counts is None else tuple(class_counts), ignore_index)
     terms = check_spec(spec, where)
     with _named(where):
@@ -118,3 +126,33 @@ def build_loss(
     if len(terms) == 1 and terms[0].weight == 1.0:
         return modules[0]
     return WeightedSum(modules, [t.weight for t in terms], [t.name for t in terms])
+
+
+#: the tasks a loss is built for (the config's ``task:`` values)
+TASKS: tuple[str, ...] = get_args(Experiment.model_fields["task"].annotation)
+
+
+def check_loss_arguments(num_classes: Any, task: Any, where: str = "loss") -> None:
+    """One line starting with ``where`` when ``num_classes`` is not a whole number >= 1 or ``task`` is unknown."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"{where}: num_classes must be a whole number of 1 or more, got {num_classes!r}")
+    if task not in TASKS:
+        raise UserError(f"{where}: task must be one of {', '.join(TASKS)}, got {task!r}")
+
+
+def refuse_targets_out_of_range(loss: nn.Module, num_classes: int, ignore_index: int) -> nn.Module:
+    """``loss``, which now refuses in one line an index target outside its classes (a Python user's labels are
+    not checked by a data source; torch would fail deep inside with an IndexError or a CUDA assert)."""
+    top = max(num_classes, 2)  # one sigmoid channel takes index targets 0 and 1
+
+    def check(_module: nn.Module, args: tuple) -> None:
+        target = args[1] if len(args) > 1 else None
+        if not isinstance(target, torch.Tensor) or target.is_floating_point() or target.dtype == torch.bool:
+            return
+        bad = target[(target != ignore_index) & ((target < 0) | (target >= top))]
+        if bad.numel():
+            raise UserError(f"loss: the target holds class {int(bad[0])}, outside 0..{top - 1} of num_classes="
+                            f"{num_classes} (ignore_index {ignore_index} is skipped); fix the targets or num_classes")
+
+    loss.register_forward_pre_hook(check)
+    return loss

@@ -96,7 +96,16 @@ class ClassBalancedLoss(nn.Module):
         return (loss * sample_weight).sum() / valid.sum().clamp(min=1)
 
 
-@register_loss("ldam", accepts_class_weights=True, expects_cosine_logits=True, needs_class_counts=True)
+#: LDAM's parameters that became config keys
+LDAM_MOVED = {
+    "drw_epoch": "deferred re-weighting is now a config option (for ce, focal and ldam): "
+                 "use the config key drw_epoch: N",
+    "beta": "deferred re-weighting (and its beta) is now a config option: use the config key drw_epoch: N",
+}
+
+
+@register_loss("ldam", accepts_class_weights=True, expects_cosine_logits=True, needs_class_counts=True,
+               moved_parameters=LDAM_MOVED)
 class LDAMLoss(ClassWeighted):
     """LDAM -log softmax(s (z - m_y e_y))_y, margins m_c ∝ n_c^(-1/4), the largest ``max_margin`` (Cao et al. 2019).
 
@@ -118,12 +127,6 @@ class LDAMLoss(ClassWeighted):
     ``s * z`` on the same cosine head and scale, with nothing else changed
     (``ldam(max_margin=0)`` vs ``ldam`` separates the margin from the head).
     """
-
-    moved_parameters = {
-        "drw_epoch": "deferred re-weighting is now a config option (for ce, focal and ldam): "
-                     "use the config key drw_epoch: N",
-        "beta": "deferred re-weighting (and its beta) is now a config option: use the config key drw_epoch: N",
-    }
 
     def __init__(self, ctx: LossContext, max_margin: float = 0.5, s: float = 30.0, weight=None) -> None:
         super().__init__(ctx, class_weights(weight, ctx))

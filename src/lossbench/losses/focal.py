@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from lossbench.losses.ce import one_hot_float
 from lossbench.losses.common import canonical_target, class_view, flat_float, flat_index, flat_logits, is_sigmoid_target

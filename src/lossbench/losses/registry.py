@@ -64,11 +64,17 @@ def declare_loss(name: str, capabilities: LossCapabilities):
 
 
 def register_loss(name: str, *, accepts_class_weights: bool = False, expects_cosine_logits: bool = False,
-                  needs_class_counts: bool = False):
+                  needs_class_counts: bool = False, moved_parameters: dict[str, str] | None = None):
     """Decorator: file an ``nn.Module`` class built as ``cls(ctx, **params)`` under ``name``, with its
-    :class:`LossCapabilities`."""
+    :class:`LossCapabilities`; ``moved_parameters``: parameters it no longer takes -> what to write instead
+    (the error line of a spec that still gives one)."""
     declare = declare_loss(name, LossCapabilities(accepts_class_weights, expects_cosine_logits, needs_class_counts))
-    return lambda cls: LOSSES.register(name)(declare(cls))
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        cls.moved_parameters = dict(moved_parameters or {})
+        return LOSSES.register(name, cls.__module__)(declare(cls))
+
+    return add
 
 
 def loss_capabilities(module: nn.Module) -> LossCapabilities:

@@ -17,6 +17,7 @@ spec came from puts that in front (``exp.yaml: loss: ...``, see
 from __future__ import annotations
 
 import ast
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +33,15 @@ class Term:
     weight: float = 1.0
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 3, 4, 4, 40
+
 _WORDS = {"true": True, "True": True, "false": False, "False": False, "null": None, "None": None}
 
 
 def _shown(spec: Any) -> str:
-    """The spec for a message, cut short when it is absurdly long."""
-    text = repr(spec)
+    """The spec for a message, cut short when it is absurdly long (a list of shared lists is never expanded)."""
+    text = repr(spec) if isinstance(spec, str) else _SHORT.repr(spec)
     return text if len(text) <= 120 else f"{text[:100]}... ({len(text)} characters)"
 
 
@@ -113,8 +117,17 @@ def _from_mapping(item: dict[str, Any], spec: Any) -> Term:
     return Term(name, params, float(weight))
 
 
+#: the most terms a loss spec may sum (a list of aliases can otherwise stand for 10^9 of them)
+MAX_TERMS = 64
+
+
+def _too_many_terms(spec: Any) -> UserError:
+    return UserError(f"{_shown(spec)}: sums more than {MAX_TERMS} losses; a loss spec sums a few")
+
+
 def parse_spec(spec: str | dict[str, Any] | list[Any]) -> list[Term]:
-    """The weighted terms of a loss spec (string, mapping, or list of strings / mappings)."""
+    """The weighted terms of a loss spec (string, mapping, or list of strings / mappings); at most
+    :data:`MAX_TERMS` of them."""
     if isinstance(spec, dict):
         return [_from_mapping(spec, spec)]
     if isinstance(spec, list):
@@ -122,17 +135,27 @@ def parse_spec(spec: str | dict[str, Any] | list[Any]) -> list[Term]:
             raise UserError("[]: an empty list names no loss")
         terms: list[Term] = []
         for item in spec:
-            terms += [_from_mapping(item, spec)] if isinstance(item, dict) else parse_spec(item)
+            if len(terms) >= MAX_TERMS:
+                raise _too_many_terms(spec)
+            try:
+                terms += [_from_mapping(item, spec)] if isinstance(item, dict) else parse_spec(item)
+            except RecursionError:
+                raise _too_many_terms(spec) from None
+        if len(terms) > MAX_TERMS:
+            raise _too_many_terms(spec)
         return terms
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"{_shown(spec)}: expected a loss spec such as 'ce' or 'focal(gamma=2) + 0.5 * dice'")
     try:
         tree = ast.parse(spec.strip(), mode="eval")
-        return _terms(tree.body, spec)
+        terms = _terms(tree.body, spec)
     except SyntaxError as exc:
         raise _fail(spec, f"syntax error at column {exc.offset}: {exc.msg}") from None
     except (ValueError, RecursionError, MemoryError):  # NUL bytes; thousands of terms or parentheses
         raise _fail(spec, "not a loss spec (unreadable characters, or nested or summed far too deeply)") from None
+    if len(terms) > MAX_TERMS:
+        raise _too_many_terms(spec)
+    return terms
 
 
 def _literal(value: Any) -> str:

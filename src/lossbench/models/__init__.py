@@ -25,7 +25,7 @@ from lossbench.models.heads import configure_head
 from lossbench.models.registry import MODELS, ModelEntry, ModelLayout
 from lossbench.models.weights import load_backbone_strict, read_state_dict, resolve_pretrained_file
 
-__all__ = ["MODELS", "ModelLayout", "build_model", "model_layout", "parameter_groups", "registry_key"]
+__all__ = ["MODELS", "ModelLayout", "build_model", "check_model", "model_layout", "parameter_groups", "registry_key"]
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -43,26 +43,36 @@ def model_layout(cfg: ModelConfig, model: nn.Module) -> ModelLayout:
     return MODELS.get(registry_key(cfg.name)).layout(model)
 
 
-def build_model(cfg: ModelConfig, task: str, num_classes: int, log: Callable[[str], None] = print) -> nn.Module:
-    """The configured network, with logits sized for ``num_classes`` and its pretrained weights loaded."""
-    entry: ModelEntry = MODELS.get(registry_key(cfg.name))
+def check_model(cfg: ModelConfig, task: str, where: str = "model") -> ModelEntry:
+    """The registry entry of ``cfg.name`` once it names a model of ``task`` that takes ``cfg``'s options; otherwise
+    one line naming the key under ``where`` (the section: ``exp.yaml: model``). Needs no data and builds nothing:
+    a run checks its model before reading any, a tuning plan every value it may try."""
+    entry: ModelEntry = MODELS.get(registry_key(cfg.name), f"{where}.name")
     if entry.task != task:
-        raise UserError(f"model.name: {cfg.name!r} is a {entry.task} model but task is {task!r}")
+        raise UserError(f"{where}.name: {cfg.name!r} is a {entry.task} model but task is {task!r}")
     if cfg.stem is not None and cfg.stem not in entry.stems:
         allowed = f"only {', '.join(entry.stems)}" if entry.stems else "no stem option; leave it null"
-        raise UserError(f"model.stem: {cfg.name!r} takes {allowed} (got {cfg.stem!r})")
+        raise UserError(f"{where}.stem: {cfg.name!r} takes {allowed} (got {cfg.stem!r})")
     if cfg.deep_supervision and not entry.deep_supervision:
-        raise UserError(f"model.deep_supervision: {cfg.name!r} has no side outputs; use nested_unet or set it false")
+        raise UserError(f"{where}.deep_supervision: {cfg.name!r} has no side outputs; use nested_unet or set it false")
     if cfg.pretrained == "imagenet" and not entry.imagenet:
-        raise UserError(f"model.pretrained: {cfg.name!r} has no ImageNet weights; use null, a weights file or a run")
+        raise UserError(f"{where}.pretrained: {cfg.name!r} has no ImageNet weights; use null, a weights file or a run")
     if entry.task != "classification" and (cfg.head != "linear" or cfg.bias_prior is not None):
         key = "head" if cfg.head != "linear" else "bias_prior"
-        raise UserError(f"model.{key}: is a classifier option and {cfg.name!r} is a {entry.task} model; "
+        raise UserError(f"{where}.{key}: is a classifier option and {cfg.name!r} is a {entry.task} model; "
                         f"remove model.{key}")
+    return entry
+
+
+def build_model(cfg: ModelConfig, task: str, num_classes: int, log: Callable[[str], None] = print) -> nn.Module:
+    """The configured network, with logits sized for ``num_classes`` and its pretrained weights loaded."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes: must be a whole number of 1 or more, got {num_classes!r}")
+    entry = check_model(cfg, task)
     model = entry.build(cfg, num_classes)
     configure_head(model, cfg, entry.layout(model).head)
     if cfg.pretrained not in (None, "imagenet"):
-        path = resolve_pretrained_file(cfg.pretrained)
+        path = resolve_pretrained_file(cfg.pretrained, log)
         load_backbone_strict(model, read_state_dict(path), str(path), entry.layout(model), log)
     return model
 

@@ -78,8 +78,9 @@ def register_model(name: str, task: str, head: Prefixes | Callable[[nn.Module], 
     """Decorator: file ``build(cfg, num_classes)`` as model ``name``; ``head`` names the head's parameter prefixes."""
 
     def add(build: Callable[[ModelConfig, int], nn.Module]) -> Callable[[ModelConfig, int], nn.Module]:
-        MODELS.register(name)(ModelEntry(task, build, head, description or (build.__doc__ or "").strip(),
-                                         imagenet, stems, deep_supervision, other_heads, unused))
+        entry = ModelEntry(task, build, head, description or (build.__doc__ or "").strip(),
+                           imagenet, stems, deep_supervision, other_heads, unused)
+        MODELS.register(name, build.__module__)(entry)
         return build
 
     return add

@@ -102,15 +102,33 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
     return obj, meta
 
 
-def resolve_pretrained_file(spec: str) -> Path:
-    """``pretrained:`` as a file: a weights file as given, or a run folder's ``best.pt``."""
+def best_chosen_on_test(run_dir: Path) -> bool:
+    """Whether a run folder's ``best.pt`` was chosen on the test split: as best.pt records it (``selected_on``),
+    else (runs trained before it did) when the run evaluated the test split every epoch."""
+    meta = read_checkpoint(run_dir / "best.pt")[1]
+    if "selected_on" in meta:
+        return meta["selected_on"] == "test"
+    if not (run_dir / "config.yaml").is_file():  # a folder of weights, not a lossbench run: nothing to tell
+        return False
+    from lossbench.config import load_run_config
+
+    return load_run_config(run_dir).data.eval_split == "test"
+
+
+def resolve_pretrained_file(spec: str, log: Callable[[str], None] = print) -> Path:
+    """``pretrained:`` as a file: a weights file as given, or a run folder's ``best.pt`` (its ``last.pt`` when
+    best.pt was chosen on the test split or nothing was chosen: a starting point is never picked on test)."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        best = path / "best.pt"
-        if not best.is_file():
-            raise UserError(f"model.pretrained: {path} is a folder without best.pt; give a finished run folder "
-                            "or a weights file")
-        return best
+        best, last = path / "best.pt", path / "last.pt"
+        if best.is_file() and not best_chosen_on_test(path):
+            return best
+        if not last.is_file():
+            raise UserError(f"model.pretrained: {path} is a folder without best.pt or last.pt; give a finished run "
+                            "folder or a weights file")
+        why = "its best.pt was chosen on the test split" if best.is_file() else "it has no best.pt"
+        log(f"model.pretrained: {path}: loading last.pt ({why})")
+        return last
     if not path.exists():
         raise UserError(f"model.pretrained: {spec!r} is neither imagenet nor an existing weights file or run folder")
     return path

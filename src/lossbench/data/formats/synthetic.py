@@ -20,7 +20,7 @@ import math
 import torch
 
 from lossbench.config import DataConfig
-from lossbench.data.imbalance import long_tail_counts
+from lossbench.data.imbalance import frequency_ranks, long_tail_counts
 from lossbench.data.registry import Splits, register_source
 from lossbench.data.samples import TensorSamples
 from lossbench.errors import UserError
@@ -143,12 +143,15 @@ def make_segmentation(num_images: int, num_classes: int, size: int, seed: int) -
 
 
 def make_splits(
-    task: str, num_classes: int, size: int, train_per_class: int, val_per_class: int, imbalance_ratio: float, seed: int
+    task: str, num_classes: int, size: int, train_per_class: int, val_per_class: int, imbalance_ratio: float, seed: int,
+    ranks: list[int] | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Train and validation tensors for a task; validation never overlaps train (other seed stream)."""
+    """Train and validation tensors for a task; validation never overlaps train (other seed stream).
+    ``ranks``: each class's rank in the long-tail profile (default: class k has rank k)."""
     train_seed, val_seed = 2 * seed + 1, 2 * seed + 2
     if task == "classification":
-        counts = long_tail_counts(train_per_class, num_classes, imbalance_ratio)
+        profile = long_tail_counts(train_per_class, num_classes, imbalance_ratio)
+        counts = [profile[r] for r in ranks] if ranks is not None else profile
         return {
             "train": make_classification(counts, size, train_seed),
             "val": make_classification([val_per_class] * num_classes, size, val_seed),
@@ -166,10 +169,12 @@ def synthetic_source(cfg: DataConfig, task: str, seed: int) -> Splits:
     limit = MAX_CLASSES + (task == "segmentation")
     if num_classes > limit or (task == "segmentation" and num_classes < 2):
         raise UserError(f"data.num_classes: the synthetic {task} set takes 2 to {limit} classes, got {num_classes}")
+    ranks = frequency_ranks(num_classes, cfg.imbalance_order, seed) if task == "classification" else None
     splits = make_splits(
-        task, num_classes, cfg.image_size, cfg.train_per_class, cfg.val_per_class, cfg.imbalance_ratio, seed
+        task, num_classes, cfg.image_size, cfg.train_per_class, cfg.val_per_class, cfg.imbalance_ratio, seed, ranks
     )
     names = class_names(num_classes)
     if task == "segmentation":
         names = ["background"] + names[: num_classes - 1]
-    return Splits(TensorSamples(*splits["train"]), TensorSamples(*splits["val"]), names, long_tail_applied=True)
+    return Splits(TensorSamples(*splits["train"]), TensorSamples(*splits["val"]), names, long_tail_applied=True,
+                  frequency_ranks=ranks)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lossbench.config import with_data
+from lossbench.config import DataConfig, with_data
 from lossbench.contract import IGNORE_INDEX
 from lossbench.data import DataBundle, build_data
 from lossbench.data.transforms import Relabel, Transformed
@@ -27,17 +27,34 @@ from lossbench.engine import runfolder
 from lossbench.engine.inference.logit_adjustment import PosthocResult, require_classifier, score_with_adjustment, \
     selection_split, training_class_counts
 from lossbench.engine.inference.run import LoadedRun, load_run
+from lossbench.engine.selection import evaluated_split
 from lossbench.errors import UserError
 from lossbench.metrics import TaskMetrics, channel_figures, confusion_figures, metrics_from_confusion, \
     normalized_confusion
 from lossbench.plots import plot_confusion
 
 
-def _split(bundle: DataBundle, split: str) -> Dataset:
-    dataset = getattr(bundle, split, None)
-    if dataset is None:
-        raise UserError(f"--split {split}: the data source has no {split} split; use val")
-    return dataset
+#: the splits ``eval --split`` may name
+SPLITS = ("val", "test", "holdout", "train")
+
+
+def named_split(bundle: DataBundle, data: DataConfig, split: str) -> Dataset:
+    """The split named ``split`` by what it is: under ``eval_split: test`` the split the run evaluated every
+    epoch (``bundle.val``) is the test split, and there is no validation split besides the held-out one."""
+    evaluated = evaluated_split(data)
+    splits = {"train": bundle.train, "val": None, "test": bundle.test, "holdout": bundle.holdout}
+    splits[evaluated] = bundle.val
+    if split not in splits:
+        raise UserError(f"--split {split!r}: use {', '.join(SPLITS)}")
+    if splits[split] is not None:
+        return splits[split]
+    if split == "val" and evaluated == "test":
+        raise UserError("--split val: this run has no validation split (data.eval_split: test evaluated the test "
+                        "split every epoch); use --split test, or --split holdout with data.holdout: true")
+    if split == "holdout":
+        raise UserError(f"--split holdout: the run has no held-out split (data.holdout is not set); use --split "
+                        f"{evaluated}")
+    raise UserError(f"--split {split}: the data source has no {split} split; use --split {evaluated}")
 
 
 def run_class_indices(run: LoadedRun, bundle: DataBundle, log: Callable[[str], None]) -> list[int] | None:
@@ -104,9 +121,9 @@ def _measure(run: LoadedRun, dataset: Dataset, task: str, batch_size: int, num_w
 def evaluate_run(
     run_dir: str | Path,
     data: Sequence[str] = (),
-    split: str = "val",
+    split: str | None = None,
     name: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str = "auto",
     batch_size: int | None = None,
     device: str = "auto",
     log: Callable[[str], None] = print,
@@ -115,6 +132,9 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint on a split of its data (or of ``data``) and write ``RUN/eval[/name]/``.
 
+    ``split`` names the split by what it is (:func:`named_split`; default: the one the run evaluated every
+    epoch, val or test); ``checkpoint`` ``auto`` takes best.pt unless it was chosen on the test split
+    (:func:`lossbench.engine.inference.run.choose_checkpoint`), and the log line says which it took.
     Returns what ``metrics.json`` holds: the metrics of :mod:`lossbench.metrics`,
     the raw and row-normalised confusion matrices, and the per-class table.
     With ``posthoc_la`` (or a fixed ``tau``) the logits are adjusted by the
@@ -128,7 +148,8 @@ def evaluate_run(
     exp = with_data(run.exp, data)
     bundle = build_data(exp)
     lut = run_class_indices(run, bundle, log)
-    dataset = _split(bundle, split)
+    split = split or evaluated_split(exp.data)
+    dataset = named_split(bundle, exp.data, split)
     if lut is not None:
         dataset = Transformed(dataset, Relabel(lut, len(run.class_names)))
     adjusted = None
@@ -139,7 +160,8 @@ def evaluate_run(
         rows = per_class_rows(confusion_figures(cm), exp.task, run.class_names)
     else:
         values, rows, cm = _measured(run, dataset, exp.task, batch_size or exp.batch_size, exp.data.num_workers)
-    result = {"run": str(run.run_dir), "checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
+    result = {"run": str(run.run_dir), "checkpoint": run.checkpoint.name, "epoch": run.epoch,
+              "checkpoint_chosen_on": run.chosen_on, "split": split,
               "data": exp.data.model_dump(mode="json"), "num_images": len(dataset), "class_names": run.class_names,
               "data_class_names": bundle.class_names, "metrics": values, "per_class": rows}
     if adjusted is not None:
@@ -154,7 +176,7 @@ def evaluate_run(
                 + (f", post-hoc logit adjustment ({adjusted.tau_note})" if adjusted is not None else ""))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not isinstance(v, list))
     adjusted_note = f" with post-hoc logit adjustment, {adjusted.tau_note}" if adjusted is not None else ""
-    log(f"{exp.name}: {split} ({len(dataset)} images){adjusted_note}: {shown} -> {out}")
+    log(f"{exp.name}: {split} ({len(dataset)} images), {run.checkpoint_note}{adjusted_note}: {shown} -> {out}")
     return result
 
 

@@ -90,7 +90,7 @@ def export_run(
     run_dir: str | Path,
     fmt: str = "onnx",
     out: str | Path | None = None,
-    checkpoint: str = "best",
+    checkpoint: str = "auto",
     check: bool = True,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
@@ -99,7 +99,8 @@ def export_run(
     With ``check`` the exported file is run (onnxruntime / ``torch.jit.load``)
     on a random batch of another size than the export example and compared
     with PyTorch; a difference above 1e-4 (times the largest output, when
-    that exceeds 1) is an error.
+    that exceeds 1) is an error. ``checkpoint`` ``auto``: best.pt unless it was chosen on the test split,
+    else last.pt; export.json and the log line say which.
     """
     if fmt not in ("onnx", "torchscript"):
         raise UserError(f"--format {fmt!r}: use onnx or torchscript")
@@ -107,11 +108,7 @@ def export_run(
     model, exp = run.model, run.exp
     size, channels = exp.data.image_size, exp.model.in_channels
     path = Path(out) if out else run.run_dir / "export" / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (OSError, ValueError) as exc:  # checked before the (slow) export, like a run's output folder
-        raise UserError(f"{path.parent}: cannot write the export ({getattr(exc, 'strerror', None) or exc}); "
-                        "choose another --out") from None
+    runfolder.check_writable_folder(path.parent, "choose another --out")  # before the (slow) export
     example = torch.randn(2, channels, size, size)
     probe = torch.randn(3, channels, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -126,7 +123,8 @@ def export_run(
                         f"{scale:.3g}); the export is not trustworthy, please report this")
     runfolder.write_json(path.parent / "export.json", {
         "file": path.name, "format": fmt, "task": exp.task, "model": exp.model.name, "checkpoint": run.checkpoint.name,
-        "epoch": run.epoch, "input": {"name": "images", "shape": ["batch", channels, size, size],
+        "checkpoint_chosen_on": run.chosen_on, "epoch": run.epoch,
+        "input": {"name": "images", "shape": ["batch", channels, size, size],
                                       "scale": "pixel / 255", "mean": run.mean, "std": run.std,
                                       "preprocessing": preprocessing_steps(run)},
         "output": {"name": "logits", "shape": ["batch", len(run.class_names)]
@@ -134,5 +132,5 @@ def export_run(
         "class_names": run.class_names,
     })
     checked = f"max |exported - PyTorch| = {diff:.2e}" if diff is not None else "not checked"
-    log(f"{exp.name}: {fmt} -> {path} ({checked})")
+    log(f"{exp.name}: {fmt} of {run.checkpoint_note} -> {path} ({checked})")
     return ExportResult(path, diff)

@@ -33,6 +33,7 @@ from lossbench.contract import IGNORE_INDEX
 from lossbench.data import DataBundle, build_data
 from lossbench.engine import runfolder
 from lossbench.engine.inference.run import LoadedRun, load_run
+from lossbench.engine.selection import evaluated_split
 from lossbench.errors import UserError
 from lossbench.losses.weights import log_class_prior
 from lossbench.metrics import TaskMetrics, metrics_from_confusion, shot_accuracies
@@ -120,9 +121,10 @@ class PosthocResult:
 
 
 def selection_split(bundle: DataBundle, eval_split: str, scored: str) -> tuple[str, Dataset] | None:
-    """The split to choose tau on for scoring ``scored`` ("val": the run's evaluated split, or "test"):
-    the held-out split when there is one, else the validation split when the test split is scored."""
-    if bundle.holdout is not None:
+    """The split to choose tau on for scoring the split named ``scored`` (val, test, holdout or train): the
+    held-out split when there is one and it is not the one scored, else the validation split when the test
+    split is scored on a run that evaluated val."""
+    if bundle.holdout is not None and scored != "holdout":
         return "holdout", bundle.holdout
     if scored == "test" and eval_split == "val":
         return "val", bundle.val
@@ -184,7 +186,7 @@ def run_posthoc(run_dir: str | Path, checkpoint: str = "last") -> PosthocResult:
         return PosthocResult(**{**result, "scores": {float(t): s for t, s in result["scores"].items()}})
     run = load_run(run_dir, checkpoint, "cpu")
     bundle = build_data(run.exp)
-    selection = selection_split(bundle, run.exp.data.eval_split, "val")
+    selection = selection_split(bundle, run.exp.data.eval_split, evaluated_split(run.exp.data))
     result = score_with_adjustment(run, training_class_counts(run_dir, bundle), bundle.val, None, selection,
                                    run.exp.batch_size)
     runfolder.write_json(run_dir / CACHE_NAME, {"key": key, "result": asdict(result)})

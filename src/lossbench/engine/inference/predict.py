@@ -9,6 +9,7 @@ layer (:meth:`LoadedRun.preprocess`), so a prediction is the one
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 from lossbench.data.decode import IMAGE_EXTENSIONS, BadFile, is_image_file, read_image
+from lossbench.engine import runfolder
 from lossbench.engine.inference.run import LoadedRun, load_run
 from lossbench.errors import UserError
 
@@ -94,7 +96,7 @@ def predict_paths(
     run_dir: str | Path,
     inputs: Sequence[str | Path],
     out_dir: str | Path | None = None,
-    checkpoint: str = "best",
+    checkpoint: str = "auto",
     batch_size: int = 32,
     device: str = "auto",
     log: Callable[[str], None] = print,
@@ -103,11 +105,14 @@ def predict_paths(
 
     Classifier: predicted class and the probability of every class.
     Segmenter: a class-index mask PNG (palette mode, the original size) and
-    an overlay PNG per image in ``out_dir`` (default ``RUN/predict``).
+    an overlay PNG per image in ``out_dir`` (default ``RUN/predict``). ``checkpoint`` ``auto``: best.pt
+    unless it was chosen on the test split, else last.pt; a last line on stderr says which.
     """
     run: LoadedRun = load_run(run_dir, checkpoint, device)
     files = image_files(inputs)
     out = Path(out_dir) if out_dir else run.run_dir / "predict"
+    if run.exp.task == "segmentation":  # a segmenter writes masks: a folder it cannot write fails before the work
+        runfolder.check_writable_folder(out, "choose another --out")
     used: set[str] = set()
     results = []
     for start in range(0, len(files), batch_size):
@@ -119,4 +124,6 @@ def predict_paths(
             else:
                 results.append(_segmented(path, predicted.labels[i], predicted.label_names, out,
                                           _unique_stem(path, used), log))
+    # on stderr, once every image is done: stdout holds one line an image, a refusal one stderr line
+    print(f"{run.exp.name}: predicted with {run.checkpoint_note}", file=sys.stderr)
     return results

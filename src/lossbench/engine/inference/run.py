@@ -2,8 +2,9 @@
 
 A run folder is enough (ARCHITECTURE.md): ``config.yaml`` rebuilds the model
 and the data, ``summary.json`` names the classes and the kind of target the
-run trained on, ``best.pt`` (or ``last.pt``) holds the weights under
-``"model"``, read with ``torch.load(weights_only=True)``. New images go
+run trained on, ``best.pt`` or ``last.pt`` holds the weights under
+``"model"``, read with ``torch.load(weights_only=True)`` (by default best.pt,
+unless it was chosen on the test split: :func:`choose_checkpoint`). New images go
 through the data layer's own decoder and evaluation transform, so a
 prediction sees exactly what evaluation saw.
 """
@@ -11,9 +12,12 @@ prediction sees exactly what evaluation saw.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -23,9 +27,11 @@ from lossbench.data import TargetKind, build_data, resolve_config
 from lossbench.data.decode import BadFile, image_array, read_image
 from lossbench.data.transforms import SampleTransform, normalization
 from lossbench.engine.distributed import resolve_device
+from lossbench.engine.selection import recorded_selection_split, selection_split
 from lossbench.errors import UserError
 from lossbench.models import build_model
 from lossbench.models.weights import read_checkpoint
+from lossbench.plugins import load_plugins, plugin_changes
 
 #: what :meth:`LoadedRun.predict` takes: model-ready tensors, or images (files or PIL images)
 Inputs = torch.Tensor | str | Path | Image.Image | Sequence[str | Path | Image.Image]
@@ -53,7 +59,9 @@ class LoadedRun:
 
     ``mean`` / ``std``: the normalisation it trained with; ``target``: what its
     outputs are; ``named_classes``: whether its class names say what the classes
-    are, so other data can be matched to them by name (``split.json``).
+    are, so other data can be matched to them by name (``split.json``);
+    ``chosen_on``: the split best.pt was chosen on (None for last.pt, the final
+    weights); ``why``: why this checkpoint, when it is not the one asked for.
     """
 
     run_dir: Path
@@ -66,10 +74,20 @@ class LoadedRun:
     std: list[float] | None = None
     target: TargetKind = "label"
     named_classes: bool = True
+    chosen_on: str | None = None
+    why: str = ""
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def checkpoint_note(self) -> str:
+        """Which weights these are, in words: ``best.pt (epoch 3, chosen on the holdout split)``."""
+        epoch = f"epoch {self.epoch}, " if self.epoch else ""
+        what = f"chosen on the {self.chosen_on} split" if self.chosen_on else "the final weights"
+        caution = "; its scores on the test split are optimistic" if self.chosen_on == "test" else ""
+        return f"{self.checkpoint.name} ({epoch}{what}{caution}{'; ' + self.why if self.why else ''})"
 
     def preprocess(self, image: str | Path | Image.Image) -> torch.Tensor:
         """An image file or PIL image as the network saw its evaluation data (float C x S x S).
@@ -91,17 +109,59 @@ class LoadedRun:
         return SampleTransform(size, channels, self.mean, self.std, None)(torch.from_numpy(array), None)[0]
 
     def predict(self, inputs: Inputs, batch_size: int = 32) -> Predictions:
-        """Class / mask predictions for a model-ready float tensor (C x H x W or N x C x H x W) or for images."""
-        if isinstance(inputs, torch.Tensor):
-            batch = inputs if inputs.ndim == 4 else inputs.unsqueeze(0)
-            return self.predict_batch(batch)
-        images = [inputs] if isinstance(inputs, (str, Path, Image.Image)) else list(inputs)
+        """Class / mask predictions for a model-ready float tensor (C x H x W or N x C x H x W; NumPy arrays too)
+        or for images: files, PIL images, or uint8 pixel tensors (H x W, C x H x W or N x C x H x W), which are
+        decoded as evaluation decoded its images. Anything else, or NaN / infinite values, is one UserError line."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"predict: batch_size must be a whole number of 1 or more, got {batch_size!r}")
+        if isinstance(inputs, np.ndarray):
+            inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+        if isinstance(inputs, torch.Tensor) and inputs.dtype != torch.uint8:
+            return self.predict_batch(self._model_ready(inputs))
+        images = self._images(inputs)
         parts = [self.predict_batch(torch.stack([self.preprocess(im) for im in images[i:i + batch_size]]))
                  for i in range(0, len(images), batch_size)]
         if not parts:
             raise UserError("predict: no inputs given")
         return Predictions(torch.cat([p.probabilities for p in parts]), torch.cat([p.labels for p in parts]),
                            parts[0].label_names)
+
+    def _model_ready(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A float tensor as an N x C x H x W batch of this run's channels, or one line saying what it expects."""
+        channels, size = int(resolve_config(self.exp).channels), self.exp.data.image_size
+        expected = (f"a model-ready float tensor N x {channels} x H x W (e.g. N x {channels} x {size} x {size}), or "
+                    "images (files, PIL images, uint8 pixel tensors) to be converted")
+        if not tensor.is_floating_point() or tensor.ndim not in (3, 4):
+            raise UserError(f"predict: got a {str(tensor.dtype).removeprefix('torch.')} tensor of shape "
+                            f"{' x '.join(map(str, tensor.shape)) or 'scalar'}; give {expected}")
+        batch = (tensor if tensor.ndim == 4 else tensor.unsqueeze(0)).float()
+        if batch.shape[1] != channels:
+            raise UserError(f"predict: the tensor has {batch.shape[1]} channels (shape "
+                            f"{' x '.join(map(str, tensor.shape))}), this run's model takes {channels}; give {expected}")
+        bad = int((~torch.isfinite(batch)).sum())
+        if bad:
+            raise UserError(f"predict: the input holds {bad} NaN or infinite values; a prediction from them would "
+                            "mean nothing, replace them first")
+        return batch
+
+    def _images(self, inputs: object) -> list[str | Path | Image.Image]:
+        """Image files or PIL images, one per input (a uint8 tensor's images as PIL images)."""
+        if isinstance(inputs, torch.Tensor):  # uint8 pixels: H x W, C x H x W or N x C x H x W
+            pixels = inputs[None, None] if inputs.ndim == 2 else inputs[None] if inputs.ndim == 3 else inputs
+            if pixels.ndim != 4 or pixels.shape[1] not in (1, 3, 4):
+                raise UserError(f"predict: a uint8 image tensor is H x W, C x H x W or N x C x H x W with 1, 3 or 4 "
+                                f"channels, got shape {' x '.join(map(str, inputs.shape))}")
+            return [Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im)
+                    for im in pixels.permute(0, 2, 3, 1).cpu().numpy()]
+        if inputs is None or not isinstance(inputs, (str, Path, Image.Image, Sequence)):
+            raise UserError(f"predict: got {type(inputs).__name__}; give image files, PIL images, uint8 pixel "
+                            "tensors or a model-ready float tensor N x C x H x W")
+        images = [inputs] if isinstance(inputs, (str, Path, Image.Image)) else list(inputs)
+        for i, item in enumerate(images):
+            if not isinstance(item, (str, Path, Image.Image)):
+                raise UserError(f"predict: item {i} is a {type(item).__name__}; a list holds image files or PIL "
+                                "images (pass tensors and arrays whole, not in a list)")
+        return images
 
     @property
     def sigmoid_outputs(self) -> bool:
@@ -138,23 +198,56 @@ class LoadedRun:
                 "how": f"softmax over dim 1; a pixel's label is the argmax over dim 1, an index into labels: {where}"}
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> LoadedRun:
-    """Rebuild a run's network from its ``config.yaml`` and load ``best.pt`` / ``last.pt`` (``checkpoint``).
+#: what ``checkpoint`` may be: ``auto`` (best.pt unless it was chosen on the test split, else last.pt), best, last
+CHECKPOINTS = ("auto", "best", "last")
+
+
+def choose_checkpoint(run_dir: Path, exp: Experiment, checkpoint: str) -> tuple[Path, dict, dict, str | None, str]:
+    """``(path, weights, meta, chosen_on, why)`` of the checkpoint to load; ``auto`` never takes a best.pt chosen
+    on the test split (:mod:`lossbench.engine.selection`) and ``why`` says so when it takes last.pt instead."""
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"--checkpoint {checkpoint!r}: use {', '.join(CHECKPOINTS)}")
+    best, last = run_dir / "best.pt", run_dir / "last.pt"
+    why = ""
+    if checkpoint != "last" and best.is_file():
+        state, meta = read_checkpoint(best)
+        chosen_on = recorded_selection_split(meta, exp.data)
+        if checkpoint == "best" or chosen_on != "test":
+            return best, state, meta, chosen_on, why
+        why = "best.pt was chosen on the test split"
+    elif checkpoint == "best":
+        fix = ("nothing is chosen on a run with data.eval_split: test and no data.holdout"
+               if selection_split(exp.data) is None else "the run has not finished an epoch")
+        raise UserError(f"{best}: no such checkpoint ({fix}); use --checkpoint last")
+    elif checkpoint == "auto":
+        why = ("nothing was chosen (data.eval_split: test without data.holdout)" if selection_split(exp.data) is None
+               else "the run has no best.pt")
+    if not last.is_file():
+        raise UserError(f"{last}: no such checkpoint; the run has not finished an epoch")
+    state, meta = read_checkpoint(last)
+    return last, state, meta, None, why
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "auto", device: str = "cpu", plugins: bool = True
+             ) -> LoadedRun:
+    """Rebuild a run's network from its ``config.yaml`` and load its weights (:func:`choose_checkpoint`).
 
     The model is built without its ``pretrained`` source (the checkpoint
     replaces it, and the source need not exist here) and loaded strictly.
+    ``plugins``: import the run's ``plugins:`` (installed entry points are
+    loaded either way); ``report`` passes False, it runs no code a config names.
     """
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise UserError(f"{run_dir}: not a run folder (no config.yaml); give runs/<name> of a finished run")
     exp = load_experiment(config)
-    ckpt = run_dir / f"{checkpoint}.pt"
-    if not ckpt.is_file():
-        raise UserError(f"{ckpt}: no such checkpoint; the run has not finished an epoch (try --checkpoint last)")
+    load_plugins(exp.plugins if plugins else [], exp.where("plugins"))  # its model may be a plugin's
+    for change in plugin_changes(exp.versions):
+        warnings.warn(f"{run_dir}: {change}", stacklevel=2)
+    ckpt, state, meta, chosen_on, why = choose_checkpoint(run_dir, exp, checkpoint)
     names, target = _recorded_data(run_dir, exp)
     model = build_model(exp.model.model_copy(update={"pretrained": None}), exp.task, len(names), log=lambda _: None)
-    state, meta = read_checkpoint(ckpt)
     state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
@@ -164,7 +257,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     epoch = meta.get("epoch") if isinstance(meta.get("epoch"), int) else None
     mean, std = run_normalization(run_dir, exp)
     return LoadedRun(run_dir, exp, list(names), model.to(resolve_device(device, "--device")).eval(), ckpt, epoch,
-                     mean, std, target, _recorded_named_classes(run_dir))
+                     mean, std, target, _recorded_named_classes(run_dir), chosen_on, why)
 
 
 def _recorded_data(run_dir: Path, exp: Experiment) -> tuple[list[str], TargetKind]:

@@ -1,0 +1,59 @@
+"""SIGINT (Ctrl-C) on a running sweep: every finished cell is recorded as done in results.csv before it exits, the
+cell it started is stopped (no process left training), and running the sweep again finishes the rest
+(issue 27, item 12). Real processes: the sweep and its cells are forked with lossbench imported."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import time
+
+import yaml
+
+from .helpers import TALLY, forked_cli
+
+CONFIG = {"name": "ctrl_c", "data": {"source": "synthetic", "num_classes": 3, "image_size": 8, "train_per_class": 4,
+                                     "val_per_class": 2},
+          "model": {"name": "resnet20"}, "batch_size": 4, "device": "cpu",
+          "grid": {"seed, epochs": [[0, 1], [1, 400]]}}  # a quick cell, then a long one
+
+
+def rows(sweep):
+    path = sweep / "results.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        return {r["cell"]: r["status"] for r in csv.DictReader(f)}
+
+
+def test_sigint_records_finished_cells_and_stops_the_running_one(tmp_path):
+    cfg = tmp_path / "ctrl_c.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "output_dir": str(tmp_path / "runs")}))
+    sweep = tmp_path / "runs" / "ctrl_c"
+    out = tmp_path / "sweep.out"
+    proc = forked_cli(["sweep", str(cfg)], out, err_path=tmp_path / "sweep.err", cwd=tmp_path, fork_cells=True)
+    long_cell = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.is_alive():
+        running = [p for p in sweep.glob("*/metrics.csv") if not (p.parent / "summary.json").exists()]
+        if running and any((p.parent / "summary.json").exists() for p in sweep.glob("*/metrics.csv")):
+            long_cell = running[0].parent
+            break
+        time.sleep(0.05)
+    assert long_cell is not None, out.read_text()
+    os.kill(proc.pid, signal.SIGINT)
+    stopped_at = time.monotonic()
+    proc.join(60)
+    assert proc.exitcode == 130, (proc.exitcode, out.read_text())
+    assert time.monotonic() - stopped_at < 30
+    status = rows(sweep)
+    done = [c for c, s in status.items() if s == "done"]
+    assert len(done) == 1 and long_cell.name not in done, status
+    assert "sweep interrupted: 1 of 2 cells done" in out.read_text()
+    assert not (sweep / ".sweep.stop").exists()
+    epochs = len((long_cell / "metrics.csv").read_text().splitlines())
+    time.sleep(1.5)
+    assert len((long_cell / "metrics.csv").read_text().splitlines()) == epochs, "the stopped cell still trains"
+    assert epochs - 1 < 400 and not (long_cell / "summary.json").exists()
+    TALLY["interrupted sweeps: finished cells recorded, running cells stopped"] += 1
