@@ -85,3 +85,16 @@ def test_inside_a_daemonic_worker_cells_are_fresh_processes(tmp_path):
     assert proc.exitcode == 0, (tmp_path / "log").read_text()
     with LocalBackend(1) as backend:
         assert backend.fork is True
+
+
+def test_a_forked_sweep_ends_without_leaked_semaphore_warnings(tmp_path):
+    """Each forked cell ends with os._exit; tqdm's default (multiprocessing) lock would then be reported by the
+    resource tracker as one leaked semaphore per cell when the sweep ends."""
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text(SWEEP.replace("OUT", str(tmp_path / "runs")).replace("epochs: 200", "epochs: 1")
+                   .replace("grid: {seed: [0]}", "grid: {seed: [0, 1]}"))
+    done = subprocess.run([sys.executable, "-m", "lossbench", "sweep", str(cfg)], env=ENV, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2 done, 0 failed" in done.stdout
+    assert "leaked" not in done.stderr, done.stderr

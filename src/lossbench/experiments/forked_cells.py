@@ -84,10 +84,15 @@ def _cell_main(argv: list[str], out_path: str, err_path: str, env: dict[str, str
     """Body of a forked cell: ``python -m lossbench ARGV`` in ``env`` and ``cwd``, stdout appended to ``out_path``,
     stderr to ``err_path``, its exit code the CLI's; it dies with process ``sweep``."""
     import runpy
+    import threading
     import traceback
 
     import torch
+    from tqdm import tqdm
 
+    # tqdm's default lock is a multiprocessing one (a semaphore the resource tracker records); os._exit below skips
+    # its clean-up, so the tracker would warn of one leaked semaphore per cell at the sweep's end
+    tqdm.set_lock(threading.RLock())
     _die_with(sweep)
     os.environ.clear()
     os.environ.update(env)
