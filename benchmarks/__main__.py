@@ -12,9 +12,9 @@ that other wall times are divided by; ``losses``: forward + backward of each los
 equivalent (benchmarks/losses.py); ``engine``: lossbench's training loop vs a
 bare PyTorch loop (benchmarks/engine.py); ``data``: the cached loader vs a
 per-item PIL pipeline (benchmarks/data.py); ``quickstart``: the wall time of
-``lossbench sweep recipes/quickstart.yaml`` into a temporary folder, against
-the training time its cells report (the rest is process start-up, data
-building and the report); ``backends``: the same small sweep on Ray
+``lossbench sweep recipes/quickstart.yaml --jobs 2`` (``make demo``) into a temporary folder,
+the old recipe (before issue 25) and today's, over the reference workload
+(benchmarks/quickstart.py); ``backends``: the same small sweep on Ray
 (``--backend ray``, Ray started on this machine) against the local pool
 (benchmarks/backends.py, needs ``lossbench[ray]``). The header gives the machine, versions, date and
 load average, which the numbers need beside them: on a shared machine ratios
@@ -24,12 +24,8 @@ near 1 move from run to run. ``make bench`` runs ``python -m benchmarks --quick`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
-import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,26 +83,10 @@ def data(quick: bool, gpu: bool) -> None:
 
 
 def quickstart(quick: bool, gpu: bool) -> None:
-    """Wall time of the quickstart sweep in a fresh folder vs the training seconds its cells record."""
-    with tempfile.TemporaryDirectory(prefix="lossbench-quickstart-") as tmp:
-        out = Path(tmp) / "quickstart"
-        cmd = [sys.executable, "-m", "lossbench", "sweep", str(ROOT / "recipes" / "quickstart.yaml"), "--out", str(out)]
-        if quick:
-            cmd += ["--set", "epochs=1"]
-        env = dict(os.environ, LOSSBENCH_CACHE=str(Path(tmp) / "cache"))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"quickstart sweep failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-        cells = [json.loads(p.read_text()) for p in out.glob("*/summary.json")]
-        train = sum(c.get("wall_seconds", 0.0) for c in cells)
-    print(f"lossbench sweep recipes/quickstart.yaml{' --set epochs=1' if quick else ''}: {len(cells)} cells")
-    print(f"{'wall time, whole sweep (s)':<46}{wall:9.1f}")
-    print(f"{'training time its cells record (s)':<46}{train:9.1f}")
-    print(f"ratio whole sweep / training: {wall / max(train, 1e-9):.2f}  "
-          "(the rest: process start-up, data building, report)")
+    """The old quickstart recipe and today's, each as `make demo` runs it, as multiples of the reference workload."""
+    from benchmarks import quickstart as bench
+
+    bench.main(["--quick"] if quick else [])
 
 
 def backends(quick: bool, gpu: bool) -> None:

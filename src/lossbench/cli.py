@@ -23,6 +23,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from lossbench.api import run_sweep_config
 
+    if args.dry_run:
+        from lossbench.experiments.dry_run import dry_run_lines
+        from lossbench.experiments.plan import plan_sweep
+
+        print("\n".join(dry_run_lines(plan_sweep(args.config, args.set, args.out), args.jobs or 1)))
+        return 0
     result = run_sweep_config(args.config, args.set, out=args.out, backend=args.backend, address=args.address,
                               jobs=args.jobs, rerun_changed=args.rerun_changed)
     return 0 if all(r["status"] == "done" for r in result.results) else 1
@@ -136,6 +142,9 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rerun-changed", action="store_true",
                    help="train again the finished cells whose config or data changed since they trained (without "
                    "it such a cell stops the sweep before anything runs)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the cells, which are done, and an estimate of the time left from finished cells; "
+                   "train nothing")
     p.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local: processes on this machine (default); ray: Ray tasks on a cluster "
                    "(pip install 'lossbench[ray]'), the sweep folder on storage every node sees")

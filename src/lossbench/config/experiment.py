@@ -37,6 +37,9 @@ class Experiment(StrictModel):
     epochs: int = Field(1, gt=0, description="total epochs (the sum of the stages' epochs when stages are given)")
     stages: list[StageConfig] = Field(default_factory=list, description="training phases; empty: one stage, all")
     batch_size: int = Field(32, gt=0, description="images per optimizer step (per process under torchrun)")
+    checkpoint_every: int = Field(
+        1, ge=1, description="write last.pt (and a new best.pt) every N epochs and after the last one; a kill "
+        "loses at most N - 1 epochs, which a resume trains again bit for bit")
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
     grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision: bf16 autocast, or fp16 + scaler")

@@ -1,17 +1,13 @@
 """The training run: stages of epochs of train + validate, checkpoints, exact resume, DDP.
 
-``train(exp)`` is the whole of ``lossbench train`` for one experiment: it takes a
-validated :class:`Experiment` (never YAML), builds data, model, loss and
-optimizer through their registries, and leaves the run folder of
-ARCHITECTURE.md. ``resume(run_dir)`` continues a run from its ``last.pt``
-(:mod:`lossbench.engine.state` says what that holds), so on the CPU a resumed
-run ends bit for bit where an uninterrupted one does.
+``train(exp)`` is the whole of ``lossbench train`` for one experiment: it takes a validated :class:`Experiment`
+(never YAML), builds data, model, loss and optimizer through their registries, and leaves the run folder of
+ARCHITECTURE.md. ``resume(run_dir)`` continues a run from its ``last.pt`` (:mod:`lossbench.engine.state` says what
+that holds), so on the CPU a resumed run ends bit for bit where an uninterrupted one does.
 
-A run is a sequence of named steps around one :class:`Run`:
-:func:`_set_up`, then :func:`_restore` (resume) or :func:`_start`,
-:func:`_run_stage` for each stage, :func:`_run_epoch` for each of its
-epochs, :func:`_end_epoch` (metrics row, best epoch, early stopping,
-checkpoint), and :func:`_summarise`.
+A run is a sequence of named steps around one :class:`Run`: :func:`_set_up`, then :func:`_restore` (resume) or
+:func:`_start`, :func:`_run_stage` for each stage, :func:`_run_epoch` for each of its epochs, :func:`_end_epoch`
+(metrics row, best epoch, early stopping, checkpoint), and :func:`_summarise`.
 """
 
 from __future__ import annotations
@@ -34,6 +30,7 @@ from lossbench.contract import IGNORE_INDEX
 from lossbench.data import DataBundle, build_data
 from lossbench.data.loaders import build_loaders
 from lossbench.engine import runfolder
+from lossbench.engine.checkpoints import CheckpointSchedule, write_epoch
 from lossbench.engine.distributed import (
     DistContext, broadcast_buffers, exact_eval_loader, gather_objects, is_main_process, run_on_main, session,
 )
@@ -63,8 +60,9 @@ def train(exp: Experiment, overwrite: bool = False, log: Callable[[str], Any] = 
 
     Under torchrun this runs data-parallel; only rank 0 writes the run folder
     and logs. ``on_epoch_end(epoch)`` is called on every rank after the
-    epoch's checkpoint is written. A loss spec with a typo, an unknown model or a plugin
-    that does not load is refused (naming the config file and key) before any data is read.
+    epoch's files are written (engine/checkpoints.py: last.pt every ``checkpoint_every`` epochs). A loss spec
+    with a typo, an unknown model or a plugin that does not load is refused (naming the config file and key)
+    before any data is read.
     """
     load_experiment_code(exp)
     check_model(exp.model, exp.task, exp.where("model"))
@@ -103,13 +101,11 @@ def resume(
 class Run:
     """What one training run works with, made by :func:`_set_up`; every step below takes it.
 
-    ``head``: the model's head prefixes (its stage groups); ``reweighting``:
-    the loss's deferred class weights (``drw_epoch``); ``main``: the
-    task's main metric; ``selection``: the columns choosing best.pt, early
-    stopping and each stage's plateau scheduler, never the test split's
-    (:mod:`lossbench.engine.selection`); ``holdout_loader``: the held-out split,
-    evaluated every epoch when something is chosen on it; ``state``: what
-    changes from epoch to epoch and is checkpointed.
+    ``head``: the model's head prefixes (its stage groups); ``reweighting``: the loss's deferred class weights
+    (``drw_epoch``); ``main``: the task's main metric; ``selection``: the columns choosing best.pt, early stopping
+    and each stage's plateau scheduler, never the test split's (:mod:`lossbench.engine.selection`);
+    ``holdout_loader``: the held-out split, evaluated every epoch when something is chosen on it; ``state``: what
+    changes from epoch to epoch and is checkpointed; ``checkpoints``: which epochs write last.pt.
     """
 
     exp: Experiment
@@ -129,6 +125,7 @@ class Run:
     trackers: Trackers
     log: Callable[[str], Any]
     on_epoch_end: Callable[[int], Any] | None
+    checkpoints: CheckpointSchedule
     started: float = 0.0
 
     @property
@@ -212,7 +209,8 @@ def _set_up(exp: Experiment, ctx: DistContext, overwrite: bool, trackers: Tracke
     return Run(exp=exp, ctx=ctx, data=data, head=head, loss_fn=loss_fn, reweighting=reweighting, metrics=metrics,
                train_loader=train_loader, val_loader=exact_eval_loader(val_loader, ctx), autocast=autocast,
                main=MAIN_METRIC[exp.task], selection=selection, holdout_loader=holdout_loader, state=state,
-               trackers=trackers, log=log if ctx.is_main else (lambda *_: None), on_epoch_end=on_epoch_end)
+               trackers=trackers, log=log if ctx.is_main else (lambda *_: None), on_epoch_end=on_epoch_end,
+               checkpoints=CheckpointSchedule(exp.checkpoint_every, exp.epochs))
 
 
 def _restore(run: Run, checkpoint: dict[str, Any]) -> None:
@@ -327,7 +325,7 @@ def _epoch_row(run: Run, epoch: int, index: int, tr: EpochResult, va: EpochResul
 def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str | None, tr: EpochResult,
                va: EpochResult, ho: EpochResult | None, eval_model: nn.Module, started: float) -> None:
     """What happens at the end of an epoch: long-tail shot accuracies, the metrics row, the plateau scheduler's
-    step, the best epoch and early stopping, then metrics.csv, last.pt (and best.pt), trackers and the log line."""
+    step, the best epoch and early stopping, then metrics.csv, last.pt and best.pt when due, trackers, log line."""
     exp, state, ctx = run.exp, run.state, run.ctx
     for result in [r for r in (va, ho) if r is not None and exp.task == "classification" and "recall" in r.metrics]:
         result.metrics.update(shot_accuracies(result.metrics["recall"], run.data.class_counts))
@@ -342,8 +340,10 @@ def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str |
     row["seconds"] = time.perf_counter() - started
     state.rows.append(row)
     state.epoch, state.stage = epoch, index
-    last = state.checkpoint(gather_objects(ctx, rng_state(state.generators)))
-    run_on_main(ctx, lambda: runfolder.save_epoch(run.run_dir, state.rows, last, best))
+    due = run.checkpoints.is_due(epoch, state.stopped_early)
+    last = state.checkpoint(gather_objects(ctx, rng_state(state.generators))) if due else None
+    best = run.checkpoints.best_to_write(best, due)
+    run_on_main(ctx, lambda: write_epoch(run.run_dir, state.rows, last, best))
     run.trackers.log_epoch(epoch, row)
     split = evaluated_split(exp.data)
     run.log(f"epoch {epoch}/{exp.epochs}: train loss {tr.loss:.4f}, {split} loss {va.loss:.4f}, "

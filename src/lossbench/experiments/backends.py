@@ -9,7 +9,9 @@ process; both backends run that same function, so resuming, the one-line error o
 and the kill-with-its-parent handling are the same on one machine and on a cluster.
 
 - :class:`LocalBackend` (the default): a thread per slot on this machine, each waiting on its
-  cell's process; every cell gets ``usable CPUs // jobs`` threads and the GPUs round robin.
+  cell's process; every cell gets ``usable CPUs // jobs`` threads and the GPUs round robin. Its
+  calls get ``forked=True``: the cell's process is forked from a server that imported torch and
+  lossbench once (experiments/forked_cells.py), not started as a fresh interpreter.
 - :class:`RayBackend` (``pip install 'lossbench[ray]'``): each call is a Ray task asking for its
   share of the cluster's CPUs and, when the cluster has GPUs, one GPU. The sweep folder must be on
   storage every node mounts at the same path (cells read their configs and write their run
@@ -24,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from lossbench.errors import UserError
+from lossbench.experiments.forked_cells import can_fork_cells, cell_server
 
 BACKENDS = ("local", "ray")
 
@@ -47,14 +50,16 @@ def usable_cpus() -> int:
 
 
 class LocalBackend:
-    """Calls on this machine, ``jobs`` at a time, each with ``usable CPUs // jobs`` threads."""
+    """Calls on this machine, ``jobs`` at a time, each with ``usable CPUs // jobs`` threads; ``fork``: cells
+    forked from a preloaded server (the default; not in a daemonic worker), else fresh interpreters."""
 
     name = "local"
 
-    def __init__(self, jobs: int = 1) -> None:
+    def __init__(self, jobs: int = 1, fork: bool = True) -> None:
         if jobs < 1:
             raise UserError(f"--jobs {jobs}: run at least one cell at a time (--jobs 1 or more)")
         self.jobs = jobs
+        self.fork = fork and can_fork_cells()
         self.threads = max(1, usable_cpus() // jobs)
         self._gpus = gpu_count()
         self._submitted = 0
@@ -66,7 +71,9 @@ class LocalBackend:
     def submit(self, task: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         gpu = self._submitted % self._gpus if self._gpus else None
         self._submitted += 1
-        return self._pool.submit(task, *args, threads=self.threads, gpu=gpu, **kwargs)
+        if self.fork and self._submitted == 1:
+            cell_server()  # started here, before the pool's threads, while no cell waits for it
+        return self._pool.submit(task, *args, threads=self.threads, gpu=gpu, forked=self.fork, **kwargs)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

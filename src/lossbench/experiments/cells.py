@@ -19,9 +19,10 @@ from lossbench.experiments.plan import Cell, SweepPlan
 from lossbench.plugins import plugin_differences
 
 
-#: keys that do not change what a run computes: where it and its caches live, what it records, its trackers
+#: keys that do not change what a run computes: where it and its caches live, what it records, its trackers,
+#: how often it checkpoints
 OUTCOME_NEUTRAL_KEYS = frozenset({*RECORDED_KEYS, "name", "output_dir", "data.cache", "data.cache_dir", "tracking",
-                                  "tracking_uri", "tracking_experiment"})
+                                  "tracking_uri", "tracking_experiment", "checkpoint_every"})
 
 
 def _first_difference(recorded: Any, now: Any, key: str = "") -> tuple[str, Any, Any] | None:

@@ -25,8 +25,10 @@ from lossbench.engine import runfolder
 from lossbench.errors import UserError
 from lossbench.experiments.backends import LocalBackend
 from lossbench.experiments.cells import cell_status, changed_cells, resumable
+from lossbench.experiments.forked_cells import run_forked
 from lossbench.experiments.layout import LOCK_NAME, RESULTS_CSV, STOP_NAME, config_path, log_path
 from lossbench.experiments.plan import Cell, SweepPlan
+from lossbench.experiments.progress import Progress
 from lossbench.experiments.results import collect_results, write_results
 
 STOP_POLL_SECONDS = 0.5  # how often a cell looks for its stop file (a pruned trial, an interrupted sweep)
@@ -114,15 +116,17 @@ def _attempts(cell: Cell, config: Path) -> list[list[str]]:
     return [fresh]
 
 
-def _train(attempts: list[list[str]], log_file: Path, env: dict[str, str], stop_file: Path | None
-           ) -> tuple[int, str, bool]:
-    """(return code, stderr, stopped) of the last attempt run, each command logged to ``log_file``."""
-    preexec = _death_signal_setter()
+def _train(attempts: list[list[str]], log_file: Path, env: dict[str, str], stop_file: Path | None,
+           forked: bool = False) -> tuple[int, str, bool]:
+    """(return code, stderr, stopped) of the last attempt run, each command logged to ``log_file``; ``forked``:
+    each a process forked from a preloaded server (experiments/forked_cells.py), not a fresh interpreter."""
+    preexec = None if forked else _death_signal_setter()
     with log_file.open("a", encoding="utf-8") as log:
         for i, command in enumerate(attempts):
             log.write(f"$ {' '.join(command[1:])}\n")
             log.flush()
-            returncode, stderr, stopped = _run_process(command, log, env, preexec, stop_file)
+            returncode, stderr, stopped = (run_forked(command, log, env, stop_file, STOP_POLL_SECONDS) if forked
+                                           else _run_process(command, log, env, preexec, stop_file))
             log.write(stderr)
             if returncode == 0 or returncode < 0 or i == len(attempts) - 1:
                 break
@@ -131,9 +135,9 @@ def _train(attempts: list[list[str]], log_file: Path, env: dict[str, str], stop_
     return returncode, stderr, stopped
 
 
-def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_file: Path | None = None
-             ) -> tuple[str, str, float]:
-    """Train one cell in a subprocess; returns (status, error line, seconds).
+def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_file: Path | None = None,
+             forked: bool = False) -> tuple[str, str, float]:
+    """Train one cell in a subprocess (``forked``: from the preloaded server); returns (status, error line, seconds).
 
     With ``stop_file`` (a tuning trial that may be pruned, a sweep that may be interrupted) the process is
     ended once that file appears, and the status is ``stopped``: the run folder keeps the epochs it finished.
@@ -148,7 +152,7 @@ def run_cell(cell: Cell, sweep_dir: Path, threads: int, gpu: int | None, stop_fi
     start = time.perf_counter()
     attempts = _attempts(cell, config)
     (cell.run_dir / "error.txt").unlink(missing_ok=True)
-    returncode, stderr, stopped = _train(attempts, log_file, env, stop_file)
+    returncode, stderr, stopped = _train(attempts, log_file, env, stop_file, forked)
     seconds = time.perf_counter() - start
     if returncode == 0 and runfolder.is_finished(cell.run_dir):
         return "done", "", seconds
@@ -171,7 +175,8 @@ def cell_outcome(cell: Cell, future: Future) -> tuple[str, str, float]:
 
 
 def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[str], Any]) -> None:
-    """Train ``cells`` on ``backend`` (as many at a time as it runs); results.csv is rewritten as each one ends.
+    """Train ``cells`` on ``backend`` (as many at a time as it runs); results.csv is rewritten as each one ends,
+    and its line says how long the sweep has run and about how long is left (experiments/progress.py).
 
     Interrupted (Ctrl-C, SIGINT), the sweep stops the cells it started (through a stop file each polls), cancels
     the others, records every finished cell in results.csv, then lets the interruption go on.
@@ -179,16 +184,20 @@ def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[s
     stop = plan.sweep_dir / STOP_NAME
     stop.unlink(missing_ok=True)  # left by a sweep killed while it stopped its cells
     futures = {backend.submit(run_cell, cell, plan.sweep_dir, stop_file=stop): cell for cell in cells}
+    progress = Progress(len(cells), "cell", log, jobs=backend.jobs)
     try:
         for n, future in enumerate(as_completed(futures), 1):
             cell = futures[future]
             status, error, seconds = cell_outcome(cell, future)
             write_results(plan)
             detail = f"error: {error}" if error else "ok"
-            log(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}")
+            progress.done(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}", seconds)
     except KeyboardInterrupt:
+        progress.close()
         stop_cells(plan, list(futures), stop, log)
         raise
+    finally:
+        progress.close()
 
 
 def stop_cells(plan: SweepPlan, futures: list[Future], stop: Path, log: Callable[[str], Any]) -> None:

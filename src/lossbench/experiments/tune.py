@@ -51,6 +51,7 @@ from lossbench.experiments.layout import (
     TUNE_DB, cell_name, digest, studies_path, trial_name, tune_dir, tuned_document,
 )
 from lossbench.experiments.plan import Cell, SweepPlan
+from lossbench.experiments.progress import Progress
 from lossbench.experiments.sweep import cell_outcome, run_cell, run_sweep
 from lossbench.experiments.tune_plan import StudyPlan, Tuning, apply_params, import_optuna, plan_tuning, trial_cell
 
@@ -233,8 +234,20 @@ def _start(run: StudyRun, backend: Any, sweep_dir: Path, log) -> tuple[Future, A
 
 
 def drive(runs: list[StudyRun], backend: Any, sweep_dir: Path, log) -> None:
-    """Run every study to its budget, ``backend.jobs`` trials at a time, reporting epochs as they land."""
+    """Run every study to its budget, ``backend.jobs`` trials at a time, reporting epochs as they land; each
+    finished trial's line says how long tuning has run and about how long is left."""
     active: dict[Future, ActiveTrial] = {}
+    progress = Progress(sum(max(0, r.plan.tuning.config.trials - r.counted()) for r in runs), "trial", log,
+                        jobs=backend.jobs)
+    log = progress.done
+    try:
+        _drive(runs, backend, sweep_dir, log, active)
+    finally:
+        progress.close()
+
+
+def _drive(runs: list[StudyRun], backend: Any, sweep_dir: Path, log, active: dict[Future, ActiveTrial]) -> None:
+    """The loop of :func:`drive`: start trials while slots are free, finish those that ended, watch the others."""
     while True:
         while len(active) < backend.jobs and (run := _next_study(runs, active)) is not None:
             started = _start(run, backend, sweep_dir, log)
