@@ -1,6 +1,6 @@
 """lossbench: compare loss functions, models and recipes for class-imbalanced image data.
 
-From Python (README, "Use from Python")::
+From Python (the documentation's "Getting started", docs/examples/use_from_python.py)::
 
     import lossbench
 

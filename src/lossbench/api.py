@@ -1,4 +1,4 @@
-"""The Python API: what ``import lossbench`` offers a timm / smp user (see README, "Use from Python").
+"""The Python API: what ``import lossbench`` offers a timm / smp user (docs/getting-started.md, "From Python").
 
 Each function is a thin door to the layer that does the work: losses and
 models come from their registries, ``train`` and ``sweep`` run exactly what

@@ -191,7 +191,8 @@ def open_files(items: Sequence[FileItem], decoder: Decoder, cfg: DataConfig, wha
     messages of the items skipped here.
     """
     if not items:
-        raise UserError(f"{what}: no images found; check data.root and the layout described in the README")
+        raise UserError(f"{what}: no images found; check data.root and the layout on the source's page "
+                        "of the documentation")
     key = cache.digest([SCAN_VERSION, tag, decoder.key(), _fingerprint(items)])[:20]
     root = cache.cache_root(cfg)
     slug = "".join(c if c.isalnum() else "-" for c in tag)
