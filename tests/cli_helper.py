@@ -246,25 +246,14 @@ def forked_cell_process(command: list[str], log, env: dict[str, str], preexec, s
     """
     import tempfile
 
+    from lossbench.experiments.forked_cells import wait_for_cell
     from lossbench.experiments.sweep import STOP_POLL_SECONDS
 
     assert command[:3] == [sys.executable, "-m", "lossbench"], command
     log.flush()
     with tempfile.NamedTemporaryFile("r", prefix="cell-stderr-", suffix=".txt", encoding="utf-8") as err:
         proc = forked_cli(command[3:], Path(log.name), err_path=Path(err.name), env=env, daemon=False)
-        stopped = False
-        try:
-            while True:
-                proc.join(None if stop_file is None else STOP_POLL_SECONDS)
-                if proc.exitcode is not None:
-                    break
-                if not stopped and stop_file is not None and stop_file.exists():
-                    proc.terminate()
-                    stopped = True
-        except BaseException:
-            proc.kill()
-            proc.join()
-            raise
+        stopped = wait_for_cell(proc, stop_file, STOP_POLL_SECONDS)
         return proc.exitcode, err.read(), stopped
 
 

@@ -134,17 +134,23 @@ def run_forked(command: list[str], log: IO[str], env: dict[str, str], stop_file:
         proc = cell_server().Process(target=_cell_main, args=(command[3:], log.name, err.name, env, os.getcwd(),
                                                                     os.getpid()))
         proc.start()
-        stopped = False
-        try:
-            while True:
-                proc.join(None if stop_file is None else poll_seconds)
-                if proc.exitcode is not None:
-                    break
-                if not stopped and stop_file is not None and stop_file.exists():
-                    proc.terminate()
-                    stopped = True
-        except BaseException:
-            proc.kill()
-            proc.join()
-            raise
+        stopped = wait_for_cell(proc, stop_file, poll_seconds)
         return proc.exitcode, err.read(), stopped
+
+
+def wait_for_cell(proc: Any, stop_file: Path | None, poll_seconds: float) -> bool:
+    """Wait for the started ``proc`` (a ``multiprocessing.Process``) to end; end it (SIGTERM) once ``stop_file``
+    exists, kill it when the wait is interrupted. Whether it was stopped."""
+    stopped = False
+    try:
+        while True:
+            proc.join(None if stop_file is None else poll_seconds)
+            if proc.exitcode is not None:
+                return stopped
+            if not stopped and stop_file is not None and stop_file.exists():
+                proc.terminate()
+                stopped = True
+    except BaseException:
+        proc.kill()
+        proc.join()
+        raise
