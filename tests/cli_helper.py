@@ -262,3 +262,38 @@ def fork_sweep_cells() -> None:
     from lossbench.experiments import sweep
 
     sweep._run_process = forked_cell_process
+
+
+#: the environment of a sweep whose cells may run on Ray: this checkout's sources first, and tests/ for the Ray
+#: workers' setup hook (:func:`fork_sweep_cells`)
+RAY_ENV = {**ENV, "PYTHONPATH": os.pathsep.join([ENV["PYTHONPATH"], str(Path(__file__).resolve().parent)])}
+
+
+def start_local_ray():
+    """A local Ray with one CPU (one worker process to start), whose workers start cells as forked processes;
+    yields the ray module and shuts it down after (the body of the suite's ``ray_local`` fixture)."""
+    import ray
+
+    saved = dict(os.environ)
+    os.environ["PYTHONPATH"] = RAY_ENV["PYTHONPATH"]  # Ray's workers inherit this process's environment
+    try:  # a new one, ours
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": "cli_helper.fork_sweep_cells"})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    yield ray
+    ray.shutdown()
+
+
+def markdown_table(md: str, first_column: str) -> dict[str, list[str]]:
+    """Rows of the Markdown table whose header starts with ``first_column``, by their first cell."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    out = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        out[cells[0]] = cells[1:]
+    return out

@@ -73,6 +73,14 @@ def forked_cells(monkeypatch):
     monkeypatch.setattr("lossbench.experiments.sweep._run_process", forked_cell_process)
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray with one CPU for the module's tests, stopped after it (cli_helper.start_local_ray)."""
+    from cli_helper import start_local_ray
+
+    yield from start_local_ray()
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     """Write a config file into tmp_path and return its path; runs land in tmp_path/runs."""

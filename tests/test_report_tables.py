@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from cli_helper import markdown_table
 from scipy import stats as sps
 
 from lossbench.errors import UserError
@@ -82,19 +83,6 @@ def quiet_report(root: Path) -> str:
     return (root / "report.md").read_text()
 
 
-def table_rows(md: str, first_column: str) -> dict[str, list[str]]:
-    """Rows of the Markdown table whose header starts with ``first_column``, by their first cell."""
-    lines = md.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
-    out = {}
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split(" | ")]
-        out[cells[0]] = cells[1:]
-    return out
-
-
 def setup_of(root: Path):
     meta, rows = load_sweep(root)
     return setup_document(root, meta, group_by_seed(meta, rows))
@@ -107,7 +95,7 @@ def test_two_seeds_give_no_verdict_and_no_p(tmp_path):
     root = write_sweep(tmp_path, {"doc": {"ce": [0.60, 0.62], "focal": [0.70, 0.7201]}},
                        {"doc": {"baseline": {"loss": "ce"}, "epoch": "final"}})
     md = quiet_report(root)
-    row = table_rows(md, CONTRASTS)["loss=focal vs loss=ce"]
+    row = markdown_table(md, CONTRASTS)["loss=focal vs loss=ce"]
     n, diff, interval, alpha, p, mde, needed, verdict = row
     assert (n, diff, interval, p, verdict) == ("2", "+10.00", "–", "–", "too few seeds")  # no p-value at all
     assert needed.isdigit() and int(needed) >= 3 and mde == "–"  # what it would take, from the 2 pairs' spread
@@ -120,7 +108,7 @@ def test_three_seeds_holm_verdicts_alpha_used_and_clipped_intervals(tmp_path):
     root = write_sweep(tmp_path, {"doc": {"ce": list(base), **{k: list(v) for k, v in configs.items()}}},
                        {"doc": {"epoch": "final"}})
     md = quiet_report(root)
-    rows = table_rows(md, CONTRASTS)
+    rows = markdown_table(md, CONTRASTS)
     p = {k: sps.ttest_rel(v, base).pvalue for k, v in configs.items()}
     adjusted = dict(zip(p, holm_adjust(list(p.values()))))
     for name, values in configs.items():
@@ -133,7 +121,7 @@ def test_three_seeds_holm_verdicts_alpha_used_and_clipped_intervals(tmp_path):
     assert rows["loss=mid vs loss=ce"][3] == "0.025"  # tested at alpha / 2 once "good" was decided
     assert rows["loss=same vs loss=ce"][-1] == "not significant"
     # the interval of a mean accuracy stays inside [0, 1]
-    metrics = table_rows(md, "configuration | seeds")
+    metrics = markdown_table(md, "configuration | seeds")
     mean, low, high = map(float, re.match(r"★ ([\d.]+) \[([\d.]+), ([\d.]+)\]", metrics["loss=mid"][2]).groups())
     assert high == 1.0 and low < mean < high
     assert "Better / worse: the difference is surely not zero; not significant" in md
@@ -193,7 +181,7 @@ def test_a_failed_cell_and_an_all_failed_document_report_without_warnings(tmp_pa
                                   "broken": {"ce": [None, None]}})
     md = quiet_report(root)  # no "Mean of empty slice", no "No artists with labels found to put in legend"
     assert md.count("### Failed cells") == 2
-    assert table_rows(md, CONTRASTS)["loss=focal vs loss=ce"][-1] == "too few seeds"
+    assert markdown_table(md, CONTRASTS)["loss=focal vs loss=ce"][-1] == "too few seeds"
 
 
 def test_report_time_options_are_validated_like_plan_time(tmp_path):

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helper import forked_cli, run_cli
+from cli_helper import RAY_ENV, forked_cli, markdown_table, run_cli
 
 from lossbench.engine import runfolder
 from lossbench.errors import UserError
@@ -61,19 +61,6 @@ def test_unknown_contrast_labels_are_refused_before_training(tiny_config, tmp_pa
     assert res.code == 2 and len(res.err_lines) == 1 and "Traceback" not in res.err
 
 
-def table(md: str, first_column: str) -> dict[str, list[str]]:
-    """Rows of the Markdown table whose header starts with ``first_column``, by their first cell."""
-    lines = md.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
-    out = {}
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split(" | ")]
-        out[cells[0]] = cells[1:]
-    return out
-
-
 def test_fixed_seeds_margin_and_contrasts_give_equivalent_inconclusive_power_and_a_forest_plot(
         tiny_config, tmp_path, forked_cells):
     path = config(tiny_config, "[0, 1, 2, 3]")
@@ -81,7 +68,7 @@ def test_fixed_seeds_margin_and_contrasts_give_equivalent_inconclusive_power_and
     assert res.code == 0, res.err
     sweep_dir = tmp_path / "runs" / "exp"
     md = (sweep_dir / "report.md").read_text()
-    rows = table(md, "contrast (a vs b) | paired seeds")
+    rows = markdown_table(md, "contrast (a vs b) | paired seeds")
     same, other = rows["optimizer.lr=0.0010001 vs optimizer.lr=0.001"], rows["optimizer.lr=1e-07 vs optimizer.lr=0.001"]
     # learning rates 0.01 % apart: surely within the margin of 0.05; a model that does not learn: cannot tell
     assert same[-1].startswith("equivalent") and other[-1] == "inconclusive", md
@@ -97,7 +84,7 @@ def test_fixed_seeds_margin_and_contrasts_give_equivalent_inconclusive_power_and
         kept = [r for r in csv.DictReader(f) if int(r["seed"]) < 2]
     runfolder.write_csv(sweep_dir / "results.csv", kept)
     build_report(sweep_dir)
-    rows = table((sweep_dir / "report.md").read_text(), "contrast (a vs b) | paired seeds")
+    rows = markdown_table((sweep_dir / "report.md").read_text(), "contrast (a vs b) | paired seeds")
     for n, diff, interval, alpha, p, mde, needed, verdict in rows.values():
         assert (n, p, verdict) == ("2", "–", "too few seeds") and (needed.isdigit() or needed == "> 10000")
 
@@ -111,33 +98,10 @@ report:
   baseline: {optimizer.lr: 1.0e-7}
   contrasts: [[0.001, 1.0e-07], [0.003, 0.001]]
 """
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT / "tests"),
-                                                   os.environ.get("PYTHONPATH")]))}
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """A local Ray with one CPU, stopped after this module; its workers start cells as forked processes."""
-    import ray
-
-    saved = dict(os.environ)
-    os.environ["PYTHONPATH"] = ENV["PYTHONPATH"]  # Ray's workers inherit this process's environment
-    try:
-        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"worker_process_setup_hook": "cli_helper.fork_sweep_cells"})
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    yield ray
-    ray.shutdown()
-
-
 def kill_after_first_cells(cfg: Path, out: Path, logs: Path) -> None:
     """Start the sweep as a process, SIGKILL it once two cells have finished (the first round is under way)."""
     proc = forked_cli(["sweep", str(cfg), "--out", str(out), "--jobs", "2"], logs.with_suffix(".out"),
-                      err_path=logs.with_suffix(".err"), env=ENV, fork_cells=True, daemon=False)
+                      err_path=logs.with_suffix(".err"), env=RAY_ENV, fork_cells=True, daemon=False)
     end = time.monotonic() + 600
     while time.monotonic() < end and proc.is_alive():
         if len(list(out.glob("*/summary.json"))) >= 2:
@@ -164,10 +128,10 @@ def test_sequential_seeds_stop_where_decided_resume_after_a_kill_and_match_on_ra
     assert seeds["0.001"] == seeds["0.003"] == "5" and stopped["0.003"] == "max seeds (5) reached"
     assert len(found) == int(seeds["1e-07"]) + 10 and all(r["status"] == "done" for r in found)
     md = (local / "report.md").read_text()
-    contrasts = table(md, "contrast (a vs b) | paired seeds")
+    contrasts = markdown_table(md, "contrast (a vs b) | paired seeds")
     assert contrasts["optimizer.lr=0.001 vs optimizer.lr=1e-07"][-1].startswith("better, decided at")
     assert contrasts["optimizer.lr=0.003 vs optimizer.lr=0.001"][-1] == "not significant"
-    assert table(md, "configuration | seeds run")["optimizer.lr=1e-07"] == [seeds["1e-07"], "all its contrasts decided"]
+    assert markdown_table(md, "configuration | seeds run")["optimizer.lr=1e-07"] == [seeds["1e-07"], "all its contrasts decided"]
 
     from lossbench.experiments.backends import RayBackend
     from lossbench.experiments.plan import plan_sweep as plan

@@ -22,8 +22,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
-from cli_helper import forked_cli, run_cli
+from cli_helper import RAY_ENV, forked_cli, run_cli
 
 CONFIG = """\
 name: tiny
@@ -53,35 +52,10 @@ loss: focal(gamma=-1)
 epochs: 1
 device: cpu
 """
-ROOT = Path(__file__).resolve().parents[1]
-#: this checkout's sources first, and tests/ for the Ray workers' setup hook (cli_helper.fork_sweep_cells)
-ENV = {**os.environ, "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT / "tests"),
-                                                   os.environ.get("PYTHONPATH")]))}
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """A local Ray with one CPU (one worker process to start), stopped after this module; its workers start
-    cells as forked processes."""
-    import ray
-
-    saved = dict(os.environ)
-    os.environ["PYTHONPATH"] = ENV["PYTHONPATH"]  # Ray's workers inherit this process's environment
-    try:  # a new one, ours
-        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"worker_process_setup_hook": "cli_helper.fork_sweep_cells"})
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    yield ray
-    ray.shutdown()
-
-
 def sweep(cfg: Path, out: Path, logs: Path):
     """``lossbench sweep --jobs 2`` as a forked process (output in ``logs``.{out,err}); its cells are fresh processes."""
     return forked_cli(["sweep", str(cfg), "--out", str(out), "--jobs", "2"], logs.with_suffix(".out"),
-                      err_path=logs.with_suffix(".err"), env=ENV)
+                      err_path=logs.with_suffix(".err"), env=RAY_ENV)
 
 
 def trial_states(db: Path) -> list[str]:
