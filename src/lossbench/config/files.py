@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from lossbench.config import yaml_io
 from lossbench.config.data import DataConfig
 from lossbench.config.experiment import RECORDED_KEYS, Experiment, is_plugin_file
 from lossbench.config.limits import check_config_size, check_yaml_nesting
@@ -60,8 +60,8 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path}: cannot read config ({exc.__class__.__name__}: {exc})") from None
     check_yaml_nesting(text, str(path))
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
+        docs = [d for d in yaml_io.load_all(text) if d is not None]
+    except yaml_io.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]

@@ -9,10 +9,11 @@ its distinct parts once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
+from lossbench.config import yaml_io
 from lossbench.errors import UserError
 
 #: the most values (mappings, lists and scalars, aliases counted as what they repeat) one config document may hold
@@ -23,20 +24,29 @@ MAX_NESTING = 32
 
 def check_yaml_nesting(text: str, source: str) -> None:
     """Refuse YAML ``text`` nesting deeper than :data:`MAX_NESTING` before it is built into Python values (that
-    recursion takes seconds, then fails); a syntax error is left for the loader to report."""
-    depth = 0
+    recursion takes seconds, then fails); a syntax error is left for the loader to report. libyaml's parser (fast)
+    reads the text first; where it fails (libyaml stops at its own depth limit before streaming the levels), the
+    pure-Python one streams the events up to the first level too deep."""
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # streams: stops at the first level too deep
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_NESTING:
-                    line = f":{event.start_mark.line + 1}" if event.start_mark is not None else ""
-                    raise UserError(f"{source}{line}: nested more than {MAX_NESTING} levels deep; a config is a few "
-                                    "levels deep, write it out plainly")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-    except yaml.YAMLError:
-        return
+        _refuse_deep_events(yaml_io.events(text), source)
+    except yaml_io.YAMLError:
+        try:
+            _refuse_deep_events(yaml.parse(text, Loader=yaml.SafeLoader), source)
+        except yaml.YAMLError:
+            return
+
+
+def _refuse_deep_events(events: Iterator[yaml.Event], source: str) -> None:
+    depth = 0
+    for event in events:
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                line = f":{event.start_mark.line + 1}" if event.start_mark is not None else ""
+                raise UserError(f"{source}{line}: nested more than {MAX_NESTING} levels deep; a config is a few "
+                                "levels deep, write it out plainly")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def check_config_size(doc: Any, source: str) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
+from lossbench.config import yaml_io
 from lossbench.errors import UserError
 
 
@@ -15,8 +14,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = yaml_io.load(raw) if raw.strip() else None
+    except yaml_io.YAMLError:
         value = raw
     return key.strip().split("."), value
 
@@ -27,7 +26,7 @@ DOCUMENT_END = "\n...\n"
 
 def override_text(key: str, value: Any) -> str:
     """``KEY=VALUE`` that :func:`parse_override` reads back as ``value`` (a Python value as a ``--set`` item)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000)
+    text = yaml_io.dump(value, default_flow_style=True, width=1_000_000)
     return f"{key}={text.removesuffix(DOCUMENT_END).strip()}"
 
 

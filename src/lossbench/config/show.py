@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lossbench.config import yaml_io
 from lossbench.config.experiment import RECORDED_KEYS, Experiment
 from lossbench.config.files import document_name, read_documents, validate_experiment
 from lossbench.config.overrides import apply_overrides
@@ -39,7 +38,7 @@ def resolved_documents(path: str | Path, overrides: list[str] | None = None) -> 
 
 def resolved_text(path: str | Path, overrides: list[str] | None = None) -> str:
     """:func:`resolved_documents` as YAML, documents separated by ``---``."""
-    return yaml.safe_dump_all(resolved_documents(path, overrides), sort_keys=False)
+    return yaml_io.dump_all(resolved_documents(path, overrides), sort_keys=False)
 
 
 def config_schema() -> dict[str, Any]:

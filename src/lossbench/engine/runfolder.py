@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from lossbench.config import Experiment
+from lossbench.config import Experiment, yaml_io
 from lossbench.errors import UserError
 from lossbench.plugins import plugin_versions
 
@@ -96,7 +95,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_yaml(path: Path, obj: Any) -> None:
-    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+    atomic_write_text(path, yaml_io.dump(obj, sort_keys=False))
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

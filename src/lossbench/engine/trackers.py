@@ -53,9 +53,9 @@ class TensorBoardTracker:
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
                                     purge_step=resumed_epoch + 1 if resumed_epoch else None)
         if not resumed_epoch:
-            import yaml
+            from lossbench.config import yaml_io
 
-            text = yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False)
+            text = yaml_io.dump(exp.model_dump(mode="json"), sort_keys=False)
             self.writer.add_text("config", "```\n" + text + "\n```", 0)
 
     def log_epoch(self, epoch: int, row: dict[str, Any]) -> None:
