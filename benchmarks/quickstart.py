@@ -46,16 +46,31 @@ def overheads(stdout: str, training: dict[str, float]) -> tuple[float, float, fl
     own seconds) from the sweep's lines (each cell's seconds, the sweep's) and the training seconds each cell
     recorded. The first cells also wait for the fork server's imports, once per sweep: the median leaves that out."""
     cells = {name: float(s) for name, s in CELL_LINE.findall(stdout) if name in training}
-    shares = sorted((cells[n] - training[n]) / cells[n] for n in cells if cells[n] > 0)
+    shares = [(cells[n] - training[n]) / cells[n] for n in cells if cells[n] > 0]
     total = sum(cells.values())
-    median = (shares[(len(shares) - 1) // 2] + shares[len(shares) // 2]) / 2 if shares else float("nan")
     whole = sum(cells[n] - training[n] for n in cells) / total if total else float("nan")
-    return median, whole, float((SWEEP_LINE.findall(stdout) or ["nan"])[-1])
+    return median(shares), whole, float((SWEEP_LINE.findall(stdout) or ["nan"])[-1])
 
 
-def run_sweep(recipe: Path, folder: Path, extra: list[str]) -> tuple[float, float, int, float, float, float]:
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2 if ordered else float("nan")
+
+
+def median_share_by_document(stdout: str, training: dict[str, float]) -> dict[str, float]:
+    """The median cell's share of seconds outside training for each document of the recipe (the part of a cell's
+    name before ``--``: ``clf``, ``seg``), whose cells differ in length and so in that share."""
+    cells = {name: float(s) for name, s in CELL_LINE.findall(stdout) if name in training and float(s) > 0}
+    by_doc: dict[str, list[float]] = {}
+    for name, seconds in cells.items():
+        by_doc.setdefault(name.split("--")[0], []).append((seconds - training[name]) / seconds)
+    return {doc: median(shares) for doc, shares in by_doc.items()}
+
+
+def run_sweep(recipe: Path, folder: Path, extra: list[str]
+              ) -> tuple[float, float, int, float, float, float, dict[str, float]]:
     """(wall seconds, training seconds its cells recorded, cells, the median cell's and all cells' share outside
-    training, the sweep's own seconds) of ``lossbench sweep RECIPE --jobs 2``."""
+    training, the sweep's own seconds, the median cell's share by document) of ``lossbench sweep RECIPE --jobs 2``."""
     out = folder / f"sweep-{recipe.stem}"
     env = dict(os.environ, LOSSBENCH_CACHE=str(folder / f"cache-{recipe.stem}"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
@@ -66,8 +81,9 @@ def run_sweep(recipe: Path, folder: Path, extra: list[str]) -> tuple[float, floa
     if proc.returncode != 0:
         raise SystemExit(f"{recipe.name}: the sweep failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     training = {p.parent.name: json.loads(p.read_text()).get("wall_seconds", 0.0) for p in out.glob("*/summary.json")}
-    median, whole, sweep_seconds = overheads(proc.stdout, training)
-    return wall, sum(training.values()), len(training), median, whole, sweep_seconds
+    middle, whole, sweep_seconds = overheads(proc.stdout, training)
+    by_document = median_share_by_document(proc.stdout, training)
+    return wall, sum(training.values()), len(training), middle, whole, sweep_seconds, by_document
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -93,11 +109,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"reference workload (s): {before:.2f} before, {after:.2f} after, mean {reference:.2f}")
     print(f"{'recipe':<22}{'cells':>6}{'wall (s)':>10}{'cells train (s)':>16}{'outside training':>18}"
           f"{'report etc. (s)':>16}{'wall / reference':>18}")
-    for name, wall, train, cells, median, whole, sweep_seconds in timed:
+    for name, wall, train, cells, middle, whole, sweep_seconds, _ in timed:
         label = f"old ({OLD_COMMIT})" if name == "old" else "new (this checkout)"
         ratios[name] = wall / reference
-        print(f"{label:<22}{cells:>6}{wall:>10.1f}{train:>16.1f}{f'{median:.0%} / {whole:.0%}':>18}"
+        print(f"{label:<22}{cells:>6}{wall:>10.1f}{train:>16.1f}{f'{middle:.0%} / {whole:.0%}':>18}"
               f"{wall - sweep_seconds:>16.1f}{ratios[name]:>18.1f}")
+    for name, *_, by_document in timed:
+        print(f"outside training, median cell of each document ({name}): "
+              + ", ".join(f"{doc} {share:.0%}" for doc, share in by_document.items()))
     print("outside training: the share of a cell's seconds (as the sweep timed it) not in the training time its "
           "summary.json records (process start, imports, data and model set-up, the end-of-run files), median cell "
           "/ all cells (the first cells also wait for the fork server's imports, once per sweep); "

@@ -31,3 +31,14 @@ def test_old_recipe_is_the_one_before_issue_25(tmp_path):
     documents = list(yaml.safe_load_all(path.read_text()))
     assert [d["name"] for d in documents] == ["clf", "seg"]
     assert documents[0]["model"]["name"] == "resnet18" and documents[0]["grid"]["seed"] == [0, 1]
+
+
+def test_median_share_outside_training_for_each_document():
+    out = "\n".join(["[1/4] done clf--loss-ce_seed-0-aa (10.00s) ok", "[2/4] done clf--loss-ce_seed-1-bb (2.00s) ok",
+                     "[3/4] done seg--loss-ce_seed-0-cc (4.00s) ok", "[4/4] done seg--loss-ce_seed-1-dd (5.00s) ok"])
+    training = {"clf--loss-ce_seed-0-aa": 1.8, "clf--loss-ce_seed-1-bb": 1.8, "seg--loss-ce_seed-0-cc": 3.6,
+                "seg--loss-ce_seed-1-dd": 4.0}
+    # shares outside training: clf 0.82 (its cell waited for the fork server) and 0.10, seg 0.10 and 0.20
+    by_document = _module().median_share_by_document(out, training)
+    assert by_document.keys() == {"clf", "seg"}
+    assert abs(by_document["clf"] - 0.46) < 1e-9 and abs(by_document["seg"] - 0.15) < 1e-9

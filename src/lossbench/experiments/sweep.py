@@ -191,7 +191,7 @@ def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[s
             status, error, seconds = cell_outcome(cell, future)
             write_results(plan)
             detail = f"error: {error}" if error else "ok"
-            progress.done(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.1f}s) {detail}", seconds)
+            progress.done(f"[{n}/{len(cells)}] {status} {cell.name} ({seconds:.2f}s) {detail}", seconds)
     except KeyboardInterrupt:
         progress.close()
         stop_cells(plan, list(futures), stop, log)
