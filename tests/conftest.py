@@ -30,6 +30,36 @@ SLOW_FIRST = ["test_tune_sweep.py", "test_sweep_study.py", "test_sweep_faults.py
 SHARED_FIXTURE_MODULES = {"test_sweep_faults.py", "test_engine_ddp.py", "test_inference.py"}
 
 
+#: tests that run on one xdist worker (``--dist loadgroup``), by module or node id: MONAI's tests share one import
+#: of monai; the Ray tests share the session's Ray (the ``ray_local`` fixture), its worker process and that
+#: worker's fork server. Given to xdist's scheduler here, because pytest 9 ignores the node-id suffix with which
+#: xdist 3.8 applies ``@pytest.mark.xdist_group`` (the marker silently groups nothing).
+WORKER_GROUPS = {
+    "tests/test_losses_monai.py": "monai",
+    "tests/test_tune_sweep.py::test_tuned_sweep_resumes_after_a_kill_and_runs_the_same_on_ray": "ray",
+    "tests/test_sweep_study.py::test_sequential_seeds_stop_where_decided_resume_after_a_kill_and_match_on_ray": "ray",
+}
+
+
+def worker_group(nodeid: str) -> str | None:
+    """The :data:`WORKER_GROUPS` group of the test ``nodeid``, or None."""
+    return next((group for prefix, group in WORKER_GROUPS.items()
+                 if nodeid == prefix or nodeid.startswith(prefix + "::")), None)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with :data:`WORKER_GROUPS`: each group one unit of work, given to one worker."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class GroupedScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid) or super()._split_scope(nodeid)
+
+    return GroupedScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     seen: set[str] = set()
@@ -73,9 +103,11 @@ def forked_cells(monkeypatch):
     monkeypatch.setattr("lossbench.experiments.sweep._run_process", forked_cell_process)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_local():
-    """A local Ray with one CPU for the module's tests, stopped after it (cli_helper.start_local_ray)."""
+    """A local Ray with one CPU, started once for the session's Ray tests (mark them ``xdist_group("ray")``, so
+    that under xdist they run in one worker and share it, with its worker process and that worker's fork server)
+    and stopped at the end (cli_helper.start_local_ray)."""
     from cli_helper import start_local_ray
 
     yield from start_local_ray()

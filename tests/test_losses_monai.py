@@ -10,9 +10,8 @@ import torch
 
 from lossbench.losses import build_loss
 
-#: importing MONAI takes ~6 s of CPU (it loads all its subpackages): these tests run on one xdist worker,
-#: which imports it when the first of them runs, not at collection in every worker
-pytestmark = pytest.mark.xdist_group("monai")
+# importing MONAI takes ~6 s of CPU (it loads all its subpackages): these tests run on one xdist worker
+# (conftest.WORKER_GROUPS), which imports it when the first of them runs, not at collection in every worker
 
 
 @pytest.fixture(scope="module")

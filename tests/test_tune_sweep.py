@@ -2,7 +2,7 @@
 
 One test, because its two halves share a run: ``lossbench sweep`` (local pool, ``--jobs 2``) is
 SIGKILLed mid-study and run again, and must finish every study's budget without losing or
-repeating a trial; then the same config runs on Ray (a local one-CPU Ray started for this module) and must
+repeating a trial; then the same config runs on Ray (the session's local one-CPU Ray, conftest's ray_local) and must
 give the same trials and the same metrics, record the failing cell's error like the local
 backend, and skip everything finished when run again.
 
