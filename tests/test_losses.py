@@ -468,6 +468,26 @@ def test_class_balanced_sigmoid_focal_formula():
     assert got.item() == pytest.approx(total / 3, rel=1e-5)
 
 
+def test_class_balanced_normalized_over_samples_has_mean_sample_weight_one():
+    # the official weights sum to C; normalize="samples" rescales them so that sum_c n_c w_c = sum_c n_c
+    w = effective(COUNTS, 0.99)
+    scale = sum(COUNTS) / sum(n * v for n, v in zip(COUNTS, w))
+    assert scale > 1.5  # on this long tail the official mean sample weight is well below 1
+    total = 0.0
+    for i, y in enumerate(Y):
+        for c in range(3):
+            t = 1.0 if c == y else 0.0
+            pt = sig(Z[i][c]) if t else 1 - sig(Z[i][c])
+            total += -scale * w[y] * (1 - pt) * math.log(pt)
+    spec = "cb(base='sigmoid_focal', beta=0.99, gamma=1, normalize='samples')"
+    got = build_loss(spec, 3, class_counts=COUNTS)(torch.tensor(Z), torch.tensor(Y))
+    assert got.item() == pytest.approx(total / 3, rel=1e-5)
+    official = build_loss("cb(base='sigmoid_focal', beta=0.99, gamma=1)", 3, class_counts=COUNTS)
+    assert got.item() == pytest.approx(scale * official(torch.tensor(Z), torch.tensor(Y)).item(), rel=1e-6)
+    with pytest.raises(UserError, match="cb: normalize must be 'classes' or 'samples', got 'batch'"):
+        build_loss("cb(normalize='batch')", 3, class_counts=COUNTS)
+
+
 def test_ldam_margins_and_class_weights():
     s, mmax = 5.0, 0.5
     m = [n ** -0.25 for n in COUNTS]

@@ -107,8 +107,10 @@ def test_dsc_ranks_a_perfect_predictor_below_a_constant_and_an_always_wrong_one(
 
 
 def test_cb_defaults_are_the_official_long_tail_script():
-    # cifar_im_trainval_cb.sh: --loss-type=focal (sigmoid), --beta=0.9999, --gamma=1.0
-    assert loss_parameters(LOSSES.get("cb")) == {"base": "sigmoid_focal", "beta": 0.9999, "gamma": 1.0}
+    # cifar_im_trainval_cb.sh: --loss-type=focal (sigmoid), --beta=0.9999, --gamma=1.0; the weights sum to C
+    # (cifar_main.py lines 425-430), normalize="classes"
+    assert loss_parameters(LOSSES.get("cb")) == {"base": "sigmoid_focal", "beta": 0.9999, "gamma": 1.0,
+                                                 "normalize": "classes"}
 
 
 def test_cb_sigmoid_focal_is_the_official_focal_loss():

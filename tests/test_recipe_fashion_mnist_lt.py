@@ -38,7 +38,8 @@ def fake_fashion_mnist(root: Path, train_per_class: int = 120, test_per_class: i
     return root
 
 
-ROWS = 11  # configurations of the zipped grid, each run with every seed
+ROWS = 12  # configurations of the zipped grid, each run with every seed
+VS_CE = 11  # contrasts against CE: every configuration but CE and the CB step control, and post-hoc LA
 
 
 def test_recipes_plan_every_loss_seed_zero_first():
@@ -57,15 +58,16 @@ def test_recipes_plan_every_loss_seed_zero_first():
         ce = "loss=ce, drw_epoch=None, model.head=linear, model.bias_prior=None"
         ldam = "loss=ldam(s=30), drw_epoch=None, model.head=cosine, model.bias_prior=None"
         pairs = options["contrasts"]
-        assert len(pairs) == 15 and [b for _, b in pairs[:ROWS]] == [ce] * ROWS  # every other row, and post-hoc LA
-        assert pairs[ROWS:] == [
+        assert len(pairs) == 16 and [b for _, b in pairs[:VS_CE]] == [ce] * VS_CE
+        cb = "loss=cb(base=sigmoid_focal, beta=0.9999, gamma=1.0), drw_epoch=None, model.head=linear, model.bias_prior=0.1"
+        assert pairs[VS_CE:] == [
             [ldam, "loss=ldam(s=30, max_margin=0), drw_epoch=None, model.head=cosine, model.bias_prior=None"],
             [f"loss=ldam(s=30), drw_epoch={drw}, model.head=cosine, model.bias_prior=None",
              f"loss=ce, drw_epoch={drw}, model.head=linear, model.bias_prior=None"],
             ["loss=logit_adjusted(tau=1), drw_epoch=None, model.head=linear, model.bias_prior=None",
              f"{ce} + post-hoc LA"],
-            ["loss=cb(base=sigmoid_focal, beta=0.9999, gamma=1.0), drw_epoch=None, model.head=linear, "
-             "model.bias_prior=0.1", "loss=focal(gamma=1), drw_epoch=None, model.head=linear, model.bias_prior=None"]]
+            [cb, "loss=focal(gamma=1), drw_epoch=None, model.head=linear, model.bias_prior=None"],
+            [cb.replace("gamma=1.0)", "gamma=1.0, normalize=samples)"), cb]]
     full = plan_sweep(RECIPE, sweep_dir="/nonexistent").cells[0].experiment
     assert (full.model.name, full.epochs, full.batch_size) == ("resnet32", 200, 128)
     assert (full.optimizer.name, full.optimizer.lr, full.optimizer.weight_decay) == ("sgd", 0.1, 2e-4)
@@ -95,7 +97,8 @@ def test_recipes_follow_the_official_code_where_the_schedule_allows():
             ("ldam(s=30)", None, "cosine", None), ("ldam(s=30)", drw, "cosine", None),
             ("logit_adjusted(tau=1)", None, "linear", None), ("dice", None, "linear", None),
             ("dsc", None, "linear", None), ("focal(gamma=1) + dice", None, "linear", None),
-            ("ldam(s=30, max_margin=0)", None, "cosine", None)]
+            ("ldam(s=30, max_margin=0)", None, "cosine", None),
+            ("cb(base=sigmoid_focal, beta=0.9999, gamma=1.0, normalize=samples)", None, "linear", 0.1)]
 
 
 def test_recipe_holds_out_a_balanced_split_before_the_long_tail(tmp_path):
