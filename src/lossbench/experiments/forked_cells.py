@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 #: what the server imports once: everything a training cell imports, this module (the children's entry) and
-#: fork_warmup (draws one figure, so matplotlib's fonts are loaded there)
+#: fork_warmup (draws one figure, so matplotlib's fonts are loaded there, and loads the installed entry points)
 PRELOAD = ["torch", "torchvision", "matplotlib.pyplot", "segmentation_models_pytorch",
            "lossbench.cli", "lossbench.engine.fit", "lossbench.plots", "lossbench.losses", "lossbench.models",
            "lossbench.data", "lossbench.experiments.fork_warmup", __name__]
