@@ -57,3 +57,29 @@ def test_sigint_records_finished_cells_and_stops_the_running_one(tmp_path):
     assert len((long_cell / "metrics.csv").read_text().splitlines()) == epochs, "the stopped cell still trains"
     assert epochs - 1 < 400 and not (long_cell / "summary.json").exists()
     TALLY["interrupted sweeps: finished cells recorded, running cells stopped"] += 1
+
+
+def test_the_stop_file_stays_until_every_running_cell_has_ended(tmp_path, monkeypatch):
+    """A cell that has not seen the stop file when the sweep's wait ends (a machine too busy) must still see it:
+    without the file it would train to its end while the interrupted sweep waits for it."""
+    from concurrent.futures import Future
+
+    from lossbench.experiments import sweep
+    from lossbench.experiments.layout import STOP_NAME
+    from lossbench.experiments.plan import plan_sweep
+
+    cfg = tmp_path / "ctrl_c.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "output_dir": str(tmp_path / "runs")}))
+    plan = plan_sweep(cfg)
+    plan.sweep_dir.mkdir(parents=True)
+    monkeypatch.setattr(sweep, "STOP_POLL_SECONDS", 0.01)
+    stop, lines = plan.sweep_dir / STOP_NAME, []
+    still_running = Future()
+    assert still_running.set_running_or_notify_cancel()  # started: cannot be cancelled, never ends here
+    sweep.stop_cells(plan, [still_running], stop, lines.append)
+    assert stop.exists() and lines[-1].startswith("sweep interrupted: 0 of 2 cells done")
+    ended = Future()
+    ended.set_running_or_notify_cancel()
+    ended.set_result(("stopped", "", 0.0))
+    sweep.stop_cells(plan, [ended], stop, lines.append)
+    assert not stop.exists()

@@ -201,14 +201,17 @@ def run_cells(plan: SweepPlan, cells: list[Cell], backend: Any, log: Callable[[s
 
 
 def stop_cells(plan: SweepPlan, futures: list[Future], stop: Path, log: Callable[[str], Any]) -> None:
-    """End the running cells (their processes see ``stop``), cancel those not started, and write results.csv."""
+    """End the running cells (their processes see ``stop``), cancel those not started, and write results.csv.
+
+    ``stop`` is removed once every running cell has ended; one still running after the wait (a machine too busy
+    to let it see the file in time) keeps seeing it, so the backend's shutdown does not wait for it to train to
+    its end. A sweep removes a ``stop`` left behind when it starts."""
     stop.touch()
     running = [f for f in futures if not f.cancel()]
-    try:
-        wait(running, timeout=STOP_POLL_SECONDS * 20)
-        write_results(plan)
-        rows = collect_results(plan)
-    finally:
+    _, still_running = wait(running, timeout=STOP_POLL_SECONDS * 20)
+    write_results(plan)
+    rows = collect_results(plan)
+    if not still_running:
         stop.unlink(missing_ok=True)
     done = sum(r["status"] == "done" for r in rows)
     log(f"sweep interrupted: {done} of {len(rows)} cells done and recorded in {plan.sweep_dir / RESULTS_CSV}; "
