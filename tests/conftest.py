@@ -47,6 +47,7 @@ def worker_group(nodeid: str) -> str | None:
                  if nodeid == prefix or nodeid.startswith(prefix + "::")), None)
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist (-p no:xdist) must not reject it
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadgroup`` with :data:`WORKER_GROUPS`: each group one unit of work, given to one worker."""
     if config.getvalue("dist") != "loadgroup":
