@@ -227,6 +227,24 @@ def _call_child(target, args: tuple, log_path: str, env: dict[str, str], cwd: st
     os._exit(code)
 
 
+def train_until_killed_after_epoch(config: str, epoch: int) -> None:
+    """A training process that SIGKILLs itself right after ``epoch`` (start it with :func:`forked_call`)."""
+    import signal
+
+    from lossbench.config import load_experiment
+    from lossbench.engine import train
+
+    train(load_experiment(config), on_epoch_end=lambda e: e == epoch and os.kill(os.getpid(), signal.SIGKILL))
+
+
+def metrics_without_time(run: Path) -> list[dict[str, str]]:
+    """The rows of run folder ``run``'s metrics.csv without their wall-clock column ``seconds``."""
+    import csv
+
+    with (run / "metrics.csv").open(newline="") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
 def forked_call(target, *args, log: Path, daemon: bool = True):
     """Start ``target(*args)`` (a module-level function) in a process forked with lossbench imported, one thread,
     output to ``log``; returns the ``multiprocessing.Process`` (``daemon=False``: it may start processes)."""

@@ -3,11 +3,10 @@ killed between two checkpoints resumes from the earlier one and ends bit for bit
 
 import csv
 import json
-import os
 import signal
 
 import torch
-from cli_helper import forked_call, run_cli
+from cli_helper import forked_call, metrics_without_time, run_cli, train_until_killed_after_epoch
 from torch import nn
 
 from lossbench.config import load_experiment
@@ -57,19 +56,10 @@ def files_after_each_epoch(config: str, seen: list) -> None:
     train(load_experiment(config), log=lambda *_: None, on_epoch_end=look)
 
 
-def train_until_killed_after_epoch_3(config: str) -> None:
-    """A training process that SIGKILLs itself right after epoch 3, one epoch past its last checkpoint."""
-    train(load_experiment(config), on_epoch_end=lambda e: e == 3 and os.kill(os.getpid(), signal.SIGKILL))
-
-
-def rows_without_time(run):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader((run / "metrics.csv").open())]
-
-
 def test_run_checkpoints_every_second_epoch_and_resumes_exactly(tiny_config, tmp_path):
     full = tiny_config(CONFIG.replace("NAME", "full"), "full.yaml")
     cut = tiny_config(CONFIG.replace("NAME", "cut"), "cut.yaml")
-    killed = forked_call(train_until_killed_after_epoch_3, str(cut), log=tmp_path / "killed.log")
+    killed = forked_call(train_until_killed_after_epoch, str(cut), 3, log=tmp_path / "killed.log")
     seen: list = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -92,7 +82,7 @@ def test_run_checkpoints_every_second_epoch_and_resumes_exactly(tiny_config, tmp
     res = run_cli(["train", "--resume", str(runs / "cut")])
     assert res.code == 0, res.err
     assert "resuming after epoch 2/5" in res.out
-    assert rows_without_time(runs / "cut") == rows_without_time(runs / "full")
+    assert metrics_without_time(runs / "cut") == metrics_without_time(runs / "full")
     for name, keys in (("last.pt", ["model", "ema", "optimizer"]), ("best.pt", ["model"])):
         a = torch.load(runs / "full" / name, weights_only=True)
         b = torch.load(runs / "cut" / name, weights_only=True)

@@ -2,12 +2,11 @@
 
 import csv
 import json
-import os
 import signal
 
 import pytest
 import torch
-from cli_helper import forked_call, run_cli
+from cli_helper import forked_call, metrics_without_time, run_cli, train_until_killed_after_epoch
 
 from lossbench.engine import train
 from lossbench.config import load_experiment
@@ -28,19 +27,10 @@ stages:
 batch_size: 8
 """
 
-def train_until_killed_after_epoch_2(config: str) -> None:
-    """A training process that SIGKILLs itself right after epoch 2 (run forked: cli_helper.forked_call)."""
-    train(load_experiment(config), on_epoch_end=lambda e: e == 2 and os.kill(os.getpid(), signal.SIGKILL))
-
-
-def rows_without_time(run):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader((run / "metrics.csv").open())]
-
-
 def test_killed_and_resumed_run_matches_uninterrupted_bit_for_bit(tiny_config, tmp_path):
     full = tiny_config(CONFIG.replace("NAME", "full"), "full.yaml")
     cut = tiny_config(CONFIG.replace("NAME", "cut"), "cut.yaml")
-    killed = forked_call(train_until_killed_after_epoch_2, str(cut), log=tmp_path / "killed.log")
+    killed = forked_call(train_until_killed_after_epoch, str(cut), 2, log=tmp_path / "killed.log")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:  # the uninterrupted run, in this process while the other one trains
@@ -58,7 +48,7 @@ def test_killed_and_resumed_run_matches_uninterrupted_bit_for_bit(tiny_config, t
     assert res.code == 0, res.err
     assert "resuming after epoch 2/4" in res.out
 
-    assert rows_without_time(runs / "cut") == rows_without_time(runs / "full")
+    assert metrics_without_time(runs / "cut") == metrics_without_time(runs / "full")
     for name in ["last.pt", "best.pt"]:
         a = torch.load(runs / "full" / name, weights_only=True)
         b = torch.load(runs / "cut" / name, weights_only=True)
