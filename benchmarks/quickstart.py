@@ -41,15 +41,9 @@ CELL_LINE = re.compile(r"\] done (\S+) \(([\d.]+)s\)")
 SWEEP_LINE = re.compile(r"sweep finished in (\d+)s")
 
 
-def overheads(stdout: str, training: dict[str, float]) -> tuple[float, float, float]:
-    """(the median cell's share of seconds spent outside training, the same over all cells' seconds, the sweep's
-    own seconds) from the sweep's lines (each cell's seconds, the sweep's) and the training seconds each cell
-    recorded. The first cells also wait for the fork server's imports, once per sweep: the median leaves that out."""
-    cells = {name: float(s) for name, s in CELL_LINE.findall(stdout) if name in training}
-    shares = [(cells[n] - training[n]) / cells[n] for n in cells if cells[n] > 0]
-    total = sum(cells.values())
-    whole = sum(cells[n] - training[n] for n in cells) / total if total else float("nan")
-    return median(shares), whole, float((SWEEP_LINE.findall(stdout) or ["nan"])[-1])
+def cell_seconds(stdout: str, training: dict[str, float]) -> dict[str, float]:
+    """Each cell's seconds as the sweep's line gives them, for the cells whose training seconds are known."""
+    return {name: float(s) for name, s in CELL_LINE.findall(stdout) if name in training}
 
 
 def median(values: list[float]) -> float:
@@ -57,13 +51,24 @@ def median(values: list[float]) -> float:
     return (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2 if ordered else float("nan")
 
 
+def overheads(stdout: str, training: dict[str, float]) -> tuple[float, float, float]:
+    """(the median cell's share of seconds spent outside training, the same over all cells' seconds, the sweep's
+    own seconds) from the sweep's lines (each cell's seconds, the sweep's) and the training seconds each cell
+    recorded. The first cells also wait for the fork server's imports, once per sweep: the median leaves that out."""
+    cells = cell_seconds(stdout, training)
+    shares = [(cells[n] - training[n]) / cells[n] for n in cells if cells[n] > 0]
+    total = sum(cells.values())
+    whole = sum(cells[n] - training[n] for n in cells) / total if total else float("nan")
+    return median(shares), whole, float((SWEEP_LINE.findall(stdout) or ["nan"])[-1])
+
+
 def median_share_by_document(stdout: str, training: dict[str, float]) -> dict[str, float]:
     """The median cell's share of seconds outside training for each document of the recipe (the part of a cell's
     name before ``--``: ``clf``, ``seg``), whose cells differ in length and so in that share."""
-    cells = {name: float(s) for name, s in CELL_LINE.findall(stdout) if name in training and float(s) > 0}
     by_doc: dict[str, list[float]] = {}
-    for name, seconds in cells.items():
-        by_doc.setdefault(name.split("--")[0], []).append((seconds - training[name]) / seconds)
+    for name, seconds in cell_seconds(stdout, training).items():
+        if seconds > 0:
+            by_doc.setdefault(name.split("--")[0], []).append((seconds - training[name]) / seconds)
     return {doc: median(shares) for doc, shares in by_doc.items()}
 
 

@@ -106,9 +106,9 @@ def forked_cells(monkeypatch):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A local Ray with one CPU, started once for the session's Ray tests (mark them ``xdist_group("ray")``, so
-    that under xdist they run in one worker and share it, with its worker process and that worker's fork server)
-    and stopped at the end (cli_helper.start_local_ray)."""
+    """A local Ray with one CPU, started once for the session's Ray tests (list them in :data:`WORKER_GROUPS`
+    under "ray", so that under xdist they run in one worker and share it, with its worker process and that
+    worker's fork server) and stopped at the end (cli_helper.start_local_ray)."""
     from cli_helper import start_local_ray
 
     yield from start_local_ray()

@@ -59,7 +59,8 @@ def test_recipes_plan_every_loss_seed_zero_first():
         ldam = "loss=ldam(s=30), drw_epoch=None, model.head=cosine, model.bias_prior=None"
         pairs = options["contrasts"]
         assert len(pairs) == 16 and [b for _, b in pairs[:VS_CE]] == [ce] * VS_CE
-        cb = "loss=cb(base=sigmoid_focal, beta=0.9999, gamma=1.0), drw_epoch=None, model.head=linear, model.bias_prior=0.1"
+        cb = ("loss=cb(base=sigmoid_focal, beta=0.9999, gamma=1.0), drw_epoch=None, model.head=linear, "
+              "model.bias_prior=0.1")
         assert pairs[VS_CE:] == [
             [ldam, "loss=ldam(s=30, max_margin=0), drw_epoch=None, model.head=cosine, model.bias_prior=None"],
             [f"loss=ldam(s=30), drw_epoch={drw}, model.head=cosine, model.bias_prior=None",

@@ -173,7 +173,8 @@ def test_rerun_completes_only_missing_cells_and_loses_no_row(faulty_sweep):
     names = [r["cell"] for r in rows]
     assert sorted(names) == sorted(c["name"] for c in planned) and len(set(names)) == len(names)
     final = by_role(rows)
-    assert final["long"]["status"] == "done" and final["good"]["status"] == "done", (final["long"], faulty_sweep["rerun"].err)
+    assert final["long"]["status"] == "done" and final["good"]["status"] == "done", \
+        (final["long"], faulty_sweep["rerun"].err)
     assert final["raises"]["status"] == final["diverges"]["status"] == "failed"
     TALLY["result rows lost or duplicated"] += len(planned) - len(set(names) & {c["name"] for c in planned}) \
         + len(names) - len(set(names))
