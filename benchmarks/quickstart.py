@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               f"{wall - sweep_seconds:>16.1f}{ratios[name]:>18.1f}")
     for name, *_, by_document in timed:
         print(f"outside training, median cell of each document ({name}): "
-              + ", ".join(f"{doc} {share:.0%}" for doc, share in by_document.items()))
+              + ", ".join(f"{doc} {share:.1%}" for doc, share in by_document.items()))
     print("outside training: the share of a cell's seconds (as the sweep timed it) not in the training time its "
           "summary.json records (process start, imports, data and model set-up, the end-of-run files), median cell "
           "/ all cells (the first cells also wait for the fork server's imports, once per sweep); "
