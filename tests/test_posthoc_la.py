@@ -123,3 +123,23 @@ def test_eval_with_a_fixed_tau_and_without_a_split_to_choose_on(lt_run, tmp_path
     assert res.code == 2 and res.err.count("\n") == 1
     assert res.err.startswith("lossbench: error: --posthoc-la: tau is chosen on a split other than the one scored")
     assert run_cli(["eval", str(run_dir), "--tau", "-1"]).code == 2
+
+
+def test_a_kept_result_outlives_its_deleted_checkpoint_and_none_is_one_line(lt_run, tmp_path):
+    import shutil
+
+    from lossbench.engine.inference.logit_adjustment import CACHE_NAME, run_posthoc
+    from lossbench.errors import UserError
+
+    run_dir = tmp_path / "lt"
+    shutil.copytree(lt_run[0], run_dir)
+    run_posthoc(run_dir, "last")
+    kept = run_posthoc(run_dir, "last")  # read back from posthoc_la.json
+    (run_dir / "last.pt").unlink()  # a sweep folder pruned of its checkpoints: the report still has the result
+    assert run_posthoc(run_dir, "last") == kept
+    cache = json.loads((run_dir / CACHE_NAME).read_text())
+    cache["key"]["taus"] = [1.0]  # kept for another tau grid: not this result
+    (run_dir / CACHE_NAME).write_text(json.dumps(cache))
+    with pytest.raises(UserError, match="last.pt") as err:
+        run_posthoc(run_dir, "last")
+    assert "\n" not in str(err.value)

@@ -14,7 +14,7 @@ ties go to the tau closest to 1. Without such a split, tau = 1, labelled so.
 
 The result for a run's checkpoint is kept in ``RUN/posthoc_la.json``, keyed
 by the checkpoint's sha256 and the tau grid, so a report rebuilt later does
-not evaluate again.
+not evaluate again, also once the checkpoint has been deleted to save disk.
 """
 
 from __future__ import annotations
@@ -178,10 +178,11 @@ def run_posthoc(run_dir: str | Path, checkpoint: str = "last") -> PosthocResult:
     """Post-hoc logit adjustment of a run's ``checkpoint`` on its evaluated split, tau chosen as the module
     says; read from ``RUN/posthoc_la.json`` when that holds this checkpoint's result, else computed and kept."""
     run_dir = Path(run_dir)
-    key = {"version": CACHE_VERSION, "checkpoint": f"{checkpoint}.pt", "taus": list(TAUS),
-           "sha256": _sha256(run_dir / f"{checkpoint}.pt") if (run_dir / f"{checkpoint}.pt").is_file() else None}
+    path = run_dir / f"{checkpoint}.pt"
+    key = {"version": CACHE_VERSION, "checkpoint": path.name, "taus": list(TAUS),
+           "sha256": _sha256(path) if path.is_file() else None}
     cached = _read_cache(run_dir / CACHE_NAME)
-    if cached is not None and cached.get("key") == key:
+    if cached is not None and _cache_holds(cached.get("key"), key):
         result = cached["result"]
         return PosthocResult(**{**result, "scores": {float(t): s for t, s in result["scores"].items()}})
     run = load_run(run_dir, checkpoint, "cpu")
@@ -191,6 +192,14 @@ def run_posthoc(run_dir: str | Path, checkpoint: str = "last") -> PosthocResult:
                                    run.exp.batch_size)
     runfolder.write_json(run_dir / CACHE_NAME, {"key": key, "result": asdict(result)})
     return result
+
+
+def _cache_holds(cached: Any, key: dict[str, Any]) -> bool:
+    """Whether a cache entry keyed ``cached`` is the result for ``key``: the same checkpoint file, or, once that
+    checkpoint was deleted (a sweep pruned to save disk), the result kept for it under the same name and taus."""
+    if key["sha256"] is None and isinstance(cached, dict):
+        return cached.get("sha256") is not None and {**cached, "sha256": None} == key
+    return cached == key
 
 
 def _read_cache(path: Path) -> dict[str, Any] | None:
