@@ -40,6 +40,10 @@ class Experiment(StrictModel):
     checkpoint_every: int = Field(
         1, ge=1, description="write last.pt (and a new best.pt) every N epochs and after the last one; a kill "
         "loses at most N - 1 epochs, which a resume trains again bit for bit")
+    eval_every: int = Field(
+        1, ge=1, description="evaluate every N epochs and at each stage's last epoch (best.pt, early stopping and "
+        "a plateau schedule see those epochs only: their patience counts evaluations); training is the same "
+        "whatever N, so the last epoch's figures are too")
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
     grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision: bf16 autocast, or fp16 + scaler")

@@ -143,7 +143,8 @@ class EarlyStoppingConfig(StrictModel):
     """Stop when a validation metric has not improved by ``min_delta`` for ``patience`` epochs."""
 
     metric: str | None = Field(None, description="metric to watch, e.g. val_macro_f1 or val_loss (default best_metric)")
-    patience: int = Field(10, ge=1, description="epochs without improvement before stopping")
+    patience: int = Field(10, ge=1, description="evaluations without improvement before stopping (one an epoch, "
+                          "or one every eval_every epochs)")
     min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
     mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses and ece, max otherwise")
 

@@ -263,7 +263,7 @@ def _run_stage(run: Run, index: int, first: int, last: int, checkpoint: dict[str
     if len(stages) > 1:
         run.log(f"stage {index + 1}/{len(stages)}: epochs {first + 1}-{last}, training {', '.join(trained)}")
     for epoch in range(max(first, state.epoch) + 1, last + 1):
-        _run_epoch(run, loop, index, epoch, monitor)
+        _run_epoch(run, loop, index, epoch, monitor, evaluated=epoch % exp.eval_every == 0 or epoch == last)
         if state.stopped_early:
             break
 
@@ -273,8 +273,9 @@ def _nonfinite_tensors(module: nn.Module) -> list[str]:
     return [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
-def _run_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str | None) -> None:
-    """Train one epoch, stop on weights or a validation loss gone non-finite, validate, then :func:`_end_epoch`."""
+def _run_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str | None, evaluated: bool) -> None:
+    """Train one epoch, stop on weights or a validation loss gone non-finite, validate when the epoch is
+    ``evaluated`` (``eval_every``), then :func:`_end_epoch`."""
     exp, state, ctx = run.exp, run.state, run.ctx
     started = time.perf_counter()
     if hasattr(run.train_loader.sampler, "set_epoch"):
@@ -296,6 +297,9 @@ def _run_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str |
             + f") after a train loss of {tr.loss:.3g}; stopped, {kept}; "
             "lower optimizer.lr or set grad_clip_norm"
         )
+    if not evaluated:
+        _end_epoch(run, loop, index, epoch, monitor, tr, None, None, eval_model, started)
+        return
     va = evaluate(eval_model, run.val_loader, run.loss_fn, run.metrics, ctx.device, f"{desc} val", run.autocast,
                   exp.channels_last, ctx)
     if not math.isfinite(va.loss) and exp.nonfinite_loss == "stop":
@@ -308,13 +312,15 @@ def _run_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str |
     _end_epoch(run, loop, index, epoch, monitor, tr, va, ho, eval_model, started)
 
 
-def _epoch_row(run: Run, epoch: int, index: int, tr: EpochResult, va: EpochResult, ho: EpochResult | None
+def _epoch_row(run: Run, epoch: int, index: int, tr: EpochResult, va: EpochResult | None, ho: EpochResult | None
                ) -> dict[str, Any]:
-    """The epoch's metrics.csv row (without its ``seconds``); ``ho``: the held-out split's, when evaluated."""
+    """The epoch's metrics.csv row (without its ``seconds``); ``va`` / ``ho``: the evaluated and held-out splits',
+    when evaluated (None: an epoch ``eval_every`` skips)."""
     main = run.main
     row = {"epoch": epoch, "stage": index + 1, "lr": run.state.optimizer.param_groups[0]["lr"],
-           "train_loss": tr.loss, f"train_{main}": tr.metrics[main], "val_loss": va.loss,
-           **flat_metrics("val_", va.metrics)}
+           "train_loss": tr.loss, f"train_{main}": tr.metrics[main]}
+    if va is not None:
+        row.update({"val_loss": va.loss, **flat_metrics("val_", va.metrics)})
     if ho is not None:
         row.update({"holdout_loss": ho.loss, **flat_metrics("holdout_", ho.metrics)})
     if run.exp.nonfinite_loss == "skip":
@@ -323,20 +329,21 @@ def _epoch_row(run: Run, epoch: int, index: int, tr: EpochResult, va: EpochResul
 
 
 def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str | None, tr: EpochResult,
-               va: EpochResult, ho: EpochResult | None, eval_model: nn.Module, started: float) -> None:
-    """What happens at the end of an epoch: long-tail shot accuracies, the metrics row, the plateau scheduler's
-    step, the best epoch and early stopping, then metrics.csv, last.pt and best.pt when due, trackers, log line."""
+               va: EpochResult | None, ho: EpochResult | None, eval_model: nn.Module, started: float) -> None:
+    """What happens at the end of an epoch: long-tail shot accuracies, the metrics row, then, on an evaluated
+    epoch (``va``), the plateau scheduler's step, the best epoch and early stopping; then metrics.csv, last.pt and
+    best.pt when due, trackers, log line."""
     exp, state, ctx = run.exp, run.state, run.ctx
     for result in [r for r in (va, ho) if r is not None and exp.task == "classification" and "recall" in r.metrics]:
         result.metrics.update(shot_accuracies(result.metrics["recall"], run.data.class_counts))
     row = _epoch_row(run, epoch, index, tr, va, ho)
-    state.final_cm = va.metrics.get("confusion_matrix")
-    if state.scheduler is not None and not loop.step_scheduler and monitor is not None:
-        state.scheduler.step(row[monitor])
-    # none for sigmoid (binary / multi-label) outputs
-    best = state.record_best(epoch, row, va.metrics.get("confusion_matrix"), run.main, eval_model,
-                             run.selection.chosen_on)
-    state.record_stopping(row, exp.early_stopping.patience if exp.early_stopping is not None else 0)
+    best = None
+    if va is not None:
+        state.final_cm = va.metrics.get("confusion_matrix")  # none for sigmoid (binary / multi-label) outputs
+        if state.scheduler is not None and not loop.step_scheduler and monitor is not None:
+            state.scheduler.step(row[monitor])
+        best = state.record_best(epoch, row, state.final_cm, run.main, eval_model, run.selection.chosen_on)
+        state.record_stopping(row, exp.early_stopping.patience if exp.early_stopping is not None else 0)
     row["seconds"] = time.perf_counter() - started
     state.rows.append(row)
     state.epoch, state.stage = epoch, index
@@ -346,8 +353,9 @@ def _end_epoch(run: Run, loop: TrainLoop, index: int, epoch: int, monitor: str |
     run_on_main(ctx, lambda: write_epoch(run.run_dir, state.rows, last, best))
     run.trackers.log_epoch(epoch, row)
     split = evaluated_split(exp.data)
-    run.log(f"epoch {epoch}/{exp.epochs}: train loss {tr.loss:.4f}, {split} loss {va.loss:.4f}, "
-            f"{split} {run.main} {va.metrics[run.main]:.4f}"
+    run.log(f"epoch {epoch}/{exp.epochs}: train loss {tr.loss:.4f}"
+            + (f", {split} loss {va.loss:.4f}, {split} {run.main} {va.metrics[run.main]:.4f}" if va is not None
+               else f" (evaluated every {exp.eval_every} epochs)")
             + (f", holdout {run.main} {ho.metrics[run.main]:.4f}" if ho is not None else "")
             + (f", {tr.skipped_steps} non-finite steps skipped" if tr.skipped_steps else "")
             + f" ({row['seconds']:.1f}s)")

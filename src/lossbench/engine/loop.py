@@ -70,18 +70,23 @@ def evaluate(
     channels_last: bool = False,
     ctx: DistContext | None = None,
 ) -> EpochResult:
-    """Loss and metrics of ``model`` over all of ``loader`` (summed over ranks when distributed)."""
+    """Loss and metrics of ``model`` over all of ``loader`` (summed over ranks when distributed).
+
+    torch's random streams are as they were afterwards (the loader's iterator draws a seed from them): whether an
+    epoch is evaluated (``eval_every``), or a held-out split with it, changes nothing of the training that follows.
+    """
     model.eval()
     metrics.reset()
     total, count = 0.0, 0
-    for images, target in _progress(loader, desc, ctx is None or ctx.is_main):
-        images, target = _to_device(images, target, device, channels_last)
-        with autocast():
-            logits = model(images)
-            loss = loss_fn(logits, target)
-        total += loss.item() * images.shape[0]
-        count += images.shape[0]
-        metrics.update(logits, target)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for images, target in _progress(loader, desc, ctx is None or ctx.is_main):
+            images, target = _to_device(images, target, device, channels_last)
+            with autocast():
+                logits = model(images)
+                loss = loss_fn(logits, target)
+            total += loss.item() * images.shape[0]
+            count += images.shape[0]
+            metrics.update(logits, target)
     if ctx is not None:
         total, count = sum_across_ranks(ctx, torch.tensor([total, count], dtype=torch.float64, device=device)).tolist()
     return EpochResult(total / max(count, 1), metrics.compute())

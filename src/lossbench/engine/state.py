@@ -114,8 +114,9 @@ class RunState:
             self.rows, self.best, self.best_cm = list(checkpoint["rows"]), dict(checkpoint["best"]), checkpoint["best_cm"]
             self.final_cm = checkpoint.get("final_cm")  # absent from checkpoints written before it was kept
             self.epoch, self.stopped_early, self.stage = checkpoint["epoch"], checkpoint["stopped_early"], checkpoint["stage"]
-        for monitor in (m for m in (self.best_monitor, self.stopper) if m is not None and self.rows):
-            if monitor.name not in self.rows[-1]:  # e.g. a run that chose on the test split before holdout_* existed
+        evaluated = [row for row in self.rows if "val_loss" in row]  # eval_every may skip epochs
+        for monitor in (m for m in (self.best_monitor, self.stopper) if m is not None and evaluated):
+            if monitor.name not in evaluated[-1]:  # e.g. a run that chose on the test split before holdout_* existed
                 raise UserError(f"{path}: the run's recorded epochs have no {monitor.name} column to choose on; it "
                                 "cannot be resumed, train it again with --overwrite")
 

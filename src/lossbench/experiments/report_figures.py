@@ -86,8 +86,10 @@ def plot_curves(sweep_dir: Path, groups: list[SeedGroup], main: str) -> bytes:
         for ax, name in zip(axes, ("loss", main)):
             if f"train_{name}" in c:
                 ax.plot(epochs, c[f"train_{name}"], "--", color=colour)
-            if f"val_{name}" in c:
-                ax.plot(epochs, c[f"val_{name}"], "-", color=colour, label=g.label)
+            if f"val_{name}" in c:  # only the evaluated epochs (eval_every), marked when some were skipped
+                values = c[f"val_{name}"]
+                seen = np.isfinite(values)
+                ax.plot(epochs[seen], values[seen], "-" if seen.all() else "-o", color=colour, label=g.label)
     axes[0].set_title("loss (dashed: train, solid: evaluated split)")
     axes[1].set_title(f"{main} (dashed: train, solid: evaluated split)")
     for ax in axes:
