@@ -92,6 +92,9 @@ def test_recipes_follow_the_official_code_where_the_schedule_allows():
         assert (sched.name, sched.warmup_epochs, sched.milestones, sched.gamma) == ("multistep", warmup,
                                                                                   milestones, 0.01)
         assert exp.data.holdout and round(6000 * exp.data.val_fraction) == 1000 and exp.drw_beta == 0.9999
+        if recipe == CPU_RECIPE:  # the table reads the final epoch: evaluated once, after it
+            assert exp.eval_every == exp.epochs
+            assert plan_sweep(recipe, sweep_dir="/x").report[cells[0].document]["epoch"] == "final"
         assert [_setting(c) for c in cells[:ROWS]] == [
             ("ce", None, "linear", None), ("focal(gamma=1)", None, "linear", None),
             ("cb(base=sigmoid_focal, beta=0.9999, gamma=1.0)", None, "linear", 0.1), ("ce", drw, "linear", None),
