@@ -74,3 +74,33 @@ def test_lt_table_uses_final_epoch_pairs_seeds_and_lists_missing_cells(tmp_path,
     assert f"| +10.50 | [{100 * low:+.2f}, {100 * high:+.2f}] | {p:.3f} | {p:.3f} | too few seeds (n = 2) |" in out
     assert "| `dice` | 1 | 50.00 |" in out and "| -10.00 | – | – | – | too few seeds (n = 1) |" in out
     assert "Not finished (1): lt--seed-1_loss-dice" in out
+
+
+def test_kept_results_hold_finished_cells_without_checkpoints_and_a_sweep_skips_them(tiny_config, tmp_path):
+    from lossbench.engine import runfolder
+    from lossbench.experiments.cells import cell_status
+    from lossbench.experiments.plan import plan_sweep
+    from lossbench.experiments.results import write_results
+
+    spec = importlib.util.spec_from_file_location("keep_results", ROOT / "benchmarks" / "keep_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = tiny_config("output_dir: OUT\ndata: {source: synthetic, num_classes: 2, image_size: 8}\n"
+                         "model: {name: resnet20}\ngrid: {seed: [0, 1]}\n")
+    sweep = tmp_path / "sweep"
+    done, killed = plan_sweep(config, sweep_dir=sweep).cells
+    for cell in (done, killed):
+        runfolder.start_run(cell.run_dir, runfolder.recorded_config(cell.experiment), {"split.json": "{}"})
+        (cell.run_dir / "last.pt").write_bytes(b"weights")
+    runfolder.write_json(done.run_dir / "summary.json", {"name": done.name, "main_metric": "balanced_accuracy",
+                                                        "best": {"epoch": 1}, "final": {}})
+    (done.run_dir / "confusion_matrix.png").write_bytes(b"png")
+    (done.run_dir / "posthoc_la.json").write_text("{}")
+    write_results(plan_sweep(config, sweep_dir=sweep))
+    kept = tmp_path / "kept"
+    assert module.keep(sweep, kept) == (1, 1)
+    assert sorted(p.name for p in (kept / done.name).iterdir()) == [
+        "config.yaml", "posthoc_la.json", "split.json", "summary.json"]
+    assert not (kept / killed.name).exists() and (kept / "sweep.json").is_file() and (kept / "results.csv").is_file()
+    again = plan_sweep(config, sweep_dir=kept)  # the copy, continued: the finished cell is done, the other runs
+    assert [cell_status(c)[0] for c in again.cells] == ["done", "pending"]

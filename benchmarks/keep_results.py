@@ -1,0 +1,63 @@
+"""Keep a long sweep's results in the repository, so a later session (or a reader) continues or re-reads it.
+
+    PYTHONPATH=src python benchmarks/keep_results.py SWEEP_DIR benchmarks/results/NAME
+
+A BENCHMARKS.md table takes longer than one session of this machine, and nothing
+outside the repository outlives a session. This copies what the report and a
+resumed sweep need of SWEEP_DIR into the destination: the sweep's own files
+(``sweep.json``, ``results.csv``, the cells' configs and logs) and every
+**finished** cell's run folder, without its checkpoints (``*.pt``, up to 170 MB
+a cell) and its confusion-matrix PNG (the report draws its own). Cells not
+finished are left out: the sweep trains them again. Run ``lossbench report
+SWEEP_DIR`` first where the report scores post-hoc logit adjustment: it keeps
+each result in the cell's ``posthoc_la.json``, which serves the report once the
+checkpoint is gone.
+
+To continue: copy the folder back out, check out the commit the cells ran at
+(BENCHMARKS.md names it) and run the same ``lossbench sweep ... --out`` on the
+copy; finished cells are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+LEFT_OUT = ("*.pt", "confusion_matrix.png", ".run.lock", ".sweep.lock", ".sweep.stop", "*.tmp")
+SWEEP_FILES = ("sweep.json", "results.csv", "report.md", "configs", "logs")
+
+
+def keep(sweep_dir: Path, dest: Path) -> tuple[int, int]:
+    """Copy ``sweep_dir``'s finished cells and sweep files into ``dest`` (replacing what it held);
+    (cells kept, cells left out as unfinished)."""
+    if not (sweep_dir / "sweep.json").is_file():
+        raise SystemExit(f"{sweep_dir}: not a sweep folder (no sweep.json)")
+    cells = [p for p in sorted(sweep_dir.iterdir()) if p.is_dir() and (p / "config.yaml").is_file()]
+    finished = [p for p in cells if (p / "summary.json").is_file()]
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns(*LEFT_OUT)
+    for name in SWEEP_FILES:
+        src = sweep_dir / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        elif src.is_file():
+            shutil.copy2(src, dest / name)
+    for cell in finished:
+        shutil.copytree(cell, dest / cell.name, ignore=ignore)
+    return len(finished), len(cells) - len(finished)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("dest", type=Path)
+    args = parser.parse_args()
+    kept, unfinished = keep(args.sweep_dir, args.dest)
+    print(f"{args.dest}: {kept} finished cells kept, {unfinished} unfinished left out (the sweep trains them again)")
+
+
+if __name__ == "__main__":
+    main()
