@@ -24,17 +24,20 @@ import argparse
 import shutil
 from pathlib import Path
 
-LEFT_OUT = ("*.pt", "confusion_matrix.png", ".run.lock", ".sweep.lock", ".sweep.stop", "*.tmp")
-SWEEP_FILES = ("sweep.json", "results.csv", "report.md", "configs", "logs")
+from lossbench.engine.runfolder import is_finished
+from lossbench.experiments.layout import CONFIGS_DIR, LOCK_NAME, LOGS_DIR, RESULTS_CSV, STOP_NAME, SWEEP_JSON
+
+LEFT_OUT = ("*.pt", "confusion_matrix.png", ".run.lock", LOCK_NAME, STOP_NAME, "*.tmp")
+SWEEP_FILES = (SWEEP_JSON, RESULTS_CSV, "report.md", CONFIGS_DIR, LOGS_DIR)
 
 
 def keep(sweep_dir: Path, dest: Path) -> tuple[int, int]:
     """Copy ``sweep_dir``'s finished cells and sweep files into ``dest`` (replacing what it held);
     (cells kept, cells left out as unfinished)."""
-    if not (sweep_dir / "sweep.json").is_file():
+    if not (sweep_dir / SWEEP_JSON).is_file():
         raise SystemExit(f"{sweep_dir}: not a sweep folder (no sweep.json)")
     cells = [p for p in sorted(sweep_dir.iterdir()) if p.is_dir() and (p / "config.yaml").is_file()]
-    finished = [p for p in cells if (p / "summary.json").is_file()]
+    finished = [p for p in cells if is_finished(p)]
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
