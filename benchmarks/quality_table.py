@@ -7,17 +7,18 @@ One Markdown row per configuration: seeds finished, then the report's epoch
 values (``report.epoch`` of the sweep, final for the long-tail recipes) as
 mean ± std over seeds: for classification balanced accuracy (= top-1 on a
 balanced test set), macro-F1, many / medium / few-shot accuracy; for
-segmentation mIoU, foreground mIoU, mean Dice and pixel accuracy; then the report's comparison with the
-baseline (CE) on its metric, from the same functions as ``lossbench report``:
-the paired difference Δ, its 95 % paired t-interval clipped to the metric's
-range, the paired t-test's p, its Holm-Bonferroni adjusted p and the verdict
-(which needs 3 paired seeds). With ``--posthoc-la`` (or the sweep's
-``report.posthoc_la``) each plain-CE configuration also gets a "+ post-hoc LA"
-row: the same runs scored with logits - tau * log(prior), tau chosen on the
-held-out split (lossbench.engine.inference.logit_adjustment); those rows join
-the Holm family. A second table gives each class's recall (classification) or
-IoU (segmentation), mean over the finished seeds, with its training count.
-Cells not finished are listed under the tables. Figures are percentages.
+segmentation mIoU, foreground mIoU, mean Dice and pixel accuracy. With
+``--posthoc-la`` (or the sweep's ``report.posthoc_la``) each plain-CE
+configuration also gets a "+ post-hoc LA" row: the same runs scored with
+logits - tau * log(prior), tau chosen on the held-out split
+(lossbench.engine.inference.logit_adjustment).
+Then the report's declared contrasts, computed by the report's own function
+(``lossbench.experiments.report.contrast_results``: the sweep's design, fixed
+or sequential, its margin and its Holm family), so this table never gives a
+verdict the report does not. A last table gives each class's recall
+(classification) or IoU (segmentation), mean over the finished seeds, with its
+training count. Cells not finished are listed under the tables. Figures are
+percentages (differences in points).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lossbench.experiments.report_data import compare, group_by_seed, posthoc_groups, setup_document, values_by_seed
+from lossbench.experiments.report import contrast_results
+from lossbench.experiments.report_contrasts import contrast_table, legend_text, unit_name
+from lossbench.experiments.report_data import group_by_seed, posthoc_groups, setup_document, values_by_seed
+from lossbench.experiments.report_metrics import metric_range
 from lossbench.experiments.results import load_sweep
-from lossbench.experiments.stats import ALPHA, MIN_PAIRS
 
 COLUMNS = {
     "classification": [("balanced_accuracy", "top-1 = bal. acc."), ("macro_f1", "macro-F1"),
@@ -49,14 +52,6 @@ def pct(values: list[float]) -> str:
     if not x.size:
         return "–"
     return f"{100 * x.mean():.2f}" + (f" ± {100 * x.std(ddof=1):.2f}" if x.size > 1 else "")
-
-
-def signed_pct(value: float) -> str:
-    return "–" if math.isnan(value) else f"{100 * value:+.2f}"
-
-
-def p_value(p: float) -> str:
-    return "–" if math.isnan(p) else ("< 0.001" if p < 1e-3 else f"{p:.3f}")
 
 
 def row_label(values: dict) -> str:
@@ -93,6 +88,38 @@ def print_per_class(sweep_dir: Path, setup) -> None:
         print(f"| {row_label(g.values)} | {len(g.done)} | " + " | ".join(means) + " |")
 
 
+def markdown_table(header: list[str], body: list[list[str]], left: tuple[int, ...] = (0,)) -> None:
+    """A Markdown table, numbers right-aligned, the columns ``left`` (words) left-aligned."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "".join("---|" if k in left else "---:|" for k in range(len(header))))
+    for row in body:
+        print("| " + " | ".join(row) + " |")
+
+
+def print_metrics(setup, adjusted) -> None:
+    """One row per configuration (and per '+ post-hoc LA' scoring): seeds, then mean ± std of each column."""
+    columns = COLUMNS[setup.task]
+    rows = [(row_label(g.values), len(g.done), [list(values_by_seed(g, m, setup.epoch).values()) for m, _ in columns])
+            for g in setup.groups]
+    for g, _, results in adjusted:
+        taus = "/".join(f"{r.tau:g}" for r in results)
+        rows.append((f"{row_label(g.values)} + post-hoc LA (τ {taus})", len(results),
+                     [[float(r.metrics.get(m, math.nan)) for r in results] for m, _ in columns]))
+    print(f"{setup.epoch}-epoch metrics, %, mean ± std over the finished seeds (baseline: {setup.baseline.label})\n")
+    markdown_table(["loss", "seeds"] + [title for _, title in columns],
+                   [[label, str(n)] + [pct(v) for v in values] for label, n, values in rows])
+
+
+def print_contrasts(setup, adjusted) -> None:
+    """The report's contrasts table and its legend (lossbench.experiments.report)."""
+    study, results, _ = contrast_results(setup, adjusted)
+    unit = unit_name(metric_range(setup.metric))
+    print(f"\nThe report's declared contrasts on {setup.metric}: "
+          + legend_text(unit, study.margin, study.seeds is not None) + "\n")
+    header, body = contrast_table(results, setup.metric, unit, fixed=study.seeds is None)
+    markdown_table(header, body, left=(0, len(header) - 1))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path)
@@ -102,32 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     meta, rows = load_sweep(args.sweep_dir)
     groups = group_by_seed(meta, rows)
     setup = setup_document(args.sweep_dir, meta, [g for g in groups if g.document == groups[0].document])
-    base, epoch, metric = setup.baseline, setup.epoch, setup.metric
-    columns = COLUMNS[setup.task]
     adjusted = posthoc_groups(args.sweep_dir, setup) if args.posthoc_la or setup.posthoc_la else []
-    comparisons = {c.label: c for c in compare(setup, {f"{g.label} + post-hoc LA": v for g, v, _ in adjusted})}
-    tested = sum(math.isfinite(c.p) for c in comparisons.values())
-    print(f"{epoch}-epoch metrics, %, mean ± std over seeds; Δ: paired difference in {metric} vs {base.label} over "
-          f"the seeds both finished, with its 95 % paired t-interval (clipped to the metric's range), paired t-test "
-          f"p and its Holm-Bonferroni adjustment over the {tested} tested comparisons; verdict at α = {ALPHA} on "
-          f"the adjusted p, with at least {MIN_PAIRS} paired seeds\n")
-    print("| loss | seeds | " + " | ".join(title for _, title in columns)
-          + f" | Δ vs {base.label} | 95 % interval | p | p_Holm | verdict |")
-    print("|---|---:|" + "---:|" * (len(columns) + 4) + "---|")
-    rows_out = [(row_label(g.values), g.label, len(g.done),
-                 [list(values_by_seed(g, m, epoch).values()) for m, _ in columns]) for g in setup.groups]
-    for g, _, results in adjusted:
-        taus = "/".join(f"{r.tau:g}" for r in results)
-        rows_out.append((f"{row_label(g.values)} + post-hoc LA (τ {taus})", f"{g.label} + post-hoc LA",
-                         len(results), [[float(r.metrics.get(m, math.nan)) for r in results] for m, _ in columns]))
-    for label, key, n, values in rows_out:
-        if key == base.label:
-            tail = ["baseline", "", "", "", ""]
-        else:
-            c = comparisons[key]
-            interval = "–" if math.isnan(c.low) else f"[{signed_pct(c.low)}, {signed_pct(c.high)}]"
-            tail = [signed_pct(c.diff), interval, p_value(c.p), p_value(c.p_holm), c.verdict]
-        print(f"| {label} | {n} | " + " | ".join([pct(v) for v in values] + tail) + " |")
+    print_metrics(setup, adjusted)
+    print_contrasts(setup, adjusted)
     print_per_class(args.sweep_dir, setup)
     missing = [r["cell"] for g in setup.groups for r in g.rows if r["status"] != "done"]
     if missing:

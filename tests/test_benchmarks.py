@@ -41,11 +41,12 @@ def _lt_table():
     return module
 
 
-def test_lt_table_uses_final_epoch_pairs_seeds_and_lists_missing_cells(tmp_path, capsys):
+def test_lt_table_uses_final_epoch_gives_the_reports_verdicts_and_lists_missing_cells(tmp_path, capsys):
     cells, rows = [], []
-    finals = {("ce", 0): 0.60, ("ce", 1): 0.64, ("ldam", 0): 0.70, ("ldam", 1): 0.75, ("dice", 0): 0.50}
+    finals = {("ce", 0): 0.60, ("ce", 1): 0.64, ("ce", 2): 0.62, ("ldam", 0): 0.70, ("ldam", 1): 0.75,
+              ("ldam", 2): 0.71, ("dice", 0): 0.50}
     for loss in ("ce", "ldam", "dice"):
-        for seed in (0, 1):
+        for seed in (0, 1, 2):
             name = f"lt--seed-{seed}_loss-{loss}"
             cells.append({"name": name, "document": "lt", "values": {"seed": seed, "loss": loss}})
             row = {"cell": name, "document": "lt", "task": "classification", "seed": seed, "loss": loss,
@@ -65,15 +66,18 @@ def test_lt_table_uses_final_epoch_pairs_seeds_and_lists_missing_cells(tmp_path,
     _lt_table().main([str(tmp_path)])
     out = capsys.readouterr().out
     assert out.startswith("final-epoch metrics")
-    assert "| `ce` | 2 | 62.00 ± 2.83 | – | 90.00 ± 0.00 | – | – | baseline |  |  |  |  |" in out
-    # the report's comparison: 2 pairs give Δ, its clipped interval and p (Holm over the one tested comparison),
-    # but no verdict; 1 pair gives Δ alone
-    p = stats.ttest_rel([0.70, 0.75], [0.60, 0.64]).pvalue
-    low, high = stats.t.interval(0.95, 1, loc=0.105, scale=stats.sem([0.10, 0.11]))
-    assert "| `ldam` | 2 | 72.50 ± 3.54 |" in out
-    assert f"| +10.50 | [{100 * low:+.2f}, {100 * high:+.2f}] | {p:.3f} | {p:.3f} | too few seeds (n = 2) |" in out
-    assert "| `dice` | 1 | 50.00 |" in out and "| -10.00 | – | – | – | too few seeds (n = 1) |" in out
-    assert "Not finished (1): lt--seed-1_loss-dice" in out
+    assert "| `ce` | 3 | 62.00 ± 2.00 | – | 90.00 ± 0.00 | – | – |" in out
+    assert "| `ldam` | 3 | 72.00 ± 2.65 |" in out and "| `dice` | 1 | 50.00 |" in out
+    # the report's contrasts (fixed design, Holm over the 2): ldam has 3 pairs, tested first at 0.05 / 2 with the
+    # paired t-test; dice has 1 pair, too few for a verdict
+    p = stats.ttest_rel([0.70, 0.75, 0.71], [0.60, 0.64, 0.62]).pvalue
+    assert p < 0.025
+    assert "| loss=ldam vs loss=ce | 3 | +10.00 |" in out
+    half = stats.t.ppf(1 - 0.025 / 2, 2) * stats.sem([10.0, 11.0, 9.0])  # the interval at the alpha it used
+    assert f"| [{10 - half:+.2f}, {10 + half:+.2f}] | 0.025 | {p:.4f} |" in out
+    assert "| better, decided at 3 seeds |" in out
+    assert "| loss=dice vs loss=ce | 1 | -10.00 | – |" in out and "| too few seeds |" in out
+    assert "Not finished (2): lt--seed-1_loss-dice, lt--seed-2_loss-dice" in out
 
 
 def test_kept_results_hold_finished_cells_without_checkpoints_and_a_sweep_skips_them(tiny_config, tmp_path):

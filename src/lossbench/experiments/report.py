@@ -33,7 +33,8 @@ from lossbench.experiments.report_metrics import lower_is_better, metric_range
 from lossbench.experiments.report_ranks import is_permuted, rank_table, seed_draws_sentence
 from lossbench.experiments.report_render import ReportPage, render_html, render_markdown
 from lossbench.experiments.results import load_sweep
-from lossbench.experiments.study import study_state
+from lossbench.experiments.contrasts import ContrastResult
+from lossbench.experiments.study import Study, study_state
 from lossbench.experiments.study_design import is_posthoc_label, posthoc_label
 
 
@@ -54,19 +55,27 @@ def _data_section(doc: ReportPage, sweep_dir: Path, setup: DocumentSetup, n: int
         doc.para(sentence)
 
 
-def _contrasts_section(doc: ReportPage, setup: DocumentSetup, adjusted: list[PosthocGroup], n: int) -> None:
-    """The forest plot, the table of the declared contrasts (each '+ post-hoc LA' row against the baseline
-    joins them) and, with sequential seeds, how many seeds each configuration got and why it stopped."""
+def contrast_results(setup: DocumentSetup, adjusted: list[PosthocGroup]
+                     ) -> tuple[Study, list[ContrastResult], list[str]]:
+    """The verdicts the report gives: the document's study (each '+ post-hoc LA' row against the baseline joins
+    the default family), its declared contrasts' results, and the post-hoc labels they name that have no values
+    (post-hoc logit adjustment scores only runs of plain ce)."""
     study = setup.study
     values = {g.label: values_by_seed(g, setup.metric, setup.epoch) for g in setup.groups}
     derived = {posthoc_label(g.label): v for g, v, _ in adjusted}
-    if not setup.declared_contrasts:  # the default family: each '+ post-hoc LA' row against the baseline too
+    if not setup.declared_contrasts:
         study = replace(study, pairs=study.pairs + tuple((label, setup.baseline.label) for label in derived))
     missing = sorted({label for pair in study.pairs for label in pair if is_posthoc_label(label)} - set(derived))
+    return study, study.compare({**values, **derived, **{label: {} for label in missing}}), missing
+
+
+def _contrasts_section(doc: ReportPage, setup: DocumentSetup, adjusted: list[PosthocGroup], n: int) -> None:
+    """The forest plot, the table of the declared contrasts and, with sequential seeds, how many seeds each
+    configuration got and why it stopped."""
+    study, results, missing = contrast_results(setup, adjusted)
     if missing:
         doc.warning(f"report.contrasts names {', '.join(missing)}, but post-hoc logit adjustment scores only runs "
                     "of plain ce; those contrasts have no values.")
-    results = study.compare({**values, **derived, **{label: {} for label in missing}})
     unit = unit_name(metric_range(setup.metric))
     doc.heading(f"Comparisons on {setup.metric}", 3)
     doc.image(plot_forest(results, f"{setup.metric} ({unit})", study.margin), f"{n}-forest.png",
