@@ -13,13 +13,10 @@ from lossbench import plots
 def _confusion_figure(k: int):
     """The figure plot_confusion draws, left open (plot_confusion closes it once saved)."""
     opened = []
-    original = plots.figure_png
-    plots.figure_png = lambda fig, crop=False: opened.append(fig) or b""
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots, "figure_png", lambda fig, crop=False: opened.append(fig) or b"")
         plots.plot_confusion(torch.rand(k, k, generator=torch.Generator().manual_seed(k)) * 50,
                              ["background" if i == 0 else f"class {i}" for i in range(k)], "a title")
-    finally:
-        plots.figure_png = original
     return opened[0]
 
 
