@@ -125,8 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--posthoc-la", action="store_true", help="add '+ post-hoc LA' rows for plain-CE runs "
                         "even when the sweep's report options do not ask for them")
+    parser.add_argument("--first-seeds", type=int, metavar="N", help="only seeds 0..N-1: a sequential sweep's "
+                        "look at N seeds as the report gave it then")
     args = parser.parse_args(argv)
     meta, rows = load_sweep(args.sweep_dir)
+    if args.first_seeds is not None:
+        rows = [r for r in rows if int(r["seed"]) < args.first_seeds]
     groups = group_by_seed(meta, rows)
     setup = setup_document(args.sweep_dir, meta, [g for g in groups if g.document == groups[0].document])
     adjusted = posthoc_groups(args.sweep_dir, setup) if args.posthoc_la or setup.posthoc_la else []

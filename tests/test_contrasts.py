@@ -9,7 +9,8 @@ from scipy import stats as sps
 
 from lossbench.experiments.contrasts import compare_contrasts, configurations_still_needed
 from lossbench.experiments.forest import plot_forest
-from lossbench.experiments.power import minimum_detectable_effect, seeds_needed
+from lossbench.experiments.power import minimum_detectable_effect, paired_power, seeds_needed
+from lossbench.experiments.report_contrasts import contrast_table
 from lossbench.experiments.sequential import Design
 from lossbench.experiments.stats import holm_adjust
 
@@ -63,6 +64,47 @@ def test_power_beside_each_comparison_uses_its_level():
     assert out["ldam"].p_equivalence == pytest.approx(expected)
 
 
+def test_seeds_needed_detect_the_observed_difference_or_the_margin_when_it_is_smaller():
+    """A difference far beyond the margin is decided by the seeds that detect it, not by those that detect the
+    margin; one below the margin needs about the seeds that detect the margin (an interval narrower than it)."""
+    rng = np.random.default_rng(0)
+    wide = {s: 70 + 3 * rng.standard_normal() for s in SEEDS}
+    values = {"ce": BASE, "far": {s: BASE[s] + 10 + wide[s] - 70 for s in SEEDS},
+              "near": {s: BASE[s] + 0.2 + (wide[s] - 70) for s in SEEDS}}
+    out = by_label(compare_contrasts(values, [("far", "ce"), ("near", "ce")], margin=1.0))
+    sd = float(np.std([wide[s] for s in SEEDS], ddof=1))
+    far, near = out["far"], out["near"]
+    assert abs(far.diff) > 1.0 > abs(near.diff)
+    assert far.seeds_needed == max(seeds_needed(abs(far.diff), sd, far.level), 3)
+    assert near.seeds_needed == seeds_needed(1.0, sd, near.level)
+    assert far.seeds_needed < near.seeds_needed  # with the margin as the target both would say the same
+    without = by_label(compare_contrasts(values, [("near", "ce")]))["near"]  # no margin: the observed difference
+    assert without.seeds_needed == seeds_needed(abs(near.diff), sd, without.level)
+
+
+def test_a_sequential_look_gives_its_own_mde_and_the_first_look_that_would_decide():
+    """At an early look of a sequential design the threshold is the design's boundary, far above the t quantile:
+    the MDE is that look's, and 'seeds needed' the first look whose boundary detects the difference with 80 %
+    power; where no look up to the design's last does, the seeds of a fixed design, flagged as a new study."""
+    design = Design(5, 10, margin=1.0)
+    five = {k: {s: v[s] for s in range(5)} for k, v in VALUES.items()}
+    five["half"] = {s: BASE[s] + 2.5 + (1.0 if s % 2 else -1.0) for s in range(5)}  # 2.3 +- 1.1: 3 more seeds
+    pairs = [("half", "ce"), ("noisy", "ce")]
+    out = by_label(compare_contrasts(five, pairs, sequential=design))
+    half, noisy = out["half"], out["noisy"]
+    assert not half.decided and not noisy.decided
+    sd = float(np.std([five["half"][s] - BASE[s] for s in range(5)], ddof=1))
+    bounds = design.boundaries(half.level / 2, 2)
+    assert half.mde == pytest.approx(minimum_detectable_effect(sd, 5, half.level, critical=bounds[5]))
+    assert half.mde > 1.5 * minimum_detectable_effect(sd, 5, half.level)  # the first look is far stricter
+    first = next(n for n in range(5, 11) if paired_power(half.diff, sd, n, half.level, bounds[n]) >= 0.8)
+    assert half.seeds_needed == first and not half.needed_beyond_design
+    noisy_sd = float(np.std([five["noisy"][s] - BASE[s] for s in range(5)], ddof=1))
+    assert noisy.needed_beyond_design and noisy.seeds_needed == seeds_needed(1.0, noisy_sd, noisy.level) > 10
+    header, body = contrast_table([half, noisy], "m", "points", fixed=False)
+    assert [dict(zip(header, b))["seeds needed"] for b in body] == [str(first), f"{noisy.seeds_needed} (new study)"]
+
+
 def test_two_seeds_give_no_p_value_only_too_few_seeds_and_the_seeds_needed():
     two = {k: {s: v[s] for s in (0, 1)} for k, v in VALUES.items()}
     for r in compare_contrasts(two, PAIRS, margin=1.0):
@@ -106,7 +148,7 @@ def test_report_rows_give_power_beside_each_verdict_and_no_p_below_three_seeds()
     header, body = contrast_table(out, "balanced_accuracy", "points", fixed=True)
     row = dict(zip(header, body[0]))
     assert row["verdict"] == "better, decided at 6 seeds" and row["Δ balanced_accuracy (a − b, points)"] == "+5.00"
-    assert row["α used"] == "0.0167" and row["seeds needed"] == "5" and row["p"] == "< 0.0001"
+    assert row["α used"] == "0.0167" and row["seeds needed"] == "3" and row["p"] == "< 0.0001"
     assert dict(zip(header, body[1]))["verdict"].startswith("equivalent")
     two = {k: {s: v[s] for s in (0, 1)} for k, v in VALUES.items()}
     header, body = contrast_table(compare_contrasts(two, PAIRS, margin=1.0), "m", "points", fixed=True)

@@ -53,3 +53,23 @@ def test_undefined_cases():
     assert math.isnan(minimum_detectable_effect(math.nan, 5, 0.05))
     assert seeds_needed(0.0, 1.0, 0.05) is None and seeds_needed(1.0, math.nan, 0.05) is None
     assert seeds_needed(1e-4, 1.0, 0.05) is None  # more than MAX_SEEDS
+
+
+def test_a_looks_own_critical_value_is_the_rejection_rate_beyond_it():
+    """A sequential design's boundary at n seeds (here 3.5, above t_{0.975, 4} = 2.78) in place of the t quantile:
+    the power is the simulated rate of |t| beyond it; the MDE and the seeds needed follow it."""
+    rng = np.random.default_rng(1)
+    d = rng.normal(1.5, 1.0, (200_000, 5))
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(5))
+    rate = np.mean(np.abs(t) > 3.5)
+    assert paired_power(1.5, 1.0, 5, 0.05, critical=3.5) == pytest.approx(rate, abs=4 * math.sqrt(0.25 / 200_000))
+    assert paired_power(1.5, 1.0, 5, 0.05, critical=sps.t.isf(0.025, 4)) == pytest.approx(
+        paired_power(1.5, 1.0, 5, 0.05), rel=1e-12)
+    assert paired_power(1.5, 1.0, 5, 0.05, critical=math.inf) == 0.0  # a number of seeds the design never looks at
+    mde = minimum_detectable_effect(1.0, 5, 0.05, critical=3.5)
+    assert mde > minimum_detectable_effect(1.0, 5, 0.05) and paired_power(mde, 1.0, 5, 0.05, 3.5) == pytest.approx(0.8)
+    assert math.isnan(minimum_detectable_effect(1.0, 5, 0.05, critical=math.inf))
+    bounds = {n: (math.inf if n < 4 else 6.0 - 0.4 * n) for n in range(1, 11)}  # looks at 4..10, falling
+    k = seeds_needed(1.0, 1.0, 0.05, critical=bounds.__getitem__, max_seeds=10)
+    assert paired_power(1.0, 1.0, k, 0.05, bounds[k]) >= 0.8 > paired_power(1.0, 1.0, k - 1, 0.05, bounds[k - 1])
+    assert seeds_needed(0.3, 1.0, 0.05, critical=bounds.__getitem__, max_seeds=10) is None  # beyond the last look

@@ -6,10 +6,17 @@ finished: its mean and interval, the verdict of
 :mod:`lossbench.experiments.sequential` (better / worse / equivalent /
 inconclusive with a margin; better / worse / not significant without; "too few
 seeds" below :data:`MIN_PAIRS`), the level it was tested at (alpha over the
-contrasts still open: Holm's step), the minimum detectable effect of a fixed
-design of the current seeds at that level (80 % power, from the SD of the paired
-differences) and the seeds that would detect the margin (without a margin: the
-observed difference) with 80 % power at that level (:mod:`.power`).
+contrasts still open: Holm's step), the minimum detectable effect of the look at
+the current seeds (80 % power at that level, from the SD of the paired
+differences; the look's threshold is the t quantile of a fixed design or the
+sequential design's boundary, far stricter at its first looks) and the seeds
+that would decide it if the observed difference is the true one: the first look
+that detects the observed difference with 80 % power at that level, or the
+margin where the difference is smaller than the margin (an equivalence verdict
+needs the interval narrower than the margin, about the seeds that detect the
+margin) (:mod:`.power`): a difference ten times the margin does not need the
+seeds of a one-margin difference. Where no look of a sequential design reaches
+that power, the seeds given are a fixed design's (a new study), flagged.
 
 The interval is the one the superiority verdict is read from: the intersection
 over the looks so far of the repeated confidence intervals mean_n ± c_n · se_n,
@@ -49,11 +56,14 @@ class ContrastResult:
     note: str  # e.g. "better by less than the margin" beside "equivalent"; "" when there is nothing to add
     level: float  # the alpha this contrast was tested at (its Holm step)
     decided_at: int  # paired seeds at the look that decided it; 0: not decided
-    mde: float  # smallest difference a fixed design of n seeds detects with 80 % power at ``level`` (n >= 3)
-    seeds_needed: int | None  # paired seeds that detect the margin (or |diff|) with 80 % power at ``level``;
-    # power.MAX_SEEDS + 1: more than that
+    mde: float  # smallest difference the look at n seeds detects with 80 % power at ``level`` (n >= 3): a fixed
+    # design's t-test, or a sequential design's boundary at n
+    seeds_needed: int | None  # paired seeds whose look detects |diff|, or the margin where |diff| is smaller, with
+    # 80 % power at ``level`` (the seeds that would decide it if diff is the true difference); MAX_SEEDS + 1: more
     p: float  # two-sided paired t-test (fixed designs with >= 3 pairs; else NaN)
     p_equivalence: float  # TOST's p (the larger one-sided p), fixed designs with a margin and >= 3 pairs
+    needed_beyond_design: bool = False  # a sequential design's looks cannot reach seeds_needed's power: the number
+    # is that of a fixed design (a new study), more than the design's max_seeds would give
 
     @property
     def n(self) -> int:
@@ -75,13 +85,19 @@ def _padded(diffs: list[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
-def _needed(target: float, sd: float, level: float) -> int | None:
-    """Seeds needed, never below the :data:`MIN_PAIRS` a verdict needs; MAX_SEEDS + 1 for "more than
-    MAX_SEEDS"; None where it cannot be said (no spread yet, nothing to detect)."""
+def _needed(target: float, sd: float, level: float, bounds: np.ndarray | None) -> tuple[int | None, bool]:
+    """(seeds needed, whether beyond the design): with a sequential design's two-sided ``bounds`` per number of
+    seeds, the first look whose boundary detects ``target`` with 80 % power; when none of its looks does, the
+    seeds of a fixed design, flagged. Never below the :data:`MIN_PAIRS` a verdict needs; MAX_SEEDS + 1 for "more
+    than MAX_SEEDS"; None where it cannot be said (no spread yet, nothing to detect)."""
+    if bounds is not None:
+        n = seeds_needed(target, sd, level, critical=lambda k: float(bounds[k]), max_seeds=bounds.size - 1)
+        if n is not None:
+            return max(n, MIN_PAIRS), False
     n = seeds_needed(target, sd, level)
     if n is None:
-        return MAX_SEEDS + 1 if sd > 0 and math.isfinite(sd) and target > 0 else None
-    return max(n, MIN_PAIRS)
+        n = MAX_SEEDS + 1 if sd > 0 and math.isfinite(sd) and target > 0 else None
+    return (None if n is None else max(n, MIN_PAIRS)), bounds is not None and n is not None
 
 
 def _tost_p(d: np.ndarray, margin: float) -> float:
@@ -152,15 +168,19 @@ def compare_contrasts(
         sd = float(d.std(ddof=1)) if d.size >= 2 else math.nan
         mean = float(d.mean()) if d.size else math.nan
         low, high = _interval(d, design, level, len(pairs), span)
-        target = margin if margin is not None else abs(mean)
+        bounds = design.boundaries(level / 2, len(pairs))  # each side of superiority at half the level
+        target = abs(mean) if margin is None else max(abs(mean), margin)
+        needed, beyond = _needed(target, sd, level, bounds if sequential is not None else None)
         fixed = sequential is None and d.size >= MIN_PAIRS
         out.append(ContrastResult(
             a, b, tuple(float(x) for x in d), mean, low, high, verdict, note, level,
             int(decisions.decided_at[0, k]) if d.size >= MIN_PAIRS else 0,
-            minimum_detectable_effect(sd, d.size, level) if d.size >= MIN_PAIRS else math.nan,
-            _needed(target, sd, level),
+            minimum_detectable_effect(sd, d.size, level, critical=float(bounds[min(d.size, design.max_seeds)]))
+            if d.size >= MIN_PAIRS else math.nan,
+            needed,
             paired_t_test(d) if fixed else math.nan,
-            _tost_p(d, margin) if fixed and margin is not None else math.nan))
+            _tost_p(d, margin) if fixed and margin is not None else math.nan,
+            beyond))
     return out
 
 

@@ -57,7 +57,7 @@ def contrast_table(results: Sequence[ContrastResult], metric: str, unit: str, fi
         interval = f"[{_num(r.low, unit, True)}, {_num(r.high, unit, True)}]" if math.isfinite(r.low) else "–"
         p = "–" if not fixed or math.isnan(r.p) else ("< 0.0001" if r.p < 1e-4 else f"{r.p:.4f}")
         needed = ("–" if r.seeds_needed is None else f"> {MAX_SEEDS}" if r.seeds_needed > MAX_SEEDS
-                  else str(r.seeds_needed))
+                  else str(r.seeds_needed)) + (" (new study)" if r.needed_beyond_design else "")
         body.append([r.label, str(r.n), _num(r.diff, unit, True), interval, _alpha(r.level), p, _num(r.mde, unit),
                      needed, _verdict_cell(r)])
     return header, body
@@ -78,8 +78,14 @@ def method_text(metric: str, unit: str, margin: float | None, sequential: tuple[
     direction = " (lower is better: a negative Δ is better)" if lower_is_better else ""
     return (f"Declared contrasts on {metric}{direction} in {unit}: Δ = a − b over the seeds both finished.{seeds} "
             "The interval is the one the verdict is read from (at α used, over every look at the data); MDE is the "
-            "smallest difference a fixed design of these seeds would detect with 80 % power at α used, from the "
-            f"spread of the paired differences; p is given for a fixed list of seeds only.{band}")
+            "smallest difference this look at these seeds would detect with 80 % power at α used, from the spread "
+            "of the paired differences" + (" (early looks use stricter thresholds, so their MDE is larger)"
+                                           if sequential else "")
+            + "; 'seeds needed' is about how many paired seeds would decide the contrast if the difference measured "
+            "so far is the true one (those that detect it, or the margin where it is smaller)"
+            + (", '(new study)' where no look of this design, up to its last seed, would: the seeds a fixed "
+               "design would need" if sequential else "")
+            + f"; p is given for a fixed list of seeds only.{band}")
 
 
 def legend_text(unit: str, margin: float | None, sequential: bool, alpha: float = 0.05) -> str:
