@@ -78,6 +78,10 @@ def test_lt_table_uses_final_epoch_gives_the_reports_verdicts_and_lists_missing_
     assert "| better, decided at 3 seeds |" in out
     assert "| loss=dice vs loss=ce | 1 | -10.00 | – |" in out and "| too few seeds |" in out
     assert "Not finished (2): lt--seed-1_loss-dice, lt--seed-2_loss-dice" in out
+    _lt_table().main([str(tmp_path), "--first-seeds", "2"])  # the table as it was with seeds 0 and 1
+    out = capsys.readouterr().out
+    assert "| `ldam` | 2 | 72.50 ± 3.54 |" in out and "| loss=ldam vs loss=ce | 2 | +10.50 |" in out
+    assert "better" not in out and "Not finished (1): lt--seed-1_loss-dice" in out
 
 
 def test_kept_results_hold_finished_cells_without_checkpoints_and_a_sweep_skips_them(tiny_config, tmp_path):
