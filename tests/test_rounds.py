@@ -65,3 +65,19 @@ def test_replay_from_the_cells_outcomes_gives_the_same_rounds():
     failed["noisy"][3] = float("nan")
     state = replay_study(failed, PAIRS, DESIGN)
     assert state.over and state.ran["noisy"] == 5 and state.results[1].n == 4
+
+
+def test_the_reports_seed_table_replays_the_rounds_without_post_hoc_contrasts():
+    """A declared contrast on a '+ post-hoc LA' row is scored by the report after training; the rounds decided
+    without it, and replaying them for the report's seeds table must too (it raised KeyError on the
+    long-tailed recipe's folder)."""
+    from lossbench.experiments.study import Study, study_state
+    from lossbench.experiments.study_design import posthoc_label
+
+    cells = [({"loss": loss, "seed": seed}, {"status": "done", "final_balanced_accuracy": 0.7 + 0.01 * seed + bonus})
+             for loss, bonus in (("ce", 0.0), ("la", 0.05)) for seed in range(3)]
+    ce, la = "loss=ce", "loss=la"
+    study = Study(((la, ce), (posthoc_label(ce), ce)), "balanced_accuracy", "final", 1.0, (3, 5))
+    state = study_state(cells, study, "doc")
+    assert [r.label for r in state.results] == [f"{la} vs {ce}"]
+    assert state.ran == {ce: 4, la: 4} and state.waiting  # undecided after 3: the next seed is given

@@ -89,14 +89,22 @@ def outcomes(cells: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], study
     return out
 
 
+def trained_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The contrasts the rounds decide on: a '+ post-hoc LA' row is scored by the report, after training, so the
+    rounds leave out the contrasts that name one (any stopping rule keeps the report's verdicts valid; those
+    contrasts only get the seeds the others ask for)."""
+    return [p for p in pairs if not any(is_posthoc_label(label) for label in p)]
+
+
 def study_state(cells: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], study: Study, document: str
                 ) -> StudyState:
-    """Where a sequential document stands: :func:`replay_study` on its cells' results, in compared units."""
+    """Where a sequential document stands: :func:`replay_study` on its cells' results, in compared units, over
+    the contrasts the rounds decided on (:func:`trained_pairs`)."""
     design = study.design
     assert design is not None, "a fixed list of seeds has no rounds"
     found = outcomes(cells, study, document, design.max_seeds)
     scaled = {label: [None if v is None else v * study.scale for v in per] for label, per in found.items()}
-    return replay_study(scaled, study.pairs, design, study.higher_is_better)
+    return replay_study(scaled, trained_pairs(study.pairs), design, study.higher_is_better)
 
 
 def document_pairs(options: Mapping[str, Any], configurations: dict[str, dict[str, Any]], source: str
@@ -118,10 +126,7 @@ def plan_studies(plan: Any) -> dict[str, Study]:
         options = plan.report.get(document) or {}
         configurations = {configuration_label(c.values, document): {k: v for k, v in c.values.items() if k != "seed"}
                           for c in cells}
-        # a '+ post-hoc LA' row is scored by the report, after training: the rounds decide without it (any
-        # stopping rule keeps the report's verdicts valid; its contrasts only get the seeds the others ask for)
-        pairs = [p for p in document_pairs(options, configurations, str(plan.source))
-                 if not any(is_posthoc_label(label) for label in p)]
+        pairs = trained_pairs(document_pairs(options, configurations, str(plan.source)))
         out[document] = document_study(options, cells[0].experiment.task, pairs, seeds)
     return out
 
