@@ -122,12 +122,12 @@ def verdict_words(sign: int, equivalent: bool, n: int, margin: float | None, hig
     return ("inconclusive" if margin is not None else "not significant"), ""
 
 
-def _interval(d: np.ndarray, design: Design, level: float, contrasts: int, width: float) -> tuple[float, float]:
-    """The intersection over the looks so far of mean_n ± c_n · s_n / sqrt(n), c_n the superiority boundary of
-    ``level``: every look's interval covers the true difference at once with probability >= 1 - level, so their
-    intersection does too, and it excludes 0 exactly when superiority was rejected at ``level``."""
+def _interval(d: np.ndarray, design: Design, bounds: np.ndarray, width: float) -> tuple[float, float]:
+    """The intersection over the looks so far of mean_n ± c_n · s_n / sqrt(n), c_n = ``bounds[n]`` the
+    superiority boundary of the contrast's level: every look's interval covers the true difference at once with
+    probability >= 1 - level, so their intersection does too, and it excludes 0 exactly when superiority was
+    rejected at that level."""
     low, high, looked = -width, width, False
-    bounds = design.boundaries(level / 2, contrasts)
     for n in range(max(design.min_seeds, 2), min(d.size, design.max_seeds) + 1):
         sd = d[:n].std(ddof=1)
         if sd > 0 and np.isfinite(bounds[n]):
@@ -167,8 +167,8 @@ def compare_contrasts(
         verdict, note = verdict_words(sign, equivalent, d.size, margin, higher_is_better)
         sd = float(d.std(ddof=1)) if d.size >= 2 else math.nan
         mean = float(d.mean()) if d.size else math.nan
-        low, high = _interval(d, design, level, len(pairs), span)
         bounds = design.boundaries(level / 2, len(pairs))  # each side of superiority at half the level
+        low, high = _interval(d, design, bounds, span)
         target = abs(mean) if margin is None else max(abs(mean), margin)
         needed, beyond = _needed(target, sd, level, bounds if sequential is not None else None)
         fixed = sequential is None and d.size >= MIN_PAIRS
