@@ -76,8 +76,7 @@ def print_per_class(sweep_dir: Path, setup) -> None:
     unit = "training images" if setup.task == "classification" else "training pixels"
     print(f"\nPer-class {'recall' if what == 'recall' else 'IoU'} at the {setup.epoch} epoch, %, mean over the "
           f"finished seeds ({unit} in brackets; counts of the first finished seed):\n")
-    print("| configuration | seeds | " + " | ".join(f"{n} ({c})" for n, c in zip(names, counts)) + " |")
-    print("|---|---:|" + "---:|" * len(names))
+    body = []
     for g in setup.groups:
         if not g.done:
             continue
@@ -85,7 +84,8 @@ def print_per_class(sweep_dir: Path, setup) -> None:
         for k in range(len(names)):
             x = [v for v in values_by_seed(g, f"{what}_{k}", setup.epoch).values() if math.isfinite(v)]
             means.append(f"{100 * np.mean(x):.0f}" if x else "–")
-        print(f"| {row_label(g.values)} | {len(g.done)} | " + " | ".join(means) + " |")
+        body.append([row_label(g.values), str(len(g.done))] + means)
+    markdown_table(["configuration", "seeds"] + [f"{n} ({c})" for n, c in zip(names, counts)], body)
 
 
 def markdown_table(header: list[str], body: list[list[str]], left: tuple[int, ...] = (0,)) -> None:
