@@ -17,7 +17,9 @@ Then the report's declared contrasts, computed by the report's own function
 or sequential, its margin and its Holm family), so this table never gives a
 verdict the report does not. A last table gives each class's recall
 (classification) or IoU (segmentation), mean over the finished seeds, with its
-training count. Cells not finished are listed under the tables. Figures are
+training count; where every seed draws which classes are rare
+(``data.imbalance_order: permuted``), by each run's own frequency rank instead
+(the report's lining up, ``lossbench.experiments.report_ranks``). Cells not finished are listed under the tables. Figures are
 percentages (differences in points).
 """
 
@@ -34,6 +36,7 @@ from lossbench.experiments.report import contrast_results
 from lossbench.experiments.report_contrasts import contrast_table, legend_text, unit_name
 from lossbench.experiments.report_data import group_by_seed, posthoc_groups, setup_document, values_by_seed
 from lossbench.experiments.report_metrics import metric_range
+from lossbench.experiments.report_ranks import is_permuted, runs_by_rank
 from lossbench.experiments.results import load_sweep
 
 COLUMNS = {
@@ -67,7 +70,11 @@ def row_label(values: dict) -> str:
 
 
 def print_per_class(sweep_dir: Path, setup) -> None:
-    """Each class's recall / IoU at the report's epoch, mean over the finished seeds (training count in brackets)."""
+    """Each class's recall / IoU at the report's epoch, mean over the finished seeds (training count in brackets);
+    by each run's own frequency rank where every seed draws which classes are rare."""
+    if is_permuted(setup):
+        print_per_rank(sweep_dir, setup)
+        return
     first = next((sweep_dir / r["cell"] / "summary.json" for g in setup.groups for r in g.done), None)
     if first is None or not first.is_file():
         return
@@ -86,6 +93,29 @@ def print_per_class(sweep_dir: Path, setup) -> None:
             means.append(f"{100 * np.mean(x):.0f}" if x else "–")
         body.append([row_label(g.values), str(len(g.done))] + means)
     markdown_table(["configuration", "seeds"] + [f"{n} ({c})" for n, c in zip(names, counts)], body)
+
+
+def print_per_rank(sweep_dir: Path, setup) -> None:
+    """Recall / IoU by training frequency rank, head to tail (each run's own ranks, as the report lines them up),
+    mean over the finished seeds; the column titles give each rank's training count, mean over the runs."""
+    what = PER_CLASS[setup.task]
+    columns = [(g, runs_by_rank(sweep_dir, g, setup.epoch, what)) for g in setup.groups if g.done]
+    columns = [(g, runs) for g, runs in columns if runs]
+    if not columns:
+        return
+    every_run = [counts for _, runs in columns for counts, _ in runs]
+    mean_counts = [np.mean([counts[k] for counts in every_run]) for k in range(len(every_run[0]))]
+    unit = "training images" if setup.task == "classification" else "training pixels"
+    print(f"\nPer-class {'recall' if what == 'recall' else 'IoU'} at the {setup.epoch} epoch by each run's own "
+          f"training frequency rank (1 = most frequent), %, mean over the finished seeds ({unit} in brackets):\n")
+    body = []
+    for g, runs in columns:
+        means = []
+        for k in range(len(mean_counts)):
+            x = [values[k] for _, values in runs if math.isfinite(values[k])]
+            means.append(f"{100 * np.mean(x):.0f}" if x else "–")
+        body.append([row_label(g.values), str(len(runs))] + means)
+    markdown_table(["configuration", "seeds"] + [f"{k + 1} ({c:.0f})" for k, c in enumerate(mean_counts)], body)
 
 
 def markdown_table(header: list[str], body: list[list[str]], left: tuple[int, ...] = (0,)) -> None:

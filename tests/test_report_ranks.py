@@ -87,3 +87,21 @@ def test_the_report_shows_per_class_recall_by_each_runs_own_rank(sweep):
     assert "Per class by training frequency, head to tail" in report
     assert "Every seed draws its own long-tail subsample of the training images" in report
     assert "its own held-out split" in report and "which classes are rare" in report
+
+
+def test_the_quality_table_gives_per_class_recall_by_rank_as_the_report(sweep, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "quality_table", Path(__file__).resolve().parents[1] / "benchmarks" / "quality_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(sweep)])
+    out = capsys.readouterr().out
+    assert "by each run's own training frequency rank" in out and "counts of the first finished seed" not in out
+    found = runs(sweep)
+    by_rank = [[s["final"][f"val_recall_{k}"] for k in head_to_tail(s, sp)] for _, s, sp in found]
+    means = [f"{100 * np.mean([r[rank] for r in by_rank]):.0f}" for rank in range(10)]
+    assert " | 2 | " + " | ".join(means) + " |\n" in out  # one configuration (the recipe sets only the seed)
+    assert "| 1 (125) | 2 (" in out and "| 10 (12) |" in out

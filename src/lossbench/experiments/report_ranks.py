@@ -41,7 +41,7 @@ def head_to_tail(summary: dict[str, Any], split: dict[str, Any] | None) -> list[
     return sorted(range(len(counts)), key=lambda k: (-counts[k], k))
 
 
-def _by_rank(sweep_dir: Path, group: SeedGroup, epoch: str, key: str) -> list[tuple[list[int], list[float]]]:
+def runs_by_rank(sweep_dir: Path, group: SeedGroup, epoch: str, key: str) -> list[tuple[list[int], list[float]]]:
     """Per finished run of ``group``: (training counts, per-class ``key`` at ``epoch``), both head to tail."""
     runs = []
     for row in group.done:
@@ -58,7 +58,7 @@ def rank_table(sweep_dir: Path, setup: DocumentSetup) -> tuple[list[str], list[l
     """Per-class recall (IoU) by training frequency rank, head to tail: one row a rank, the training images of
     that rank (mean over seeds) and each configuration's mean with its 95 % t interval over seeds."""
     key = PER_CLASS_FIGURE[setup.task]
-    columns = [(g.label, _by_rank(sweep_dir, g, setup.epoch, key)) for g in setup.groups]
+    columns = [(g.label, runs_by_rank(sweep_dir, g, setup.epoch, key)) for g in setup.groups]
     columns = [(label, runs) for label, runs in columns if runs]
     if not columns:
         return None
