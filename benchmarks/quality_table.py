@@ -19,8 +19,9 @@ verdict the report does not. A last table gives each class's recall
 (classification) or IoU (segmentation), mean over the finished seeds, with its
 training count; where every seed draws which classes are rare
 (``data.imbalance_order: permuted``), by each run's own frequency rank instead
-(the report's lining up, ``lossbench.experiments.report_ranks``). Cells not finished are listed under the tables. Figures are
-percentages (differences in points).
+(the report's lining up, ``lossbench.experiments.report_ranks``). Cells not
+finished are listed under the tables. Figures are percentages (differences in
+points).
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def pct(values: list[float]) -> str:
     return f"{100 * x.mean():.2f}" + (f" ± {100 * x.std(ddof=1):.2f}" if x.size > 1 else "")
 
 
+def whole_pct(values: list[float]) -> str:
+    """The mean of the finite values in whole percent, "–" when there is none."""
+    x = [v for v in values if math.isfinite(v)]
+    return f"{100 * np.mean(x):.0f}" if x else "–"
+
+
 def row_label(values: dict) -> str:
     """The loss, with what else the grid changes: DRW, the cosine head, the prior bias."""
     parts = [f"`{values.get('loss')}`"]
@@ -87,10 +94,7 @@ def print_per_class(sweep_dir: Path, setup) -> None:
     for g in setup.groups:
         if not g.done:
             continue
-        means = []
-        for k in range(len(names)):
-            x = [v for v in values_by_seed(g, f"{what}_{k}", setup.epoch).values() if math.isfinite(v)]
-            means.append(f"{100 * np.mean(x):.0f}" if x else "–")
+        means = [whole_pct(list(values_by_seed(g, f"{what}_{k}", setup.epoch).values())) for k in range(len(names))]
         body.append([row_label(g.values), str(len(g.done))] + means)
     markdown_table(["configuration", "seeds"] + [f"{n} ({c})" for n, c in zip(names, counts)], body)
 
@@ -110,10 +114,7 @@ def print_per_rank(sweep_dir: Path, setup) -> None:
           f"training frequency rank (1 = most frequent), %, mean over the finished seeds ({unit} in brackets):\n")
     body = []
     for g, runs in columns:
-        means = []
-        for k in range(len(mean_counts)):
-            x = [values[k] for _, values in runs if math.isfinite(values[k])]
-            means.append(f"{100 * np.mean(x):.0f}" if x else "–")
+        means = [whole_pct([values[k] for _, values in runs]) for k in range(len(mean_counts))]
         body.append([row_label(g.values), str(len(runs))] + means)
     markdown_table(["configuration", "seeds"] + [f"{k + 1} ({c:.0f})" for k, c in enumerate(mean_counts)], body)
 

@@ -34,7 +34,7 @@ def test_reference_workload_times_training_steps_on_one_thread():
     assert torch.get_num_threads() == threads  # the thread count is given back
 
 
-def _lt_table():
+def quality_table_module():
     spec = importlib.util.spec_from_file_location("quality_table", ROOT / "benchmarks" / "quality_table.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -63,7 +63,7 @@ def test_lt_table_uses_final_epoch_gives_the_reports_verdicts_and_lists_missing_
         writer = csv.DictWriter(f, keys)
         writer.writeheader()
         writer.writerows(rows)
-    _lt_table().main([str(tmp_path)])
+    quality_table_module().main([str(tmp_path)])
     out = capsys.readouterr().out
     assert out.startswith("final-epoch metrics")
     assert "| `ce` | 3 | 62.00 ± 2.00 | – | 90.00 ± 0.00 | – | – |" in out
@@ -78,7 +78,7 @@ def test_lt_table_uses_final_epoch_gives_the_reports_verdicts_and_lists_missing_
     assert "| better, decided at 3 seeds |" in out
     assert "| loss=dice vs loss=ce | 1 | -10.00 | – |" in out and "| too few seeds |" in out
     assert "Not finished (2): lt--seed-1_loss-dice, lt--seed-2_loss-dice" in out
-    _lt_table().main([str(tmp_path), "--first-seeds", "2"])  # the table as it was with seeds 0 and 1
+    quality_table_module().main([str(tmp_path), "--first-seeds", "2"])  # the table as it was with seeds 0 and 1
     out = capsys.readouterr().out
     assert "| `ldam` | 2 | 72.50 ± 3.54 |" in out and "| loss=ldam vs loss=ce | 2 | +10.50 |" in out
     assert "better" not in out and "Not finished (1): lt--seed-1_loss-dice" in out

@@ -90,14 +90,9 @@ def test_the_report_shows_per_class_recall_by_each_runs_own_rank(sweep):
 
 
 def test_the_quality_table_gives_per_class_recall_by_rank_as_the_report(sweep, capsys):
-    import importlib.util
-    from pathlib import Path
+    from test_benchmarks import quality_table_module
 
-    spec = importlib.util.spec_from_file_location(
-        "quality_table", Path(__file__).resolve().parents[1] / "benchmarks" / "quality_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main([str(sweep)])
+    quality_table_module().main([str(sweep)])
     out = capsys.readouterr().out
     assert "by each run's own training frequency rank" in out and "counts of the first finished seed" not in out
     found = runs(sweep)
