@@ -83,3 +83,45 @@ def test_the_stop_file_stays_until_every_running_cell_has_ended(tmp_path, monkey
     ended.set_result(("stopped", "", 0.0))
     sweep.stop_cells(plan, [ended], stop, lines.append)
     assert not stop.exists()
+
+
+TUNED = {**CONFIG, "epochs": 400, "grid": {"seed": [0]}, "report": {"epoch": "final"},
+         "tune": {"trials": 2, "metric": "loss", "untuned": False,
+                  "space": {"optimizer.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-1, "log": True}}}}
+
+
+def trial_states(db):
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        return [row[0] for row in conn.execute("SELECT state FROM trials")]
+
+
+def test_sigint_mid_study_stops_the_trial_at_once_and_leaves_it_to_continue(tmp_path):
+    """Ctrl-C while a trial trains: the sweep ends within seconds with one line (before, it waited for the trial
+    to train to its end, silently), the trial's process is stopped, and tune.db keeps it RUNNING: the next sweep
+    queues its values again and it continues from its last checkpoint (test_tune.py checks that part)."""
+    cfg = tmp_path / "tuned.yaml"
+    cfg.write_text(yaml.safe_dump({**TUNED, "output_dir": str(tmp_path / "runs")}))
+    sweep = tmp_path / "runs" / "tuned"  # a sweep is named after its file
+    out = tmp_path / "sweep.out"
+    proc = forked_cli(["sweep", str(cfg)], out, err_path=tmp_path / "sweep.err", cwd=tmp_path, fork_cells=True)
+    trial = None
+    deadline = time.monotonic() + 120
+    while trial is None and time.monotonic() < deadline and proc.is_alive():
+        trial = next((p.parent for p in sweep.glob("tune/*/metrics.csv") if len(p.read_text().splitlines()) > 2),
+                     None)
+        time.sleep(0.05)
+    assert trial is not None, out.read_text()
+    os.kill(proc.pid, signal.SIGINT)
+    stopped_at = time.monotonic()
+    proc.join(60)
+    assert proc.exitcode == 130, (proc.exitcode, out.read_text())
+    assert time.monotonic() - stopped_at < 30
+    assert "tuning interrupted: 1 running trial(s) stopped" in out.read_text()
+    epochs = len((trial / "metrics.csv").read_text().splitlines())
+    time.sleep(1.5)
+    assert len((trial / "metrics.csv").read_text().splitlines()) == epochs, "the stopped trial still trains"
+    assert trial_states(sweep / "tune.db") == ["RUNNING"]
+    assert not list(sweep.glob("tune/*.stop"))
+    TALLY["interrupted sweeps: finished cells recorded, running cells stopped"] += 1

@@ -52,6 +52,7 @@ from lossbench.experiments.layout import (
 )
 from lossbench.experiments.plan import Cell, SweepPlan
 from lossbench.experiments.progress import Progress
+from lossbench.experiments import sweep
 from lossbench.experiments.sweep import cell_outcome, run_cell, run_sweep
 from lossbench.experiments.tune_plan import StudyPlan, Tuning, apply_params, import_optuna, plan_tuning, trial_cell
 
@@ -242,8 +243,25 @@ def drive(runs: list[StudyRun], backend: Any, sweep_dir: Path, log) -> None:
     log = progress.done
     try:
         _drive(runs, backend, sweep_dir, log, active)
+    except KeyboardInterrupt:
+        progress.close()
+        stop_trials(active, log)
+        raise
     finally:
         progress.close()
+
+
+def stop_trials(active: dict[Future, ActiveTrial], log) -> None:
+    """Ctrl-C mid-study: end the training trials through their stop files, without telling the study. They stay
+    RUNNING in tune.db, so the next sweep queues them again and they continue from their ``last.pt``."""
+    for trial in active.values():
+        trial.stop_file.touch()
+    _, still_running = wait(active, timeout=sweep.STOP_POLL_SECONDS * 20)
+    for future, trial in active.items():
+        if future not in still_running:  # one still training keeps seeing its file; _start removes it next time
+            trial.stop_file.unlink(missing_ok=True)
+    log(f"tuning interrupted: {len(active)} running trial(s) stopped; run the sweep again: they continue from "
+        "their last checkpoint and the studies go on where they stopped")
 
 
 def _drive(runs: list[StudyRun], backend: Any, sweep_dir: Path, log, active: dict[Future, ActiveTrial]) -> None:
