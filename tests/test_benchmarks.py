@@ -112,3 +112,33 @@ def test_kept_results_hold_finished_cells_without_checkpoints_and_a_sweep_skips_
     assert not (kept / killed.name).exists() and (kept / "sweep.json").is_file() and (kept / "results.csv").is_file()
     again = plan_sweep(config, sweep_dir=kept)  # the copy, continued: the finished cell is done, the other runs
     assert [cell_status(c)[0] for c in again.cells] == ["done", "pending"]
+    assert not (kept / "tune").exists() and not (kept / "tune.db").exists()  # a sweep that does not tune
+
+
+def test_kept_results_of_a_tuned_sweep_hold_its_studies_and_finished_trials(tmp_path):
+    import sqlite3
+
+    from lossbench.engine import runfolder
+
+    spec = importlib.util.spec_from_file_location("keep_results", ROOT / "benchmarks" / "keep_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sweep = tmp_path / "sweep"
+    (sweep / "tune").mkdir(parents=True)
+    with sqlite3.connect(sweep / "tune.db") as db:  # still tuning (no sweep.json yet); held open, as the sweep holds it
+        db.execute("CREATE TABLE trials (number INTEGER, state TEXT)")
+        db.executemany("INSERT INTO trials VALUES (?, ?)", [(0, "COMPLETE"), (1, "RUNNING")])
+        db.commit()
+        (sweep / "tune" / "studies.json").write_text("{}")
+        for trial, finished in (("s--t000", True), ("s--t001", False)):
+            (sweep / "tune" / trial).mkdir()
+            (sweep / "tune" / trial / "last.pt").write_bytes(b"weights")
+            if finished:
+                runfolder.write_json(sweep / "tune" / trial / "summary.json", {"final": {}})
+        (sweep / "tune" / "s--t001.stop").touch()
+        kept = tmp_path / "kept"
+        assert module.keep(sweep, kept) == (0, 0)
+    with sqlite3.connect(kept / "tune.db") as copy:
+        assert copy.execute("SELECT number, state FROM trials").fetchall() == [(0, "COMPLETE"), (1, "RUNNING")]
+    assert sorted(p.name for p in (kept / "tune").iterdir()) == ["s--t000", "studies.json"]
+    assert sorted(p.name for p in (kept / "tune" / "s--t000").iterdir()) == ["summary.json"]
