@@ -183,6 +183,7 @@ def test_tuned_long_tail_recipe_gives_each_loss_the_same_study_on_the_validation
     assert [list(s.space) for s in studies] == [shared, shared + ["loss.gamma"], shared + ["loss.tau"]]
     for study in studies:
         assert study.tuning.config.trials == 6 and study.tuning.epoch == "final"  # the report's epoch
+        assert study.tuning.config.untuned  # tuned beside untuned, on the same seeds
         assert study.base["seed"] == 3  # fresh: the grid has 0-2
     assert len(plan.cells) == 9 and all(c.experiment.data.eval_split == "test" for c in plan.cells)
 
