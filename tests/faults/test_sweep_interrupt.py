@@ -27,12 +27,34 @@ def rows(sweep):
         return {r["cell"]: r["status"] for r in csv.DictReader(f)}
 
 
-def test_sigint_records_finished_cells_and_stops_the_running_one(tmp_path):
-    cfg = tmp_path / "ctrl_c.yaml"
-    cfg.write_text(yaml.safe_dump({**CONFIG, "output_dir": str(tmp_path / "runs")}))
-    sweep = tmp_path / "runs" / "ctrl_c"
+def start_sweep(tmp_path, name, config):
+    """``lossbench sweep`` on ``config`` as a forked process with its cells forked; (process, sweep folder, output)."""
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({**config, "output_dir": str(tmp_path / "runs")}))
     out = tmp_path / "sweep.out"
     proc = forked_cli(["sweep", str(cfg)], out, err_path=tmp_path / "sweep.err", cwd=tmp_path, fork_cells=True)
+    return proc, tmp_path / "runs" / name, out  # a sweep is named after its file
+
+
+def interrupt(proc, out):
+    """SIGINT to the sweep: it must exit 130 within 30 s."""
+    os.kill(proc.pid, signal.SIGINT)
+    stopped_at = time.monotonic()
+    proc.join(60)
+    assert proc.exitcode == 130, (proc.exitcode, out.read_text())
+    assert time.monotonic() - stopped_at < 30
+
+
+def epochs_after_a_pause(run):
+    """The epochs ``run`` has logged, asserting it logs no more (its process was stopped)."""
+    epochs = len((run / "metrics.csv").read_text().splitlines())
+    time.sleep(1.5)
+    assert len((run / "metrics.csv").read_text().splitlines()) == epochs, "the stopped run still trains"
+    return epochs
+
+
+def test_sigint_records_finished_cells_and_stops_the_running_one(tmp_path):
+    proc, sweep, out = start_sweep(tmp_path, "ctrl_c", CONFIG)
     long_cell = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.is_alive():
@@ -42,19 +64,13 @@ def test_sigint_records_finished_cells_and_stops_the_running_one(tmp_path):
             break
         time.sleep(0.05)
     assert long_cell is not None, out.read_text()
-    os.kill(proc.pid, signal.SIGINT)
-    stopped_at = time.monotonic()
-    proc.join(60)
-    assert proc.exitcode == 130, (proc.exitcode, out.read_text())
-    assert time.monotonic() - stopped_at < 30
+    interrupt(proc, out)
     status = rows(sweep)
     done = [c for c, s in status.items() if s == "done"]
     assert len(done) == 1 and long_cell.name not in done, status
     assert "sweep interrupted: 1 of 2 cells done" in out.read_text()
     assert not (sweep / ".sweep.stop").exists()
-    epochs = len((long_cell / "metrics.csv").read_text().splitlines())
-    time.sleep(1.5)
-    assert len((long_cell / "metrics.csv").read_text().splitlines()) == epochs, "the stopped cell still trains"
+    epochs = epochs_after_a_pause(long_cell)
     assert epochs - 1 < 400 and not (long_cell / "summary.json").exists()
     TALLY["interrupted sweeps: finished cells recorded, running cells stopped"] += 1
 
@@ -101,11 +117,7 @@ def test_sigint_mid_study_stops_the_trial_at_once_and_leaves_it_to_continue(tmp_
     """Ctrl-C while a trial trains: the sweep ends within seconds with one line (before, it waited for the trial
     to train to its end, silently), the trial's process is stopped, and tune.db keeps it RUNNING: the next sweep
     queues its values again and it continues from its last checkpoint (test_tune.py checks that part)."""
-    cfg = tmp_path / "tuned.yaml"
-    cfg.write_text(yaml.safe_dump({**TUNED, "output_dir": str(tmp_path / "runs")}))
-    sweep = tmp_path / "runs" / "tuned"  # a sweep is named after its file
-    out = tmp_path / "sweep.out"
-    proc = forked_cli(["sweep", str(cfg)], out, err_path=tmp_path / "sweep.err", cwd=tmp_path, fork_cells=True)
+    proc, sweep, out = start_sweep(tmp_path, "tuned", TUNED)
     trial = None
     deadline = time.monotonic() + 120
     while trial is None and time.monotonic() < deadline and proc.is_alive():
@@ -113,15 +125,9 @@ def test_sigint_mid_study_stops_the_trial_at_once_and_leaves_it_to_continue(tmp_
                      None)
         time.sleep(0.05)
     assert trial is not None, out.read_text()
-    os.kill(proc.pid, signal.SIGINT)
-    stopped_at = time.monotonic()
-    proc.join(60)
-    assert proc.exitcode == 130, (proc.exitcode, out.read_text())
-    assert time.monotonic() - stopped_at < 30
+    interrupt(proc, out)
     assert "tuning interrupted: 1 running trial(s) stopped" in out.read_text()
-    epochs = len((trial / "metrics.csv").read_text().splitlines())
-    time.sleep(1.5)
-    assert len((trial / "metrics.csv").read_text().splitlines()) == epochs, "the stopped trial still trains"
+    epochs_after_a_pause(trial)
     assert trial_states(sweep / "tune.db") == ["RUNNING"]
     assert not list(sweep.glob("tune/*.stop"))
     TALLY["interrupted sweeps: finished cells recorded, running cells stopped"] += 1
