@@ -33,7 +33,7 @@ from lossbench.experiments.layout import (
     CONFIGS_DIR, LOCK_NAME, LOGS_DIR, RESULTS_CSV, STOP_NAME, SWEEP_JSON, TUNE_DB, studies_path, tune_dir,
 )
 
-LEFT_OUT = ("*.pt", "confusion_matrix.png", ".run.lock", LOCK_NAME, STOP_NAME, "*.tmp", "*.stop")
+LEFT_OUT = shutil.ignore_patterns("*.pt", "confusion_matrix.png", ".run.lock", LOCK_NAME, STOP_NAME, "*.tmp", "*.stop")
 SWEEP_FILES = (SWEEP_JSON, RESULTS_CSV, "report.md", CONFIGS_DIR, LOGS_DIR)
 
 
@@ -47,15 +47,14 @@ def keep(sweep_dir: Path, dest: Path) -> tuple[int, int]:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    ignore = shutil.ignore_patterns(*LEFT_OUT)
     for name in SWEEP_FILES:
         src = sweep_dir / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=ignore)
+            shutil.copytree(src, dest / name, ignore=LEFT_OUT)
         elif src.is_file():
             shutil.copy2(src, dest / name)
     for cell in finished:
-        shutil.copytree(cell, dest / cell.name, ignore=ignore)
+        shutil.copytree(cell, dest / cell.name, ignore=LEFT_OUT)
     keep_studies(sweep_dir, dest)
     return len(finished), len(cells) - len(finished)
 
@@ -72,7 +71,7 @@ def keep_studies(sweep_dir: Path, dest: Path) -> None:
     if studies_path(sweep_dir).is_file():
         shutil.copy2(studies_path(sweep_dir), studies_path(dest))
     for trial in sorted(p for p in trials.iterdir() if p.is_dir() and is_finished(p)):
-        shutil.copytree(trial, tune_dir(dest) / trial.name, ignore=shutil.ignore_patterns(*LEFT_OUT))
+        shutil.copytree(trial, tune_dir(dest) / trial.name, ignore=LEFT_OUT)
 
 
 def main() -> None:

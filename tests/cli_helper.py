@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 import traceback
@@ -315,3 +316,12 @@ def markdown_table(md: str, first_column: str) -> dict[str, list[str]]:
         cells = [c.strip() for c in line.strip("|").split(" | ")]
         out[cells[0]] = cells[1:]
     return out
+
+
+def trial_states(db: Path) -> list[str]:
+    """The states of a tuned sweep's Optuna trials in ``tune.db``, read-only ([] while it is not written yet)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return [row[0] for row in conn.execute("SELECT state FROM trials")]
+    except sqlite3.Error:  # not created yet, or being written
+        return []

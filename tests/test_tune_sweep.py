@@ -22,7 +22,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from cli_helper import RAY_ENV, forked_cli, run_cli
+from cli_helper import RAY_ENV, forked_cli, run_cli, trial_states
 
 CONFIG = """\
 name: tiny
@@ -57,13 +57,6 @@ def sweep(cfg: Path, out: Path, logs: Path):
     return forked_cli(["sweep", str(cfg), "--out", str(out), "--jobs", "2"], logs.with_suffix(".out"),
                       err_path=logs.with_suffix(".err"), env=RAY_ENV)
 
-
-def trial_states(db: Path) -> list[str]:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return [row[0] for row in conn.execute("SELECT state FROM trials")]
-    except sqlite3.Error:  # not created yet, or being written
-        return []
 
 
 def cells_of(sweep_pid: int) -> set[int]:

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from cli_helper import ENV, CliResult, forked_cell_process, forked_cli, run_cli  # noqa: F401  (the fault tests' CLI runs)
+from cli_helper import ENV, CliResult, forked_cell_process, forked_cli, run_cli, trial_states  # noqa: F401  (the fault tests' CLI runs)
 from PIL import Image
 
 #: what the suite measured (defects refused, kills survived, rows lost), printed at the end of a run

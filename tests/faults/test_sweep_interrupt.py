@@ -11,7 +11,7 @@ import time
 
 import yaml
 
-from .helpers import TALLY, forked_cli
+from .helpers import TALLY, forked_cli, trial_states
 
 CONFIG = {"name": "ctrl_c", "data": {"source": "synthetic", "num_classes": 3, "image_size": 8, "train_per_class": 4,
                                      "val_per_class": 2},
@@ -105,12 +105,6 @@ TUNED = {**CONFIG, "epochs": 400, "grid": {"seed": [0]}, "report": {"epoch": "fi
          "tune": {"trials": 2, "metric": "loss", "untuned": False,
                   "space": {"optimizer.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-1, "log": True}}}}
 
-
-def trial_states(db):
-    import sqlite3
-
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        return [row[0] for row in conn.execute("SELECT state FROM trials")]
 
 
 def test_sigint_mid_study_stops_the_trial_at_once_and_leaves_it_to_continue(tmp_path):
