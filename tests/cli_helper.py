@@ -114,10 +114,14 @@ def cli_child(argv: list[str], out_path: str, err_path: str | None = None, slow_
     seconds longer, so a kill can be timed to land inside the write. ``fork_cells``: a sweep it runs starts its
     cells with :func:`forked_cell_process` (from a fork server of its own).
     """
+    import signal
     import time
 
     import torch
 
+    # Ctrl-C as in a terminal's foreground: a suite started in the background (`make test &`, a CI runner) hands its
+    # processes SIGINT ignored, and the fork server passes that on, so the interrupt tests would see it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if env is not None:
         os.environ.clear()
         os.environ.update(env)
