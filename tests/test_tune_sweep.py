@@ -18,7 +18,6 @@ import csv
 import os
 import re
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -56,7 +55,6 @@ def sweep(cfg: Path, out: Path, logs: Path):
     """``lossbench sweep --jobs 2`` as a forked process (output in ``logs``.{out,err}); its cells are fresh processes."""
     return forked_cli(["sweep", str(cfg), "--out", str(out), "--jobs", "2"], logs.with_suffix(".out"),
                       err_path=logs.with_suffix(".err"), env=RAY_ENV)
-
 
 
 def cells_of(sweep_pid: int) -> set[int]:

@@ -106,7 +106,6 @@ TUNED = {**CONFIG, "epochs": 400, "grid": {"seed": [0]}, "report": {"epoch": "fi
                   "space": {"optimizer.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-1, "log": True}}}}
 
 
-
 def test_sigint_mid_study_stops_the_trial_at_once_and_leaves_it_to_continue(tmp_path):
     """Ctrl-C while a trial trains: the sweep ends within seconds with one line (before, it waited for the trial
     to train to its end, silently), the trial's process is stopped, and tune.db keeps it RUNNING: the next sweep
